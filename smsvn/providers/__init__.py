@@ -1,0 +1,1 @@
+"""Provider clients: each module owns its provider's URLs, wire structs and code table."""

@@ -1,0 +1,372 @@
+"""SpeedSMS (speedsms.vn): balance, SMS to up to 100 numbers a request, and voice OTP calls.
+
+Wire format: HTTP Basic auth with the access token as user name; JSON bodies; every answer is an
+envelope ``{"status": "success"|"error", "code": "00"|"<code>", "data"|"message": ...}`` except
+the rate limiter's 429 and the framework's 401, which share a different shape.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Final, Generic, TypeVar
+
+import aiohttp
+import msgspec
+
+from smsvn.errors import (
+    AuthenticationError,
+    InsufficientBalance,
+    InvalidRecipient,
+    InvalidRequest,
+    ProviderUnavailable,
+    RateLimited,
+    SmsError,
+    ValidationError,
+)
+from smsvn.limits import RateLimit
+from smsvn.models import Balance, InvalidNumber, SendResult
+from smsvn.providers._base import BaseClient, require_recipients, split_recipients
+from smsvn.transport import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TIMEOUT,
+    Hooks,
+    Response,
+    RetryPolicy,
+    Transport,
+)
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_RATE_LIMIT", "MAX_RECIPIENTS", "SMS_TYPES", "SpeedSMS"]
+
+DEFAULT_BASE_URL: Final = "https://api.speedsms.vn/index.php"
+DEFAULT_RATE_LIMIT: Final = RateLimit(requests=60, period=60.0)
+"""The documented limit: 60 requests in 60 seconds per account."""
+MAX_RECIPIENTS: Final = 100
+"""Numbers one ``/sms/send`` request may carry."""
+SMS_TYPES: Final = frozenset({2, 3, 4, 5})
+"""2 random long number, 3 registered brandname, 4 default brandname, 5 customer's Android app."""
+_NEEDS_SENDER: Final = frozenset({3, 5})
+
+_PROVIDER: Final = "speedsms"
+
+D = TypeVar("D")
+
+
+# -- wire structs -------------------------------------------------------------------------------
+
+
+class _UserInfo(msgspec.Struct, frozen=True, kw_only=True):
+    email: str | None = None
+    balance: float | str
+    currency: str | None = None
+
+
+class _SendData(msgspec.Struct, frozen=True, kw_only=True, rename={"tran_id": "tranId"}):
+    tran_id: int | str
+    total_sms: int | None = msgspec.field(default=None, name="totalSMS")
+    total_price: float | None = msgspec.field(default=None, name="totalPrice")
+    invalid_phone: list[str | int] = msgspec.field(default_factory=list, name="invalidPhone")
+
+
+class _Envelope(msgspec.Struct, Generic[D], frozen=True, kw_only=True):
+    status: str | int = ""
+    code: str | int | None = None
+    message: str | None = None
+    data: D | None = None
+    invalid_phone: list[str | int] | None = msgspec.field(default=None, name="invalidPhone")
+
+
+class _SendRequest(msgspec.Struct, frozen=True):
+    to: list[str]
+    content: str
+    sms_type: int
+    sender: str
+
+
+class _VoiceRequest(msgspec.Struct, frozen=True):
+    to: str
+    content: str
+
+
+_USER_INFO = msgspec.json.Decoder(_Envelope[_UserInfo])
+_SEND = msgspec.json.Decoder(_Envelope[_SendData])
+_ENCODER = msgspec.json.Encoder()
+
+_ERRORS: Final[dict[str, tuple[type[SmsError], str]]] = {
+    "007": (AuthenticationError, "IP locked"),
+    "008": (AuthenticationError, "account blocked"),
+    "009": (AuthenticationError, "account not allowed to call the API"),
+    "101": (InvalidRequest, "invalid or missing parameters"),
+    "105": (InvalidRecipient, "phone number invalid"),
+    "110": (InvalidRequest, "content encoding not supported"),
+    "113": (InvalidRequest, "content too long"),
+    "300": (InsufficientBalance, "balance not enough"),
+    "500": (ProviderUnavailable, "internal error, try again"),
+    "601": (InvalidRequest, "OTP code not valid"),
+}
+"""Every documented SpeedSMS error code -> (error class, meaning)."""
+
+
+def _code(raw: str | int | None) -> str | None:
+    """SpeedSMS codes are 3-digit strings ("007"); accept them as numbers too."""
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    return text.zfill(3) if text.isdigit() else text
+
+
+def _international(canonical: str) -> str:
+    """0912345678 -> 84912345678, the form the vendor's sample sends."""
+    return "84" + canonical[1:]
+
+
+class SpeedSMS(BaseClient):
+    """Async client for SpeedSMS.
+
+    ``rate_limit`` defaults to the documented 60 requests / 60 s for the account (shared by every
+    client of the same token in the process); ``None`` turns the limiter off. ``sms_type`` and
+    ``sender`` are the sending defaults that ``send`` and ``send_bulk`` use when not given.
+    """
+
+    provider = _PROVIDER
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        retry: RetryPolicy | None = None,
+        hooks: Hooks | None = None,
+        sms_type: int = 2,
+        sender: str | None = None,
+    ) -> None:
+        if not token:
+            raise ValidationError("a SpeedSMS access token is required", provider=_PROVIDER)
+        _check_type(sms_type, sender)
+        auth = base64.b64encode(f"{token}:x".encode()).decode()
+        super().__init__(
+            Transport(
+                provider=_PROVIDER,
+                session=session,
+                timeout=timeout,
+                connect_timeout=connect_timeout,
+                max_connections=max_connections,
+                retry=retry,
+                rate_limit=rate_limit,
+                account=token,
+                secrets=(token, auth),
+                hooks=hooks,
+                headers={"Authorization": f"Basic {auth}"},
+            ),
+            base_url,
+        )
+        self.sms_type = sms_type
+        self.sender = sender
+        self._url_user_info = f"{self.base_url}/user/info"
+        self._url_send = f"{self.base_url}/sms/send"
+        self._url_voice = f"{self.base_url}/voice/otp"
+
+    async def balance(self) -> Balance:
+        """The account balance in VND (``GET /user/info``)."""
+        return await self._transport.call(
+            "GET",
+            self._url_user_info,
+            endpoint="user/info",
+            parse=self._parse_balance,
+            idempotent=True,
+        )
+
+    async def send(
+        self,
+        to: str | list[str] | tuple[str, ...],
+        content: str,
+        *,
+        sms_type: int | None = None,
+        sender: str | None = None,
+    ) -> SendResult:
+        """Send ``content`` to 1-100 numbers in one request (``POST /sms/send``).
+
+        Numbers that cannot be Vietnamese mobile numbers are reported in ``invalid`` and the rest
+        go out; more than 100 numbers, or none valid, is a ``ValidationError`` before any request.
+        """
+        sms_type = self.sms_type if sms_type is None else sms_type
+        sender = self.sender if sender is None else sender
+        _check_type(sms_type, sender)
+        if not content:
+            raise ValidationError("content is empty", provider=_PROVIDER, endpoint="sms/send")
+        numbers = (to,) if isinstance(to, str) else to
+        if len(numbers) > MAX_RECIPIENTS:
+            raise ValidationError(
+                f"{len(numbers)} recipients; SpeedSMS takes at most {MAX_RECIPIENTS} a request",
+                provider=_PROVIDER,
+                endpoint="sms/send",
+            )
+        recipients = split_recipients(numbers, _PROVIDER)
+        require_recipients(recipients, _PROVIDER, "sms/send")
+        body = _ENCODER.encode(
+            _SendRequest(
+                to=[_international(n) for n in recipients.valid],
+                content=content,
+                sms_type=sms_type,
+                sender=sender or "",
+            )
+        )
+
+        def parse(response: Response) -> SendResult:
+            data = self._parse(response, _SEND, "sms/send")
+            refused = {_national(p) for p in data.invalid_phone}
+            invalid = list(recipients.invalid)
+            invalid.extend(
+                InvalidNumber(recipients.given[n], "refused by SpeedSMS")
+                for n in recipients.valid
+                if n in refused
+            )
+            return SendResult(
+                provider=_PROVIDER,
+                message_id=str(data.tran_id),
+                recipients=tuple(n for n in recipients.valid if n not in refused),
+                invalid=tuple(invalid),
+                segments=data.total_sms,
+                cost=data.total_price,
+                raw=data,
+            )
+
+        return await self._transport.call(
+            "POST",
+            self._url_send,
+            endpoint="sms/send",
+            parse=parse,
+            data=body,
+            headers=_JSON,
+            idempotent=False,
+        )
+
+    async def voice_otp(self, to: str, code: str) -> SendResult:
+        """Call ``to`` and read out ``code`` (digits 0-9 only, checked locally) (``/voice/otp``)."""
+        if not code or not code.isascii() or not code.isdigit():
+            raise ValidationError(
+                "a voice OTP code must be digits 0-9 only", provider=_PROVIDER, endpoint="voice/otp"
+            )
+        recipients = split_recipients(to, _PROVIDER)
+        require_recipients(recipients, _PROVIDER, "voice/otp")
+        number = recipients.valid[0]
+        body = _ENCODER.encode(_VoiceRequest(to=_international(number), content=code))
+
+        def parse(response: Response) -> SendResult:
+            data = self._parse(response, _SEND, "voice/otp")
+            return SendResult(
+                provider=_PROVIDER,
+                message_id=str(data.tran_id),
+                recipients=(number,),
+                segments=None,
+                cost=data.total_price,
+                raw=data,
+            )
+
+        return await self._transport.call(
+            "POST",
+            self._url_voice,
+            endpoint="voice/otp",
+            parse=parse,
+            data=body,
+            headers=_JSON,
+            idempotent=False,
+        )
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def _parse_balance(self, response: Response) -> Balance:
+        info = self._parse(response, _USER_INFO, "user/info")
+        try:
+            amount = float(info.balance)
+        except ValueError:
+            raise self._transport.malformed(
+                "user/info", response, "balance is not a number"
+            ) from None
+        return Balance(provider=_PROVIDER, amount=amount, currency=info.currency or "VND", raw=info)
+
+    def _parse(
+        self, response: Response, decoder: msgspec.json.Decoder[_Envelope[D]], endpoint: str
+    ) -> D:
+        """The envelope's ``data`` on success; the right typed error otherwise."""
+        status = response.status
+        if status == 429:
+            raise RateLimited(
+                "rate limit exceeded",
+                retry_after=_reset_seconds(response),
+                provider=_PROVIDER,
+                code="429",
+                http_status=429,
+                endpoint=endpoint,
+                attempts=response.attempt,
+            )
+        if status in (401, 403):
+            raise AuthenticationError(
+                "the access token was refused",
+                provider=_PROVIDER,
+                http_status=status,
+                endpoint=endpoint,
+                attempts=response.attempt,
+            )
+        try:
+            envelope = decoder.decode(response.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise self._transport.malformed(endpoint, response, _why(exc)) from None
+        if envelope.status == "success" and status == 200:
+            if envelope.data is None:
+                raise self._transport.malformed(endpoint, response, "success without data")
+            return envelope.data
+        code = _code(envelope.code)
+        if envelope.status != "error" or code is None:
+            raise self._transport.malformed(endpoint, response, f"HTTP {status}, no error code")
+        cls, meaning = _ERRORS.get(code, (SmsError, "undocumented error code"))
+        message = envelope.message or meaning
+        if envelope.invalid_phone:
+            message += f" (invalid: {', '.join(str(p) for p in envelope.invalid_phone)})"
+        raise cls(
+            message,
+            provider=_PROVIDER,
+            code=code,
+            http_status=status,
+            endpoint=endpoint,
+            attempts=response.attempt,
+        )
+
+
+_JSON: Final = {"Content-Type": "application/json"}
+
+
+def _check_type(sms_type: int, sender: str | None) -> None:
+    if sms_type not in SMS_TYPES:
+        raise ValidationError(
+            f"sms_type {sms_type} is not one of {sorted(SMS_TYPES)}", provider=_PROVIDER
+        )
+    if sms_type in _NEEDS_SENDER and not sender:
+        raise ValidationError(
+            f"sms_type {sms_type} needs a sender (brandname or device id)", provider=_PROVIDER
+        )
+
+
+def _national(number: str | int) -> str:
+    """A number as SpeedSMS reports it back (84..., 0..., or an int) -> canonical 0... form."""
+    text = str(number).strip().lstrip("+")
+    return "0" + text[2:] if text.startswith("84") else text
+
+
+def _reset_seconds(response: Response) -> float | None:
+    """``X-Rate-Limit-Reset``: a count of seconds to wait (not an epoch time)."""
+    value = response.headers.get("X-Rate-Limit-Reset")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _why(exc: Exception) -> str:
+    # msgspec's messages name the JSON path, never the body's content.
+    return str(exc).split("\n", 1)[0][:120]

@@ -1,0 +1,435 @@
+"""HTTP for every client: one aiohttp session, timeouts, retries, classification and redaction.
+
+The one question this module answers for each failed attempt is *did the request leave?*
+
+- it never left (refused, DNS, connect timeout) -> ``ConnectError``, retried with backoff;
+- it left and no usable answer came back (read timeout, dropped connection, cut-off body)
+  -> ``OutcomeUnknown``, retried only for read-only calls or where the provider deduplicates;
+- the provider said 429 -> the whole account pauses for the provider's hint, then the same
+  request goes again (a 429 was not processed).
+
+aiohttp's own exceptions print the full URL (query string and its secrets included), so none is
+ever chained into ours or logged: errors are raised ``from None`` with a message built here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus
+
+import aiohttp
+import msgspec
+from multidict import CIMultiDictProxy
+
+from smsvn.errors import (
+    ConnectError,
+    MalformedResponse,
+    OutcomeUnknown,
+    ProviderUnavailable,
+    RateLimited,
+    SmsError,
+    ValidationError,
+)
+from smsvn.limits import AccountLimiter, RateLimit, account_key, limiter_for
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "AttemptInfo",
+    "Hooks",
+    "Response",
+    "RetryPolicy",
+    "Transport",
+]
+
+_log = logging.getLogger("smsvn")
+
+DEFAULT_TIMEOUT = 30.0
+"""Seconds a whole request may take, from queueing for a connection to the last body byte."""
+DEFAULT_CONNECT_TIMEOUT = 5.0
+"""Seconds to get a connection (from the pool or a new one); past it nothing was sent."""
+DEFAULT_MAX_CONNECTIONS = 64
+"""Connections per client: enough for 32-64 requests in flight; more only costs CPU."""
+DEFAULT_MAX_RETRIES = 2
+"""Automatic retries of one call after a failure that is safe to retry."""
+
+_USER_AGENT = "smsvn/0.1"
+_EXCERPT = 200
+
+T = TypeVar("T")
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When and how long to wait before trying a call again.
+
+    Backoff is ``backoff_base * 2**n`` seconds (capped at ``backoff_max``) with jitter. A
+    provider's 429 wait hint replaces the backoff; one call waits at most ``max_rate_limit_wait``
+    seconds in all for 429s before raising ``RateLimited``.
+    """
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    max_rate_limit_wait: float = 120.0
+
+    def backoff(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (0-based), jittered to spread herds."""
+        ceiling: float = min(self.backoff_max, self.backoff_base * 2.0**retry)
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+class AttemptInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What the observability hooks are told about one attempt (never a URL or a secret)."""
+
+    provider: str
+    endpoint: str
+    method: str
+    attempt: int
+    status: int | None = None
+    elapsed: float | None = None
+    error: str | None = None
+    delay: float | None = None
+
+
+class Hooks(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-attempt callbacks for metrics and tracing; each receives an ``AttemptInfo``."""
+
+    on_request: Callable[[AttemptInfo], None] | None = None
+    on_response: Callable[[AttemptInfo], None] | None = None
+    on_retry: Callable[[AttemptInfo], None] | None = None
+
+
+class Response:
+    """A provider's answer: status, headers, the whole body, and which attempt got it."""
+
+    __slots__ = ("attempt", "body", "headers", "status")
+
+    def __init__(
+        self, status: int, headers: CIMultiDictProxy[str], body: bytes, attempt: int
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.attempt = attempt
+
+
+class _Dropped(Exception):
+    """The connection failed after the request was handed to it (see ``_no_resend``)."""
+
+
+async def _no_resend(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """Client middleware that stops aiohttp from silently resending a GET.
+
+    aiohttp (3.10+) resends an idempotent-method request once when its connection drops
+    (RFC 9112 9.3.1). That is right for a read and wrong for a send that goes as GET (Fibo,
+    eSMS voice calls): the first copy may have been processed. The resend is triggered by
+    ``ClientOSError`` / ``ServerDisconnectedError`` escaping the handler, so this middleware
+    turns those into an exception aiohttp does not retry on.
+    """
+    try:
+        return await handler(request)
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+        raise
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        raise _Dropped(type(exc).__name__) from None
+
+
+_NO_RESEND = (_no_resend,)
+
+
+class Transport:
+    """One provider client's HTTP: a lazily created session, the limiter, retries and hooks."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        retry: RetryPolicy | None = None,
+        rate_limit: RateLimit | None = None,
+        account: str = "",
+        secrets: Iterable[str] = (),
+        hooks: Hooks | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.provider = provider
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        self._max_connections = max_connections
+        self.retry = retry or RetryPolicy()
+        self.rate_limit = rate_limit
+        self._account = account_key(account)
+        self._limiter: AccountLimiter | None = None
+        self._hooks = hooks
+        self._headers = dict(headers or {})
+        self._secrets = _secret_forms(secrets)
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def session(self) -> aiohttp.ClientSession:
+        """The session, created on first use inside the running loop (never per request)."""
+        if self._session is None:
+            if self._closed:
+                raise ValidationError("the client is closed", provider=self.provider)
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers={"User-Agent": _USER_AGENT},
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if this transport created it; safe to call twice."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    @property
+    def limiter(self) -> AccountLimiter | None:
+        """The account's shared limiter (created in the running loop), or None when off."""
+        if self._limiter is None and self.rate_limit is not None:
+            self._limiter = limiter_for(self.provider, self._account, self.rate_limit)
+        return self._limiter
+
+    # -- redaction -------------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """``text`` with every form of every secret replaced by ``***``."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def _scrub(self, exc: SmsError) -> None:
+        """Redact a provider's own words (an error message may echo a credential)."""
+        message = self.redact(exc.message)
+        if message is not exc.message:
+            exc.message = message
+            exc.args = (message,)
+
+    def excerpt(self, body: bytes) -> str:
+        """A short, redacted, printable excerpt of a body for an error message."""
+        text = body[: _EXCERPT * 4].decode("utf-8", "replace")
+        text = self.redact(text)
+        if len(text) > _EXCERPT:
+            text = text[:_EXCERPT] + "..."
+        return repr(text)
+
+    def malformed(self, endpoint: str, response: Response, why: str) -> MalformedResponse:
+        """The error for an answer that cannot be understood, naming the endpoint."""
+        return MalformedResponse(
+            f"unexpected answer ({why}): {self.excerpt(response.body)}",
+            provider=self.provider,
+            endpoint=endpoint,
+            http_status=response.status,
+            attempts=response.attempt,
+        )
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        parse: Callable[[Response], T],
+        params: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool,
+        deduplicated: bool = False,
+    ) -> T:
+        """Send one request (and its safe retries) and return what ``parse`` makes of the answer.
+
+        ``idempotent``: a read; any failure may be retried. ``deduplicated``: a send the provider
+        recognises when it comes again (eSMS ``RequestId``), so an unknown outcome may be retried.
+        Anything else is sent at most once, except after a ``ConnectError`` or a 429.
+        """
+        retry = self.retry
+        retry_unknown = idempotent or deduplicated
+        middlewares = None if idempotent or method not in ("GET", "HEAD") else _NO_RESEND
+        all_headers = {**self._headers, **headers} if headers else self._headers
+        limiter = self.limiter
+        retries = 0
+        attempt = 0
+        waited = 0.0
+        while True:
+            attempt += 1
+            if limiter is not None:
+                await limiter.acquire()
+            try:
+                response = await self._send_once(
+                    method, url, endpoint, attempt, params, data, all_headers, middlewares
+                )
+                return parse(response)
+            except RateLimited as exc:
+                self._scrub(exc)
+                hint = exc.retry_after if exc.retry_after is not None else retry.backoff(0)
+                if waited + hint > retry.max_rate_limit_wait:
+                    exc.attempts = attempt
+                    raise
+                waited += hint
+                if limiter is not None:
+                    limiter.pause(hint)
+                    delay = 0.0
+                else:
+                    delay = hint
+            except SmsError as exc:
+                exc.attempts = attempt
+                self._scrub(exc)
+                safe = isinstance(exc, ConnectError) or (
+                    retry_unknown and isinstance(exc, OutcomeUnknown | ProviderUnavailable)
+                )
+                if not safe or retries >= retry.max_retries:
+                    raise
+                delay = retry.backoff(retries)
+                retries += 1
+            self._hook_retry(endpoint, method, attempt, delay)
+            if delay:
+                await asyncio.sleep(delay)
+
+    async def _send_once(
+        self,
+        method: str,
+        url: str,
+        endpoint: str,
+        attempt: int,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        middlewares: tuple[Any, ...] | None,
+    ) -> Response:
+        """One attempt, with every aiohttp failure classified into a redacted smsvn error."""
+        hooks = self._hooks
+        if hooks is not None and hooks.on_request is not None:
+            hooks.on_request(
+                AttemptInfo(
+                    provider=self.provider, endpoint=endpoint, method=method, attempt=attempt
+                )
+            )
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {}
+        if middlewares is not None:
+            kwargs["middlewares"] = middlewares
+        try:
+            async with self.session().request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=self._timeout,
+                **kwargs,
+            ) as resp:
+                body = await resp.read()
+                response = Response(resp.status, resp.headers, body, attempt)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            self._hook_response(endpoint, method, attempt, started, None, type(exc).__name__)
+            raise ConnectError(
+                f"could not connect ({_describe(exc)}); the request was not sent",
+                provider=self.provider,
+                endpoint=endpoint,
+                attempts=attempt,
+            ) from None
+        except aiohttp.InvalidURL:
+            raise ValidationError(
+                "the base URL is not valid", provider=self.provider, endpoint=endpoint
+            ) from None
+        except (TimeoutError, aiohttp.ClientError, _Dropped, OSError) as exc:
+            self._hook_response(endpoint, method, attempt, started, None, type(exc).__name__)
+            raise OutcomeUnknown(
+                f"no answer after the request was sent ({_describe(exc)}); "
+                "it may have been processed",
+                provider=self.provider,
+                endpoint=endpoint,
+                attempts=attempt,
+            ) from None
+        self._hook_response(endpoint, method, attempt, started, response.status, None)
+        return response
+
+    # -- observability -----------------------------------------------------------------------
+
+    def _hook_response(
+        self,
+        endpoint: str,
+        method: str,
+        attempt: int,
+        started: float,
+        status: int | None,
+        error: str | None,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "%s %s: attempt %d -> %s in %.1f ms",
+                self.provider,
+                endpoint,
+                attempt,
+                status if error is None else error,
+                elapsed * 1000,
+            )
+        hooks = self._hooks
+        if hooks is not None and hooks.on_response is not None:
+            hooks.on_response(
+                AttemptInfo(
+                    provider=self.provider,
+                    endpoint=endpoint,
+                    method=method,
+                    attempt=attempt,
+                    status=status,
+                    elapsed=elapsed,
+                    error=error,
+                )
+            )
+
+    def _hook_retry(self, endpoint: str, method: str, attempt: int, delay: float) -> None:
+        _log.info(
+            "%s %s: attempt %d failed; retrying in %.2f s", self.provider, endpoint, attempt, delay
+        )
+        hooks = self._hooks
+        if hooks is not None and hooks.on_retry is not None:
+            hooks.on_retry(
+                AttemptInfo(
+                    provider=self.provider,
+                    endpoint=endpoint,
+                    method=method,
+                    attempt=attempt,
+                    delay=delay,
+                )
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    """A URL-free description of an aiohttp / OS failure."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"{type(exc).__name__} to {exc.host}:{exc.port}: {reason}"
+    if isinstance(exc, TimeoutError):
+        return f"timed out: {type(exc).__name__}"
+    return type(exc).__name__
+
+
+def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Every way a secret may be written in a URL or body, longest first."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            forms.update((secret, quote(secret, safe=""), quote_plus(secret, safe="")))
+    return tuple(sorted(forms, key=len, reverse=True))
