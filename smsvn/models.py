@@ -16,9 +16,14 @@ __all__ = [
     "Balance",
     "Brandname",
     "BrandnameType",
+    "CallReport",
     "CallResult",
     "CallStatus",
     "DailyTotals",
+    "DeliveryReport",
+    "DeliveryState",
+    "FailoverAttempt",
+    "InboundSms",
     "InvalidNumber",
     "Message",
     "MessageStatus",
@@ -66,6 +71,15 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
     cost: float | None = None
     request_id: str | None = None
     raw: Any = None
+    failovers: tuple[FailoverAttempt, ...] = ()
+    """Behind ``Failover``: the providers tried before this one, and why each was passed over."""
+
+
+class FailoverAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider ``Failover`` tried and moved past, with the error that proved nothing was sent."""
+
+    provider: str
+    error: Any
 
 
 class Balance(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,4 +184,48 @@ class DailyTotals(msgspec.Struct, frozen=True, kw_only=True):
     success: int
     failed: int
     pending: int
+    raw: Any = None
+
+
+class DeliveryState(enum.Enum):
+    """Where a message stands with the recipient's handset, in the order a report may move."""
+
+    PENDING = "pending"
+    TEMPORARY_FAILURE = "temporary_failure"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class DeliveryReport(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider's delivery report for one message to one number (from a webhook)."""
+
+    provider: str
+    message_id: str
+    phone: str
+    state: DeliveryState
+    raw_status: str
+    cost: float | None = None
+    raw: Any = None
+
+
+class InboundSms(msgspec.Struct, frozen=True, kw_only=True):
+    """A reply from a recipient (SpeedSMS inbound-SMS webhook)."""
+
+    provider: str
+    phone: str
+    content: str
+    raw: Any = None
+
+
+class CallReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The result of a voice call (eSMS call callback)."""
+
+    provider: str
+    reference_id: str
+    status: CallStatus
+    duration: int | None
+    ivr: str | None
+    price: float | None
+    sent: bool | None
+    caller_id: str | None
     raw: Any = None

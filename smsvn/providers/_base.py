@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
-from smsvn import phone
+from smsvn import bulk, phone
+from smsvn.bulk import BatchSender, BulkOutcome, BulkProgress, BulkReport
 from smsvn.errors import SmsError, ValidationError
-from smsvn.models import InvalidNumber
+from smsvn.models import InvalidNumber, Message, SendResult
 from smsvn.transport import Transport
 
 __all__ = ["BaseClient", "Recipients", "split_recipients"]
@@ -54,9 +55,16 @@ def require_recipients(recipients: Recipients, provider: str, endpoint: str) -> 
 
 
 class BaseClient:
-    """Lifecycle shared by every client: an async context manager owning one transport."""
+    """What every client shares: an async context manager owning one transport, and the bulk
+    entry points, which each provider feeds through ``_bulk_sender`` and ``_batch_size``."""
 
     provider: ClassVar[str]
+    _batch_size: ClassVar[int] = 1
+    send: Callable[..., Awaitable[SendResult]]
+    """Each provider's own ``send(to, content, ...)``; ``send(number, content)`` works on all."""
+    _bulk_sender: Callable[..., BatchSender]
+    """Validates a campaign's send options (and content, when it is one) once, up front, and
+    returns the function that sends one batch of canonical numbers with them."""
 
     def __init__(self, transport: Transport, base_url: str) -> None:
         self._transport = transport
@@ -76,6 +84,65 @@ class BaseClient:
     async def aclose(self) -> None:
         """Release the connection pool (unless the session was borrowed); safe to call twice."""
         await self._transport.aclose()
+
+    async def send_bulk(
+        self,
+        recipients: Iterable[str] | AsyncIterable[str],
+        content: str,
+        *,
+        concurrency: int | None = None,
+        on_progress: Callable[[BulkProgress], object] | None = None,
+        on_result: Callable[[BulkOutcome], object] | None = None,
+        keep_results: bool = True,
+        dedupe: bool = True,
+        **options: Any,
+    ) -> BulkReport:
+        """Send one ``content`` to every number ``recipients`` yields, streaming, in
+        provider-sized batches at the account's rate; ``options`` are those of ``send``.
+
+        Bad options or content raise ``ValidationError`` before any request. See ``smsvn.bulk``
+        for how each input is accounted for.
+        """
+        return await bulk.run(
+            recipients,
+            provider=self.provider,
+            send_batch=self._bulk_sender(content=content, **options),
+            content=content,
+            batch_size=self._batch_size,
+            concurrency=concurrency,
+            dedupe=dedupe,
+            keep_results=keep_results,
+            on_result=on_result,
+            on_progress=on_progress,
+        )
+
+    async def send_many(
+        self,
+        messages: Iterable[Message] | AsyncIterable[Message],
+        *,
+        concurrency: int | None = None,
+        on_progress: Callable[[BulkProgress], object] | None = None,
+        on_result: Callable[[BulkOutcome], object] | None = None,
+        keep_results: bool = True,
+        dedupe: bool = False,
+        **options: Any,
+    ) -> BulkReport:
+        """Send personalised ``Message``s (OTPs, reminders), one request each, streaming.
+
+        Duplicates are kept by default (a number may get several different messages).
+        """
+        return await bulk.run(
+            messages,
+            provider=self.provider,
+            send_batch=self._bulk_sender(content=None, **options),
+            content=None,
+            batch_size=1,
+            concurrency=concurrency,
+            dedupe=dedupe,
+            keep_results=keep_results,
+            on_result=on_result,
+            on_progress=on_progress,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"

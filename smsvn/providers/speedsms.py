@@ -8,11 +8,13 @@ the rate limiter's 429 and the framework's 401, which share a different shape.
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Final, Generic, TypeVar
 
 import aiohttp
 import msgspec
 
+from smsvn.bulk import BatchSender
 from smsvn.errors import (
     AuthenticationError,
     InsufficientBalance,
@@ -129,6 +131,7 @@ class SpeedSMS(BaseClient):
     """
 
     provider = _PROVIDER
+    _batch_size = MAX_RECIPIENTS
 
     def __init__(
         self,
@@ -208,29 +211,65 @@ class SpeedSMS(BaseClient):
             )
         recipients = split_recipients(numbers, _PROVIDER)
         require_recipients(recipients, _PROVIDER, "sms/send")
+        return await self._send(
+            recipients.valid, content, sms_type, sender or "", recipients.invalid, recipients.given
+        )
+
+    def _bulk_sender(
+        self, *, content: str | None, sms_type: int | None = None, sender: str | None = None
+    ) -> BatchSender:
+        """Check a campaign's options once; return the sender of one batch of canonical numbers."""
+        sms_type = self.sms_type if sms_type is None else sms_type
+        sender = self.sender if sender is None else sender
+        _check_type(sms_type, sender)
+        if content is not None and not content:
+            raise ValidationError("content is empty", provider=_PROVIDER, endpoint="sms/send")
+
+        def send_batch(
+            numbers: list[str], text: str, request_id: str | None
+        ) -> Awaitable[SendResult]:
+            return self._send(numbers, text, sms_type, sender or "", (), None)
+
+        return send_batch
+
+    async def _send(
+        self,
+        numbers: list[str],
+        content: str,
+        sms_type: int,
+        sender: str,
+        invalid: Sequence[InvalidNumber],
+        given: Mapping[str, str] | None,
+    ) -> SendResult:
+        """POST one batch of canonical numbers; ``given`` maps them back to their written form."""
         body = _ENCODER.encode(
             _SendRequest(
-                to=[_international(n) for n in recipients.valid],
+                to=[_international(n) for n in numbers],
                 content=content,
                 sms_type=sms_type,
-                sender=sender or "",
+                sender=sender,
             )
         )
 
         def parse(response: Response) -> SendResult:
             data = self._parse(response, _SEND, "sms/send")
-            refused = {_national(p) for p in data.invalid_phone}
-            invalid = list(recipients.invalid)
-            invalid.extend(
-                InvalidNumber(recipients.given[n], "refused by SpeedSMS")
-                for n in recipients.valid
-                if n in refused
-            )
+            if not data.invalid_phone:
+                accepted = tuple(numbers)
+                refused: list[InvalidNumber] = list(invalid)
+            else:
+                bad = {_national(p) for p in data.invalid_phone}
+                accepted = tuple(n for n in numbers if n not in bad)
+                refused = list(invalid)
+                refused.extend(
+                    InvalidNumber(given.get(n, n) if given else n, "refused by SpeedSMS")
+                    for n in numbers
+                    if n in bad
+                )
             return SendResult(
                 provider=_PROVIDER,
                 message_id=str(data.tran_id),
-                recipients=tuple(n for n in recipients.valid if n not in refused),
-                invalid=tuple(invalid),
+                recipients=accepted,
+                invalid=tuple(refused),
                 segments=data.total_sms,
                 cost=data.total_price,
                 raw=data,

@@ -1,0 +1,452 @@
+"""The fan-out engine behind every client's ``send_bulk`` and ``send_many``.
+
+It streams its input: each number is normalised as it arrives (invalid ones are reported with
+the reason), duplicates within the campaign are dropped, numbers are packed into provider-sized
+batches (SpeedSMS: 100 of one content; eSMS and Fibo: one), and at most ``concurrency`` batches
+are in flight, so memory is bounded by the concurrency, not by the input. The account's rate
+limiter, inside the client, is the only brake.
+
+Every input taken is counted exactly once: accepted, refused by the provider (``invalid``),
+failed, unknown, invalid, duplicate, or skipped (taken but never sent because the run stopped).
+An account-wide refusal (authentication, balance, sender) stops the run from taking more input:
+what the caller's iterator still holds was not taken, so a resumed campaign sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Final
+
+import msgspec
+
+from smsvn.errors import (
+    AuthenticationError,
+    InsufficientBalance,
+    OutcomeUnknown,
+    RateLimited,
+    SenderNotRegistered,
+    SmsError,
+    ValidationError,
+)
+from smsvn.models import InvalidNumber, Message, SendResult
+from smsvn.phone import normalize
+
+__all__ = [
+    "ACCOUNT_WIDE",
+    "DEFAULT_CONCURRENCY",
+    "BatchSender",
+    "BulkOutcome",
+    "BulkProgress",
+    "BulkReport",
+    "Outcome",
+    "run",
+]
+
+_log = logging.getLogger("smsvn")
+
+DEFAULT_CONCURRENCY: Final = 32
+"""Batches in flight at once: enough to keep a pool of 64 connections busy over a WAN."""
+_PROGRESS_INTERVAL: Final = 0.1
+
+ACCOUNT_WIDE: Final[tuple[type[SmsError], ...]] = (
+    AuthenticationError,
+    InsufficientBalance,
+    SenderNotRegistered,
+    RateLimited,
+)
+"""Errors that every further request of the account would meet too: they stop a bulk run."""
+
+BatchSender = Callable[[list[str], str, str | None], Awaitable[SendResult]]
+"""Sends one batch: canonical numbers, content, request id (eSMS) -> the provider's result."""
+
+
+class Outcome(enum.Enum):
+    """What became of one batch or one input number."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    INVALID = "invalid"
+    DUPLICATE = "duplicate"
+    SKIPPED = "skipped"
+
+
+class BulkOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One outcome streamed to ``on_result``: a sent, failed or unknown batch, or one number
+    that was invalid, a duplicate, or skipped."""
+
+    outcome: Outcome
+    recipients: tuple[str, ...]
+    content: str
+    result: SendResult | None = None
+    error: SmsError | None = None
+    reason: str | None = None
+
+
+class BulkProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of a running bulk send, for progress bars (throttled to ~10 a second)."""
+
+    taken: int
+    accepted: int
+    failed: int
+    unknown: int
+    invalid: int
+    duplicates: int
+    in_flight: int
+    requests: int
+    elapsed: float
+
+    @property
+    def done(self) -> int:
+        """Inputs whose fate is settled."""
+        return self.accepted + self.failed + self.unknown + self.invalid + self.duplicates
+
+    @property
+    def rate(self) -> float:
+        """Accepted recipients per second so far."""
+        return self.accepted / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class BulkReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The per-recipient account of a bulk send.
+
+    ``sent`` holds every SendResult unless ``keep_results=False``; ``failed`` and ``unknown`` hold
+    ``(recipients, error)`` pairs (``unknown``: the request left and no answer came; never resent
+    automatically); ``invalid`` the numbers refused locally or by the provider, with reasons;
+    ``skipped`` the numbers taken from the input but never sent because the run stopped.
+    """
+
+    provider: str
+    sent: list[SendResult]
+    failed: list[tuple[tuple[str, ...], SmsError]]
+    unknown: list[tuple[tuple[str, ...], SmsError]]
+    invalid: list[InvalidNumber]
+    skipped: list[str]
+    duplicates: int
+    accepted: int
+    cost: float
+    segments: int
+    requests: int
+    taken: int
+    elapsed: float
+    aborted: SmsError | None = None
+    parts: tuple[BulkReport, ...] = ()
+    """For a ``Failover`` run: the report of each provider it used, in order."""
+
+    @property
+    def failed_count(self) -> int:
+        """Recipients in failed batches."""
+        return sum(len(r) for r, _ in self.failed)
+
+    @property
+    def unknown_count(self) -> int:
+        """Recipients in batches whose outcome is unknown."""
+        return sum(len(r) for r, _ in self.unknown)
+
+
+class _End:
+    """Marks the end of the input."""
+
+
+_END: Final = _End()
+
+
+class _Run:
+    """One bulk send in progress: counters, in-flight tasks and the input being consumed."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        send_batch: BatchSender,
+        batch_size: int,
+        concurrency: int,
+        dedupe: bool,
+        keep_results: bool,
+        abort_on: tuple[type[SmsError], ...],
+        on_result: Callable[[BulkOutcome], object] | None,
+        on_progress: Callable[[BulkProgress], object] | None,
+        seen: set[int] | None,
+    ) -> None:
+        self.provider = provider
+        self.send_batch = send_batch
+        self.batch_size = batch_size
+        self.dedupe = dedupe
+        self.keep_results = keep_results
+        self.abort_on = abort_on
+        self.on_result = on_result
+        self.on_progress = on_progress
+        self.slots = asyncio.Semaphore(concurrency)
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.seen: set[int] = set() if seen is None else seen
+        self.started = time.monotonic()
+        self.last_progress = 0.0
+        self.sent: list[SendResult] = []
+        self.failed: list[tuple[tuple[str, ...], SmsError]] = []
+        self.unknown: list[tuple[tuple[str, ...], SmsError]] = []
+        self.invalid: list[InvalidNumber] = []
+        self.skipped: list[str] = []
+        self.duplicates = 0
+        self.accepted = 0
+        self.failed_n = 0
+        self.unknown_n = 0
+        self.cost = 0.0
+        self.segments = 0
+        self.requests = 0
+        self.taken = 0
+        self.aborted: SmsError | None = None
+
+    # -- input -------------------------------------------------------------------------------
+
+    async def consume(
+        self,
+        sync: Iterator[object] | None,
+        source: AsyncIterator[object] | None,
+        content: str | None,
+    ) -> None:
+        """Take input batch by batch, each only once a slot is free, until the end or an abort."""
+        exhausted = False
+        while not exhausted and self.aborted is None:
+            await self.slots.acquire()
+            if self.aborted is not None:  # decided while we waited for the slot: take nothing
+                self.slots.release()
+                break
+            numbers: list[str] = []
+            text = content
+            number: object
+            request_id: str | None = None
+            try:
+                while len(numbers) < self.batch_size:
+                    if sync is not None:
+                        item = next(sync, _END)
+                    elif source is not None:
+                        item = await anext(source, _END)
+                    if item is _END:
+                        exhausted = True
+                        break
+                    self.taken += 1
+                    if isinstance(item, Message):
+                        number, text, request_id = item.to, item.content, item.request_id
+                    else:
+                        number = item
+                    canonical = self._admit(number, text or "")
+                    if canonical is not None:
+                        numbers.append(canonical)
+            except BaseException:
+                self.slots.release()
+                self._skip(numbers, text or "")
+                raise
+            if not numbers or self.aborted is not None:
+                self.slots.release()
+                self._skip(numbers, text or "")
+                continue
+            task = asyncio.create_task(self._send(numbers, text or "", request_id))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+            self.requests += 1
+
+    def _admit(self, number: object, content: str) -> str | None:
+        """The canonical number, or None after recording it as invalid or a duplicate."""
+        try:
+            if not isinstance(number, str):
+                raise ValidationError(f"not a phone number string: {type(number).__name__}")
+            canonical = normalize(number)
+        except ValidationError as exc:
+            self.invalid.append(InvalidNumber(str(number), exc.message))
+            self._emit(Outcome.INVALID, (str(number),), content, reason=exc.message)
+            return None
+        if self.dedupe:
+            key = int(canonical)  # an int costs less memory than the string in a huge set
+            if key in self.seen:
+                self.duplicates += 1
+                self._emit(Outcome.DUPLICATE, (canonical,), content, reason="duplicate")
+                return None
+            self.seen.add(key)
+        return canonical
+
+    def _skip(self, numbers: list[str], content: str) -> None:
+        if numbers:
+            self.skipped.extend(numbers)
+            self._emit(Outcome.SKIPPED, tuple(numbers), content, reason="run stopped")
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def _send(self, numbers: list[str], content: str, request_id: str | None) -> None:
+        """Send one batch and file its outcome; a slot is held until it ends."""
+        recipients = tuple(numbers)
+        try:
+            result = await self.send_batch(numbers, content, request_id)
+        except asyncio.CancelledError:
+            error = OutcomeUnknown(
+                "cancelled while in flight; it may have been sent", provider=self.provider
+            )
+            self._file_unknown(recipients, content, error)
+            raise
+        except OutcomeUnknown as exc:
+            self._file_unknown(recipients, content, exc)
+        except SmsError as exc:
+            self.failed.append((recipients, exc))
+            self.failed_n += len(recipients)
+            self._emit(Outcome.FAILED, recipients, content, error=exc)
+            if isinstance(exc, self.abort_on) and self.aborted is None:
+                self.aborted = exc
+                _log.warning("%s bulk send stopped: %s", self.provider, exc)
+        except Exception as exc:
+            # A defect must not lose track of a batch that may have left: file it as unknown.
+            _log.exception("%s bulk send: unexpected error in a batch", self.provider)
+            error = OutcomeUnknown(f"unexpected {type(exc).__name__}", provider=self.provider)
+            self._file_unknown(recipients, content, error)
+            if self.aborted is None:
+                self.aborted = error
+        else:
+            self._file_sent(result, content)
+        finally:
+            self.slots.release()
+            self._progress()
+
+    def _file_sent(self, result: SendResult, content: str) -> None:
+        self.accepted += len(result.recipients)
+        if result.cost is not None:
+            self.cost += result.cost
+        if result.segments is not None:
+            self.segments += result.segments
+        if self.keep_results:
+            self.sent.append(result)
+        self._emit(Outcome.SENT, result.recipients, content, result=result)
+        for bad in result.invalid:
+            self.invalid.append(bad)
+            self._emit(Outcome.INVALID, (str(bad),), content, reason=bad.reason)
+
+    def _file_unknown(self, recipients: tuple[str, ...], content: str, error: SmsError) -> None:
+        self.unknown.append((recipients, error))
+        self.unknown_n += len(recipients)
+        self._emit(Outcome.UNKNOWN, recipients, content, error=error)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        outcome: Outcome,
+        recipients: tuple[str, ...],
+        content: str,
+        *,
+        result: SendResult | None = None,
+        error: SmsError | None = None,
+        reason: str | None = None,
+    ) -> None:
+        if self.on_result is not None:
+            self.on_result(
+                BulkOutcome(
+                    outcome=outcome,
+                    recipients=recipients,
+                    content=content,
+                    result=result,
+                    error=error,
+                    reason=reason,
+                )
+            )
+
+    def _progress(self, final: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if not final and now - self.last_progress < _PROGRESS_INTERVAL:
+            return
+        self.last_progress = now
+        self.on_progress(self.snapshot())
+
+    def snapshot(self) -> BulkProgress:
+        """The counters as they stand."""
+        return BulkProgress(
+            taken=self.taken,
+            accepted=self.accepted,
+            failed=self.failed_n,
+            unknown=self.unknown_n,
+            invalid=len(self.invalid),
+            duplicates=self.duplicates,
+            in_flight=len(self.in_flight),
+            requests=self.requests,
+            elapsed=time.monotonic() - self.started,
+        )
+
+    def report(self) -> BulkReport:
+        """The final report."""
+        return BulkReport(
+            provider=self.provider,
+            sent=self.sent,
+            failed=self.failed,
+            unknown=self.unknown,
+            invalid=self.invalid,
+            skipped=self.skipped,
+            duplicates=self.duplicates,
+            accepted=self.accepted,
+            cost=self.cost,
+            segments=self.segments,
+            requests=self.requests,
+            taken=self.taken,
+            elapsed=time.monotonic() - self.started,
+            aborted=self.aborted,
+        )
+
+
+async def run(
+    source: Iterable[str] | AsyncIterable[str] | Iterable[Message] | AsyncIterable[Message],
+    *,
+    provider: str,
+    send_batch: BatchSender,
+    content: str | None,
+    batch_size: int,
+    concurrency: int | None = None,
+    dedupe: bool = True,
+    keep_results: bool = True,
+    abort_on: tuple[type[SmsError], ...] = ACCOUNT_WIDE,
+    on_result: Callable[[BulkOutcome], object] | None = None,
+    on_progress: Callable[[BulkProgress], object] | None = None,
+    seen: set[int] | None = None,
+) -> BulkReport:
+    """Send everything ``source`` yields through ``send_batch`` and account for each input.
+
+    ``content`` is the one text of a ``send_bulk`` (``source`` yields numbers) or None for a
+    ``send_many`` (``source`` yields ``Message``s). Cancelling the call cancels the batches in
+    flight (filed as unknown: they may have left) and re-raises once every task has ended.
+    ``seen`` shares duplicate detection between runs (``Failover`` uses it); it holds the
+    numbers as ints, about 60 bytes per distinct number.
+    """
+    if concurrency is None:
+        concurrency = DEFAULT_CONCURRENCY
+    if concurrency < 1:
+        raise ValidationError("concurrency must be at least 1", provider=provider)
+    state = _Run(
+        provider=provider,
+        send_batch=send_batch,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        dedupe=dedupe,
+        keep_results=keep_results,
+        abort_on=abort_on,
+        on_result=on_result,
+        on_progress=on_progress,
+        seen=seen,
+    )
+    sync: Iterator[object] | None = None
+    aiter_: AsyncIterator[object] | None = None
+    if isinstance(source, AsyncIterable):
+        aiter_ = aiter(source)
+    else:
+        sync = iter(source)
+    try:
+        await state.consume(sync, aiter_, content)
+        while state.in_flight:
+            await asyncio.wait(set(state.in_flight))
+    except asyncio.CancelledError:
+        for task in state.in_flight:
+            task.cancel()
+        if state.in_flight:
+            await asyncio.wait(set(state.in_flight))
+        raise
+    state._progress(final=True)
+    return state.report()

@@ -1,0 +1,182 @@
+"""Failover: several providers behind one ``send`` / ``send_bulk``.
+
+It moves to the next provider only when the error proves nothing was sent: the request never
+left (``ConnectError``), or the provider refused the account (authentication, balance, sender
+not registered), said it is unavailable, or kept rate-limiting beyond the wait budget. It never
+moves on after ``OutcomeUnknown``: the message may have gone out, and a second provider would
+send it twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from typing import Final
+
+import msgspec
+
+from smsvn import bulk
+from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport
+from smsvn.errors import (
+    AuthenticationError,
+    ConnectError,
+    InsufficientBalance,
+    ProviderUnavailable,
+    RateLimited,
+    SenderNotRegistered,
+    SmsError,
+    ValidationError,
+)
+from smsvn.models import FailoverAttempt, SendResult
+from smsvn.providers._base import BaseClient
+
+__all__ = ["NOTHING_SENT", "Failover"]
+
+NOTHING_SENT: Final[tuple[type[SmsError], ...]] = (
+    ConnectError,
+    AuthenticationError,
+    InsufficientBalance,
+    SenderNotRegistered,
+    ProviderUnavailable,
+    RateLimited,
+)
+"""Errors that prove a send did not go out, so another provider may send it."""
+
+
+class Failover:
+    """Send through ``primary``; when it provably sent nothing, through each fallback in turn.
+
+    Each client sends with the defaults it was built with (sender, brandname, sms_type).
+    Closing the Failover closes every client.
+    """
+
+    def __init__(self, primary: BaseClient, *fallbacks: BaseClient) -> None:
+        self.clients: tuple[BaseClient, ...] = (primary, *fallbacks)
+
+    async def __aenter__(self) -> Failover:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every client (each is safe to close twice)."""
+        for client in self.clients:
+            await client.aclose()
+
+    def __repr__(self) -> str:
+        return f"Failover({', '.join(c.provider for c in self.clients)})"
+
+    async def send(self, to: str, content: str) -> SendResult:
+        """Send ``content`` to one number; ``result.provider`` names who sent it and
+        ``result.failovers`` lists the providers passed over, with their errors."""
+        passed: list[FailoverAttempt] = []
+        for client in self.clients:
+            try:
+                result = await client.send(to, content)
+            except NOTHING_SENT as exc:
+                passed.append(FailoverAttempt(provider=client.provider, error=exc))
+                continue
+            return msgspec.structs.replace(result, failovers=tuple(passed))
+        raise passed[-1].error
+
+    async def send_bulk(
+        self,
+        recipients: Iterable[str] | AsyncIterable[str],
+        content: str,
+        *,
+        concurrency: int | None = None,
+        on_progress: Callable[[BulkProgress], object] | None = None,
+        on_result: Callable[[BulkOutcome], object] | None = None,
+        keep_results: bool = True,
+        dedupe: bool = True,
+    ) -> BulkReport:
+        """Send one ``content`` to every number, moving what provably was not sent to the next
+        provider. The report merges every provider's; ``report.parts`` has each of them."""
+        if isinstance(recipients, str):
+            raise ValidationError("recipients must be an iterable of numbers, not one string")
+        seen: set[int] | None = set() if dedupe else None
+        source: Iterator[str] | AsyncIterator[str] = (
+            aiter(recipients) if isinstance(recipients, AsyncIterable) else iter(recipients)
+        )
+        parts: list[BulkReport] = []
+        carry: list[str] = []
+        for client in self.clients:
+            if seen is not None:
+                seen.difference_update(int(n) for n in carry)
+            report = await bulk.run(
+                _prepend(carry, source),
+                provider=client.provider,
+                send_batch=client._bulk_sender(content=content),
+                content=content,
+                batch_size=client._batch_size,
+                concurrency=concurrency,
+                dedupe=dedupe,
+                keep_results=keep_results,
+                on_result=on_result,
+                on_progress=on_progress,
+                seen=seen,
+            )
+            parts.append(report)
+            if report.aborted is not None and not isinstance(report.aborted, NOTHING_SENT):
+                break
+            carry = _handed_on(report)
+            if report.aborted is None and not carry:
+                break
+        return _merge(parts)
+
+
+def _prepend(
+    first: list[str], rest: Iterator[str] | AsyncIterator[str]
+) -> Iterator[str] | AsyncIterator[str]:
+    """``first`` then whatever ``rest`` still holds, keeping sync input sync."""
+    if isinstance(rest, Iterator):
+        return itertools.chain(first, rest)
+    return _achain(first, rest)
+
+
+async def _achain(first: list[str], rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    for item in first:
+        yield item
+    async for item in rest:
+        yield item
+
+
+def _handed_on(report: BulkReport) -> list[str]:
+    """The numbers of a run that provably were not sent: skipped, or failed with NOTHING_SENT."""
+    numbers = list(report.skipped)
+    for batch, error in report.failed:
+        if isinstance(error, NOTHING_SENT):
+            numbers.extend(batch)
+    return numbers
+
+
+def _merge(parts: list[BulkReport]) -> BulkReport:
+    """One report for the whole input: what a later provider took over leaves the earlier one's
+    failed and skipped lists, so that every input is still counted exactly once."""
+    earlier, final = parts[:-1], parts[-1]
+    failed = [
+        (numbers, error)
+        for part in earlier
+        for numbers, error in part.failed
+        if not isinstance(error, NOTHING_SENT)
+    ]
+    failed.extend(final.failed)
+    handed = sum(len(_handed_on(part)) for part in earlier)
+    return BulkReport(
+        provider=",".join(p.provider for p in parts),
+        sent=[r for p in parts for r in p.sent],
+        failed=failed,
+        unknown=[u for p in parts for u in p.unknown],
+        invalid=[n for p in parts for n in p.invalid],
+        skipped=list(final.skipped),
+        duplicates=sum(p.duplicates for p in parts),
+        accepted=sum(p.accepted for p in parts),
+        cost=sum(p.cost for p in parts),
+        segments=sum(p.segments for p in parts),
+        requests=sum(p.requests for p in parts),
+        taken=sum(p.taken for p in parts) - handed,
+        elapsed=sum(p.elapsed for p in parts),
+        aborted=final.aborted,
+        parts=tuple(parts),
+    )
