@@ -172,6 +172,15 @@ def is_gsm7(text: str) -> bool:
     return _escaped_count(text) is not None
 
 
+_UNENCODABLE = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def is_encodable(content: str) -> bool:
+    """True unless ``content`` has control characters (other than tab, LF, FF, CR) or lone
+    surrogates, which neither GSM-7 nor UCS-2 can carry and providers refuse."""
+    return _UNENCODABLE.search(content) is None
+
+
 def needs_unicode(content: str) -> bool:
     """True if the content must go as UCS-2 (70 characters a segment instead of 160)."""
     return _escaped_count(content) is None

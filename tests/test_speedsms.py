@@ -352,3 +352,52 @@ async def test_aclose_twice_and_use_after_close() -> None:
 def test_empty_token_refused() -> None:
     with pytest.raises(errors.ValidationError):
         SpeedSMS("")
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("", "empty"),
+        ("a\x00b", "110"),
+        ("bad \ud800 surrogate", "110"),
+        ("x" * 766, "113"),
+        ("ạ" * 336, "113"),
+    ],
+)
+async def test_content_speedsms_would_refuse_is_refused_locally(
+    mocked: aioresponses, content: str, match: str
+) -> None:
+    async with client() as sms:
+        with pytest.raises(errors.ValidationError, match=match):
+            await sms.send("0912345678", content)
+        with pytest.raises(errors.ValidationError, match=match):
+            await sms.send_bulk(["0912345678"], content)
+    assert not mocked.requests
+
+
+async def test_longest_allowed_content_goes_out(mocked: aioresponses) -> None:
+    mocked.post(SEND, payload=ok({"tranId": 1, "totalSMS": 5}), repeat=True)
+    async with client() as sms:
+        await sms.send("0912345678", "x" * 765)
+        await sms.send("0912345678", "ạ" * 335)
+    assert len(requests_to(mocked, "POST", SEND)) == 2
+
+
+async def test_strip_diacritics_sends_the_plain_form(mocked: aioresponses) -> None:
+    mocked.post(SEND, payload=ok({"tranId": 1, "totalSMS": 1}), repeat=True)
+    async with client() as sms:
+        await sms.send("0912345678", "Mã OTP của bạn là 123456", strip_diacritics=True)
+        await sms.send_bulk(["0912345678"], "Chào bạn", strip_diacritics=True)
+    sent = [json.loads(c.kwargs["data"])["content"] for c in requests_to(mocked, "POST", SEND)]
+    assert sent == ["Ma OTP cua ban la 123456", "Chao ban"]
+
+
+async def test_send_many_refuses_one_bad_message_and_sends_the_rest(mocked: aioresponses) -> None:
+    mocked.post(SEND, payload=ok({"tranId": 1, "totalSMS": 1}), repeat=True)
+    messages = [smsvn.Message("0912345678", "OTP 1"), smsvn.Message("0912345679", "x" * 900)]
+    async with client() as sms:
+        report = await sms.send_many(messages)
+    assert report.accepted == 1
+    assert report.failed_count == 1
+    assert isinstance(report.failed[0][1], errors.ValidationError)
+    assert len(requests_to(mocked, "POST", SEND)) == 1

@@ -18,6 +18,7 @@ from smsvn.text import (
     Estimate,
     Segments,
     estimate,
+    is_encodable,
     is_gsm7,
     needs_unicode,
     segments,
@@ -376,3 +377,20 @@ def _reference_count(content: str) -> tuple[int, int]:
 def test_segments_match_a_reference_split(content: str) -> None:
     result = segments(content)
     assert (result.characters, result.segments) == _reference_count(content)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("Xin chào\r\n\tbạn", True),
+        ("form\ffeed", True),
+        ("emoji 😀 €", True),
+        ("nul\x00", False),
+        ("bell\x07", False),
+        ("esc\x1b", False),
+        ("del\x7f", False),
+        ("lone \udc00", False),
+    ],
+)
+def test_is_encodable(content: str, expected: bool) -> None:
+    assert is_encodable(content) is expected

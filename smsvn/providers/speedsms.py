@@ -14,6 +14,7 @@ from typing import Final, Generic, TypeVar
 import aiohttp
 import msgspec
 
+from smsvn import text
 from smsvn.bulk import BatchSender
 from smsvn.errors import (
     AuthenticationError,
@@ -38,13 +39,23 @@ from smsvn.transport import (
     Transport,
 )
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_RATE_LIMIT", "MAX_RECIPIENTS", "SMS_TYPES", "SpeedSMS"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_RATE_LIMIT",
+    "MAX_RECIPIENTS",
+    "MAX_SEGMENTS",
+    "SMS_TYPES",
+    "SpeedSMS",
+]
 
 DEFAULT_BASE_URL: Final = "https://api.speedsms.vn/index.php"
 DEFAULT_RATE_LIMIT: Final = RateLimit(requests=60, period=60.0)
 """The documented limit: 60 requests in 60 seconds per account."""
 MAX_RECIPIENTS: Final = 100
 """Numbers one ``/sms/send`` request may carry."""
+MAX_SEGMENTS: Final = 5
+"""Longest content smsvn lets through to SpeedSMS (longer is refused with code 113): 5 segments,
+765 GSM-7 or 335 UCS-2 characters, the concatenation limit Vietnamese carriers apply."""
 SMS_TYPES: Final = frozenset({2, 3, 4, 5})
 """2 random long number, 3 registered brandname, 4 default brandname, 5 customer's Android app."""
 _NEEDS_SENDER: Final = frozenset({3, 5})
@@ -191,8 +202,13 @@ class SpeedSMS(BaseClient):
         *,
         sms_type: int | None = None,
         sender: str | None = None,
+        strip_diacritics: bool = False,
     ) -> SendResult:
         """Send ``content`` to 1-100 numbers in one request (``POST /sms/send``).
+
+        SpeedSMS picks the encoding from the content itself; ``strip_diacritics=True`` sends the
+        plain (GSM-7, cheaper) form instead. Content SpeedSMS would refuse (codes 110/113) is
+        refused locally with ``ValidationError``.
 
         Numbers that cannot be Vietnamese mobile numbers are reported in ``invalid`` and the rest
         go out; more than 100 numbers, or none valid, is a ``ValidationError`` before any request.
@@ -200,8 +216,7 @@ class SpeedSMS(BaseClient):
         sms_type = self.sms_type if sms_type is None else sms_type
         sender = self.sender if sender is None else sender
         _check_type(sms_type, sender)
-        if not content:
-            raise ValidationError("content is empty", provider=_PROVIDER, endpoint="sms/send")
+        content = _prepare(content, strip_diacritics)
         numbers = (to,) if isinstance(to, str) else to
         if len(numbers) > MAX_RECIPIENTS:
             raise ValidationError(
@@ -216,19 +231,24 @@ class SpeedSMS(BaseClient):
         )
 
     def _bulk_sender(
-        self, *, content: str | None, sms_type: int | None = None, sender: str | None = None
+        self,
+        *,
+        content: str | None,
+        sms_type: int | None = None,
+        sender: str | None = None,
+        strip_diacritics: bool = False,
     ) -> BatchSender:
         """Check a campaign's options once; return the sender of one batch of canonical numbers."""
         sms_type = self.sms_type if sms_type is None else sms_type
         sender = self.sender if sender is None else sender
         _check_type(sms_type, sender)
-        if content is not None and not content:
-            raise ValidationError("content is empty", provider=_PROVIDER, endpoint="sms/send")
+        common = None if content is None else _prepare(content, strip_diacritics)
 
         def send_batch(
             numbers: list[str], text: str, request_id: str | None
         ) -> Awaitable[SendResult]:
-            return self._send(numbers, text, sms_type, sender or "", (), None)
+            body = common if common is not None else _prepare(text, strip_diacritics)
+            return self._send(numbers, body, sms_type, sender or "", (), None)
 
         return send_batch
 
@@ -389,6 +409,31 @@ def _check_type(sms_type: int, sender: str | None) -> None:
         raise ValidationError(
             f"sms_type {sms_type} needs a sender (brandname or device id)", provider=_PROVIDER
         )
+
+
+def _prepare(content: str, strip: bool) -> str:
+    """The content to send, or a ValidationError for what SpeedSMS would refuse (110, 113)."""
+    if strip:
+        content = text.strip_diacritics(content)
+    if not content:
+        raise ValidationError("content is empty", provider=_PROVIDER, endpoint="sms/send")
+    if not text.is_encodable(content):
+        raise ValidationError(
+            "content has characters no SMS encoding can carry (control characters or lone "
+            "surrogates); SpeedSMS would refuse it with 110",
+            provider=_PROVIDER,
+            endpoint="sms/send",
+        )
+    count = text.segments(content)
+    if count.segments > MAX_SEGMENTS:
+        raise ValidationError(
+            f"content is {count.characters} {count.encoding.value} characters, "
+            f"{count.segments} segments; SpeedSMS takes at most {MAX_SEGMENTS} "
+            "(it would refuse it with 113)",
+            provider=_PROVIDER,
+            endpoint="sms/send",
+        )
+    return content
 
 
 def _national(number: str | int) -> str:
