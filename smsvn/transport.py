@@ -10,6 +10,8 @@ The one question this module answers for each failed attempt is *did the request
 
 aiohttp's own exceptions print the full URL (query string and its secrets included), so none is
 ever chained into ours or logged: errors are raised ``from None`` with a message built here.
+Redirects are never followed (a redirect would carry credentials in a URL to another host, and a
+send to a second place); answers over ``max_body`` bytes are refused unread.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
+from html import escape
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
 import aiohttp
 import msgspec
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from smsvn.errors import (
     ConnectError,
@@ -39,6 +43,7 @@ from smsvn.limits import AccountLimiter, RateLimit, account_key, limiter_for
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_BODY",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
@@ -59,6 +64,9 @@ DEFAULT_MAX_CONNECTIONS = 64
 """Connections per client: enough for 32-64 requests in flight; more only costs CPU."""
 DEFAULT_MAX_RETRIES = 2
 """Automatic retries of one call after a failure that is safe to retry."""
+DEFAULT_MAX_BODY = 1024 * 1024
+"""The largest answer read: every real one is a few hundred bytes; past it is a misdirected
+request (a proxy's page, a download) and is refused as malformed instead of filling memory."""
 
 _USER_AGENT = "smsvn/0.1"
 _EXCERPT = 200
@@ -163,8 +171,10 @@ class Transport:
         secrets: Iterable[str] = (),
         hooks: Hooks | None = None,
         headers: Mapping[str, str] | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.provider = provider
+        self._max_body = max_body
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
@@ -230,6 +240,15 @@ class Transport:
         if len(text) > _EXCERPT:
             text = text[:_EXCERPT] + "..."
         return repr(text)
+
+    def _too_large(self, endpoint: str, status: int, attempt: int) -> MalformedResponse:
+        return MalformedResponse(
+            f"unexpected answer (a body over {self._max_body} bytes)",
+            provider=self.provider,
+            endpoint=endpoint,
+            http_status=status,
+            attempts=attempt,
+        )
 
     def malformed(self, endpoint: str, response: Response, why: str) -> MalformedResponse:
         """The error for an answer that cannot be understood, naming the endpoint."""
@@ -336,9 +355,15 @@ class Transport:
                 data=data,
                 headers=headers,
                 timeout=self._timeout,
+                allow_redirects=False,
                 **kwargs,
             ) as resp:
+                length = resp.content_length
+                if length is not None and length > self._max_body:
+                    raise self._too_large(endpoint, resp.status, attempt)
                 body = await resp.read()
+                if len(body) > self._max_body:
+                    raise self._too_large(endpoint, resp.status, attempt)
                 response = Response(resp.status, resp.headers, body, attempt)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             self._hook_response(endpoint, method, attempt, started, None, type(exc).__name__)
@@ -427,9 +452,19 @@ def _describe(exc: BaseException) -> str:
 
 
 def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Every way a secret may be written in a URL or body, longest first."""
+    """Every way a secret may be written in a URL, a JSON body or XML, longest first."""
     forms: set[str] = set()
     for secret in secrets:
         if secret:
-            forms.update((secret, quote(secret, safe=""), quote_plus(secret, safe="")))
+            forms.update(
+                (
+                    secret,
+                    quote(secret, safe=""),
+                    quote_plus(secret, safe=""),
+                    # As yarl writes it in a query string (it leaves / ? : @ ~ as they are).
+                    URL("http://h/").extend_query({"s": secret}).raw_query_string[2:],
+                    escape(secret),
+                    msgspec.json.encode(secret).decode()[1:-1],
+                )
+            )
     return tuple(sorted(forms, key=len, reverse=True))

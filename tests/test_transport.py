@@ -1,0 +1,71 @@
+"""Transport details that every provider relies on: redaction forms, body cap, no redirects."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from aioresponses import aioresponses
+from yarl import URL
+
+from smsvn import errors
+from smsvn.providers.speedsms import SpeedSMS
+from smsvn.transport import Transport
+from tests.conftest import FAST_RETRY, SENTINEL_TOKEN
+
+INFO = "https://api.speedsms.vn/index.php/user/info"
+
+
+@pytest.mark.parametrize(
+    "secret", ["plain-Secret-123", "a b/c&d?e=f", "mật khẩu+€", 'quo"te\\back<xml>&amp;']
+)
+def test_every_written_form_of_a_secret_is_redacted(secret: str) -> None:
+    transport = Transport(provider="x", secrets=(secret,))
+    as_query = URL("http://h/").extend_query({"p": secret}).raw_query_string
+    as_json = json.dumps({"p": secret})
+    from html import escape
+    from urllib.parse import quote
+
+    for text in (secret, as_query, as_json, escape(secret), quote(secret, safe="")):
+        assert secret not in transport.redact(f"before {text} after")
+    assert "SENTINEL" not in transport.redact(f"{as_query}")
+
+
+async def test_oversized_body_is_malformed_not_read(mocked: aioresponses) -> None:
+    mocked.get(INFO, body=b"x" * (2 * 1024 * 1024), repeat=True)
+    async with SpeedSMS(SENTINEL_TOKEN, rate_limit=None, retry=FAST_RETRY) as sms:
+        with pytest.raises(errors.MalformedResponse, match="over 1048576 bytes"):
+            await sms.balance()
+
+
+async def test_redirects_are_not_followed(mocked: aioresponses) -> None:
+    mocked.get(INFO, status=302, headers={"Location": "https://evil.example/steal"}, repeat=True)
+    async with SpeedSMS(SENTINEL_TOKEN, rate_limit=None, retry=FAST_RETRY) as sms:
+        with pytest.raises(errors.MalformedResponse) as info:
+            await sms.balance()
+    assert info.value.http_status == 302
+    assert all(url.host != "evil.example" for _, url in mocked.requests)
+
+
+async def test_hooks_and_debug_log_say_what_happened(
+    mocked: aioresponses, caplog: pytest.LogCaptureFixture
+) -> None:
+    from smsvn.transport import AttemptInfo, Hooks
+
+    seen: list[tuple[str, AttemptInfo]] = []
+    hooks = Hooks(
+        on_request=lambda i: seen.append(("request", i)),
+        on_response=lambda i: seen.append(("response", i)),
+        on_retry=lambda i: seen.append(("retry", i)),
+    )
+    mocked.get(INFO, exception=TimeoutError())
+    mocked.get(INFO, payload={"status": "success", "code": "00", "data": {"balance": 1}})
+    caplog.set_level(logging.DEBUG, logger="smsvn")
+    async with SpeedSMS(SENTINEL_TOKEN, rate_limit=None, retry=FAST_RETRY, hooks=hooks) as sms:
+        await sms.balance()
+    kinds = [k for k, _ in seen]
+    assert kinds == ["request", "response", "retry", "request", "response"]
+    assert seen[1][1].error == "TimeoutError"
+    assert seen[4][1].status == 200
+    assert any("user/info: attempt 2 -> 200" in r.getMessage() for r in caplog.records)
