@@ -464,7 +464,8 @@ def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
                     # As yarl writes it in a query string (it leaves / ? : @ ~ as they are).
                     URL("http://h/").extend_query({"s": secret}).raw_query_string[2:],
                     escape(secret),
-                    msgspec.json.encode(secret).decode()[1:-1],
+                    json_form := msgspec.json.encode(secret).decode()[1:-1],
+                    json_form.replace("/", "\\/"),  # as WCF (eSMS) writes JSON
                 )
             )
     return tuple(sorted(forms, key=len, reverse=True))
