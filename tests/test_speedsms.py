@@ -360,6 +360,7 @@ def test_empty_token_refused() -> None:
         ("", "empty"),
         ("a\x00b", "110"),
         ("bad \ud800 surrogate", "110"),
+        ("Chúc mừng 🎉", "110"),
         ("x" * 766, "113"),
         ("ạ" * 336, "113"),
     ],

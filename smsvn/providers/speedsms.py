@@ -417,10 +417,11 @@ def _prepare(content: str, strip: bool) -> str:
         content = text.strip_diacritics(content)
     if not content:
         raise ValidationError("content is empty", provider=_PROVIDER, endpoint="sms/send")
-    if not text.is_encodable(content):
+    if not text.is_encodable(content) or not _in_bmp(content):
         raise ValidationError(
-            "content has characters no SMS encoding can carry (control characters or lone "
-            "surrogates); SpeedSMS would refuse it with 110",
+            "content has characters SpeedSMS cannot carry (control characters, lone "
+            "surrogates, or emoji and others outside the Basic Multilingual Plane); "
+            "SpeedSMS would refuse it with 110",
             provider=_PROVIDER,
             endpoint="sms/send",
         )
@@ -434,6 +435,11 @@ def _prepare(content: str, strip: bool) -> str:
             endpoint="sms/send",
         )
     return content
+
+
+def _in_bmp(content: str) -> bool:
+    """Whether every character is in the Basic Multilingual Plane (no emoji)."""
+    return content.isascii() or max(content) <= "\uffff"
 
 
 def _national(number: str | int) -> str:

@@ -1,0 +1,1 @@
+"""Integration tests: the clients against the embedded simulator over real sockets."""
