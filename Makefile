@@ -24,5 +24,8 @@ unit: $(STAMP)
 
 test: lint types unit
 
+demo: $(STAMP)
+	$(BIN)/smsvn demo
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -34,3 +34,13 @@ def closed_port() -> int:
     port: int = sock.getsockname()[1]
     sock.close()
     return port
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for a server started by the test)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port

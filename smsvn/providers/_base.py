@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Self
 from smsvn import bulk, phone
 from smsvn.bulk import BatchSender, BulkOutcome, BulkProgress, BulkReport
 from smsvn.errors import SmsError, ValidationError
-from smsvn.models import InvalidNumber, Message, SendResult
+from smsvn.models import Balance, InvalidNumber, Message, SendResult
 from smsvn.transport import Transport
 
 __all__ = ["BaseClient", "Recipients", "split_recipients"]
@@ -62,6 +62,8 @@ class BaseClient:
     _batch_size: ClassVar[int] = 1
     send: Callable[..., Awaitable[SendResult]]
     """Each provider's own ``send(to, content, ...)``; ``send(number, content)`` works on all."""
+    balance: Callable[[], Awaitable[Balance]]
+    """The account balance."""
     _bulk_sender: Callable[..., BatchSender]
     """Validates a campaign's send options (and content, when it is one) once, up front, and
     returns the function that sends one batch of canonical numbers with them."""

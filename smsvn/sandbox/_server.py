@@ -68,7 +68,7 @@ DEFAULT_PRICES: Final[Mapping[str, float]] = {
 SHUTDOWN_TIMEOUT: Final = 0.25
 """Seconds ``close()`` lets in-flight requests finish before cancelling them."""
 CALLBACK_TIMEOUT: Final = 5.0
-"""Seconds one callback attempt may take."""
+"""Seconds one callback attempt may wait to connect, and then for each read."""
 
 _PROVIDERS: Final = ("speedsms", "esms", "fibo")
 _GARBAGE: Final = b'\xff\xfe<?xml {"status": \x00garbage\x9c</string'
@@ -116,7 +116,11 @@ class Engine:
         self._closed = False
         self._loop = loop
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT),
+            # Per-socket timeouts, not a total: waiting for one of the pool's connections
+            # behind a burst of thousands of reports is not the receiver's failure.
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=CALLBACK_TIMEOUT, sock_read=CALLBACK_TIMEOUT
+            ),
             connector=aiohttp.TCPConnector(limit=32),
         )
 
