@@ -19,7 +19,8 @@ import enum
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Final
+from itertools import chain, islice
+from typing import Final, cast
 
 import msgspec
 
@@ -33,7 +34,7 @@ from smsvn.errors import (
     ValidationError,
 )
 from smsvn.models import InvalidNumber, Message, SendResult
-from smsvn.phone import normalize
+from smsvn.phone import _all_canonical, normalize
 
 __all__ = [
     "ACCOUNT_WIDE",
@@ -155,6 +156,40 @@ class _End:
 _END: Final = _End()
 
 
+class _Failure:
+    """An exception the input raised, kept to be raised again where it occurred."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _HandedBack:
+    """Items taken from the input and handed back: iterated again, raising a ``_Failure``
+    where it comes; ``rest()`` drains what was not read (failures left out)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[object]) -> None:
+        self._items = iter(items)
+
+    def __iter__(self) -> Iterator[object]:
+        return self
+
+    def __next__(self) -> object:
+        item = next(self._items)
+        if isinstance(item, _Failure):
+            raise item.exc
+        return item
+
+    def rest(self) -> list[object]:
+        return [item for item in self._items if not isinstance(item, _Failure)]
+
+
+_NOTHING_BACK: Final[list[object]] = []
+
+
 class _Run:
     """One bulk send in progress: counters, in-flight tasks and the input being consumed."""
 
@@ -219,10 +254,15 @@ class _Run:
             text = content
             number: object
             request_id: str | None = None
+            batch_input = sync
+            taken_back = _HandedBack(_NOTHING_BACK)
             try:
+                if sync is not None and content is not None and self.batch_size > 1:
+                    numbers, taken_back = self._take_batch(sync)
+                    batch_input = chain(taken_back, sync)
                 while len(numbers) < self.batch_size:
-                    if sync is not None:
-                        item = next(sync, _END)
+                    if batch_input is not None:
+                        item = next(batch_input, _END)
                     elif source is not None:
                         item = await anext(source, _END)
                     if item is _END:
@@ -239,6 +279,10 @@ class _Run:
             except BaseException:
                 self.slots.release()
                 self._skip(numbers, text or "")
+                # Taken from the input by the fast path, not yet admitted: never sent either.
+                left = [str(item) for item in taken_back.rest()]
+                self.taken += len(left)
+                self.skipped.extend(left)
                 raise
             if not numbers or self.aborted is not None:
                 self.slots.release()
@@ -248,6 +292,38 @@ class _Run:
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
             self.requests += 1
+
+    def _take_batch(self, sync: Iterator[object]) -> tuple[list[str], _HandedBack]:
+        """The fast path of a ``send_bulk`` from a plain iterator: take a whole batch at once.
+
+        When the ``batch_size`` items taken are all canonical numbers, none seen before, they
+        are the batch, checked and deduplicated at C speed (``phone._all_canonical``, set
+        operations) instead of one ``_admit`` each. Otherwise nothing is admitted here: the
+        items are handed back, to go ahead of the rest of the input through the one-by-one
+        loop, which accounts for each as if this path did not exist (an exception the input
+        raised comes after the items it yielded before it).
+        Returns the batch (or nothing) and the items handed back (or none).
+        """
+        size = self.batch_size
+        chunk: list[object] = []
+        append = chunk.append
+        try:
+            for item in islice(sync, size):
+                append(item)
+        except BaseException as exc:
+            append(_Failure(exc))
+            return [], _HandedBack(chunk)
+        if len(chunk) == size and _all_canonical(chunk):
+            numbers = cast("list[str]", chunk)
+            if not self.dedupe:
+                self.taken += size
+                return numbers, _HandedBack(_NOTHING_BACK)
+            keys = set(map(int, numbers))
+            if len(keys) == size and self.seen.isdisjoint(keys):
+                self.seen |= keys
+                self.taken += size
+                return numbers, _HandedBack(_NOTHING_BACK)
+        return [], _HandedBack(chunk)
 
     def _admit(self, number: object, content: str) -> str | None:
         """The canonical number, or None after recording it as invalid or a duplicate."""
@@ -414,7 +490,8 @@ async def run(
     ``send_many`` (``source`` yields ``Message``s). Cancelling the call cancels the batches in
     flight (filed as unknown: they may have left) and re-raises once every task has ended.
     ``seen`` shares duplicate detection between runs (``Failover`` uses it); it holds the
-    numbers as ints, about 60 bytes per distinct number.
+    numbers as ints: 60 to 95 bytes per distinct number (a 32-byte int and its share of the
+    set's table, which grows by doubling); 1,000,000 numbers take 63 MiB, 67 MiB at the peak.
     """
     if concurrency is None:
         concurrency = DEFAULT_CONCURRENCY

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, cast
 
 from smsvn.errors import ValidationError
 
@@ -88,6 +89,21 @@ _OLD_PREFIX: Final[dict[str, str]] = {
 _SEPARATORS: Final = re.compile(
     r"[\s.\-()\u00ad\u2010-\u2015\u2212\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]+"
 )
+
+
+def _canonical_list() -> re.Pattern[str]:
+    """A regex matching canonical numbers joined by commas (each ``0`` + a 2-digit mobile
+    prefix in service + 7 digits), built from the prefix table."""
+    by_second: dict[str, list[str]] = {}
+    for prefix in sorted(_PREFIX_CARRIER):
+        by_second.setdefault(prefix[1], []).append(prefix[2])
+    classes = "|".join(f"{d}[{''.join(last)}]" for d, last in by_second.items())
+    unit = f"0(?:{classes})[0-9]{{7}}"
+    return re.compile(f"{unit}(?:,{unit})*")
+
+
+_CANONICAL_LIST: Final = _canonical_list()
+
 # Full-width digits and plus (Vietnamese/CJK input methods) -> ASCII.
 _FULLWIDTH: Final = str.maketrans("０１２３４５６７８９＋", "0123456789+")
 _MESSAGE_EXCERPT: Final = 40
@@ -109,6 +125,27 @@ def normalize(number: str) -> str:
     ):
         return number
     return _normalize_slow(number)
+
+
+def _all_canonical(numbers: Sequence[object]) -> bool:
+    """Whether :func:`normalize` would return every item of ``numbers`` unchanged through its
+    fast path (each a ``str``, not a subclass, of 10 ASCII digits with a mobile prefix).
+
+    The batch form of that check, at C speed (one regex over the joined numbers): a send of 100
+    canonical numbers skips 100 calls to :func:`normalize`. False for an empty batch.
+    """
+    strings = cast("Sequence[str]", numbers)  # checked: str.join raises TypeError otherwise
+    try:
+        joined = ",".join(strings)
+    except TypeError:
+        return False
+    # n numbers of 10 characters and n - 1 commas: an item holding a comma would add a unit
+    # to the match and so 11 characters to the length, so each item is one whole unit.
+    return (
+        len(joined) == 11 * len(strings) - 1
+        and set(map(type, strings)) == {str}
+        and _CANONICAL_LIST.fullmatch(joined) is not None
+    )
 
 
 def to_international(number: str) -> str:

@@ -90,7 +90,8 @@ class _Envelope(msgspec.Struct, Generic[D], frozen=True, kw_only=True):
 
 
 class _SendRequest(msgspec.Struct, frozen=True):
-    to: list[str]
+    to: msgspec.Raw
+    """The JSON array of international numbers, ``["84912345678", ...]`` (see ``_to_array``)."""
     content: str
     sms_type: int
     sender: str
@@ -131,6 +132,17 @@ def _code(raw: str | int | None) -> str | None:
 def _international(canonical: str) -> str:
     """0912345678 -> 84912345678, the form the vendor's sample sends."""
     return "84" + canonical[1:]
+
+
+def _to_array(numbers: list[str]) -> msgspec.Raw:
+    """Canonical numbers as the JSON array of their ``_international`` forms.
+
+    The hot path of every send: encoding the canonical list once and rewriting each element's
+    leading ``"0`` as ``"84`` in the bytes costs half of building 100 new strings first
+    (benchmarks/README.md). Exact for canonical numbers: each is ``0`` + 9 digits, so ``"0``
+    occurs in the array only where an element starts.
+    """
+    return msgspec.Raw(_ENCODER.encode(numbers).replace(b'"0', b'"84'))
 
 
 class SpeedSMS(BaseClient):
@@ -264,7 +276,7 @@ class SpeedSMS(BaseClient):
         """POST one batch of canonical numbers; ``given`` maps them back to their written form."""
         body = _ENCODER.encode(
             _SendRequest(
-                to=[_international(n) for n in numbers],
+                to=_to_array(numbers),
                 content=content,
                 sms_type=sms_type,
                 sender=sender,
