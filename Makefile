@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types unit demo bench soak clean
+.PHONY: test lint types unit demo bench soak fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test: lint types unit
 
 demo: $(STAMP)
 	$(BIN)/smsvn demo
+
+# The full-size soak: 100,000 recipients through each provider with random faults (~5 min).
+soak: $(STAMP)
+	SMSVN_SOAK_RECIPIENTS=100000 $(BIN)/pytest -m soak
+
+# Deeper fuzzing of every parser than make test runs.
+fuzz: $(STAMP)
+	SMSVN_FUZZ_EXAMPLES=20000 $(BIN)/pytest tests/test_fuzz_parsers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,11 +2,16 @@
 
 The one question this module answers for each failed attempt is *did the request leave?*
 
-- it never left (refused, DNS, connect timeout) -> ``ConnectError``, retried with backoff;
+- it never left (refused, DNS, no connection, pooled or new, within the connect timeout) ->
+  ``ConnectError``, retried with backoff;
 - it left and no usable answer came back (read timeout, dropped connection, cut-off body)
   -> ``OutcomeUnknown``, retried only for read-only calls or where the provider deduplicates;
-- the provider said 429 -> the whole account pauses for the provider's hint, then the same
-  request goes again (a 429 was not processed).
+  once an attempt of a send ended so, the call's outcome stays unknown however later ones end;
+- the provider said 429 -> the whole account pauses for the provider's hint (at least the
+  backoff from the second 429 of a call on), then the same request goes again (a 429 was not
+  processed).
+
+Every retry is this module's: aiohttp's own silent resend of a GET is switched off.
 
 aiohttp's own exceptions print the full URL (query string and its secrets included), so none is
 ever chained into ours or logged: errors are raised ``from None`` with a message built here.
@@ -17,12 +22,15 @@ send to a second place); answers over ``max_body`` bytes are refused unread.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
+from email.utils import parsedate_to_datetime
 from html import escape
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, quote_plus
 
 import aiohttp
@@ -52,6 +60,7 @@ __all__ = [
     "Response",
     "RetryPolicy",
     "Transport",
+    "retry_after_seconds",
 ]
 
 _log = logging.getLogger("smsvn")
@@ -138,10 +147,11 @@ async def _no_resend(
     """Client middleware that stops aiohttp from silently resending a GET.
 
     aiohttp (3.10+) resends an idempotent-method request once when its connection drops
-    (RFC 9112 9.3.1). That is right for a read and wrong for a send that goes as GET (Fibo,
-    eSMS voice calls): the first copy may have been processed. The resend is triggered by
-    ``ClientOSError`` / ``ServerDisconnectedError`` escaping the handler, so this middleware
-    turns those into an exception aiohttp does not retry on.
+    (RFC 9112 9.3.1). That is wrong for a send that goes as GET (Fibo, eSMS voice calls): the
+    first copy may have been processed. For a read it is harmless but doubles the requests
+    behind ``max_retries`` and the hooks' backs, so ``Transport.call`` uses it on every GET.
+    The resend is triggered by ``ClientOSError`` / ``ServerDisconnectedError`` escaping the
+    handler, so this middleware turns those into an exception aiohttp does not retry on.
     """
     try:
         return await handler(request)
@@ -177,7 +187,13 @@ class Transport:
         self._max_body = max_body
         self._session = session
         self._owns_session = session is None
-        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        # The connect timeout (which covers waiting for a pooled connection too) must end before
+        # the total one: a total timeout that fires first would report a request that never
+        # left as ``OutcomeUnknown``. Half the total keeps it first even after aiohttp rounds
+        # timeouts of 5 s and more up to the next whole second.
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout, connect=min(connect_timeout, timeout / 2)
+        )
         self._max_connections = max_connections
         self.retry = retry or RetryPolicy()
         self.rate_limit = rate_limit
@@ -186,6 +202,7 @@ class Transport:
         self._hooks = hooks
         self._headers = dict(headers or {})
         self._secrets = _secret_forms(secrets)
+        self._longest = len(self._secrets[0]) if self._secrets else 0
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -233,9 +250,21 @@ class Transport:
             exc.message = message
             exc.args = (message,)
 
+    def redact_value(self, value: T) -> T:
+        """A decoded answer (structs, lists, dicts, strings) with every form of every secret in
+        its strings replaced by ``***``; the same object when there was none.
+
+        Redacting after decoding is what makes ``raw`` safe: JSON may write any character as a
+        ``\\uXXXX`` escape, so no search of the undecoded bytes finds every echo of a secret.
+        """
+        if not self._secrets:
+            return value
+        return cast(T, _redact_value(value, self.redact))
+
     def excerpt(self, body: bytes) -> str:
         """A short, redacted, printable excerpt of a body for an error message."""
-        text = body[: _EXCERPT * 4].decode("utf-8", "replace")
+        # Past the excerpt by the longest secret form, so that no secret is cut in two.
+        text = body[: _EXCERPT * 4 + self._longest].decode("utf-8", "replace")
         text = self.redact(text)
         if len(text) > _EXCERPT:
             text = text[:_EXCERPT] + "..."
@@ -283,12 +312,18 @@ class Transport:
         """
         retry = self.retry
         retry_unknown = idempotent or deduplicated
-        middlewares = None if idempotent or method not in ("GET", "HEAD") else _NO_RESEND
+        # aiohttp's own silent resend is off for every GET (a read too): retries are this loop's
+        # alone, so ``max_retries`` bounds the requests and every attempt reaches the hooks.
+        middlewares = _NO_RESEND if method in ("GET", "HEAD") else None
         all_headers = {**self._headers, **headers} if headers else self._headers
         limiter = self.limiter
         retries = 0
         attempt = 0
+        limited = 0
         waited = 0.0
+        # A send retried after an unknown outcome (eSMS) may already have been processed: then
+        # however a later attempt ends, the call's outcome is unknown, never "nothing sent".
+        uncertain: OutcomeUnknown | None = None
         while True:
             attempt += 1
             if limiter is not None:
@@ -300,9 +335,15 @@ class Transport:
                 return parse(response)
             except RateLimited as exc:
                 self._scrub(exc)
-                hint = exc.retry_after if exc.retry_after is not None else retry.backoff(0)
+                hint = exc.retry_after if exc.retry_after is not None else retry.backoff(limited)
+                if limited:
+                    # A storm of 429s: back off even when the hint says "now" (or nothing).
+                    hint = max(hint, retry.backoff(limited - 1))
+                limited += 1
                 if waited + hint > retry.max_rate_limit_wait:
                     exc.attempts = attempt
+                    if uncertain is not None:
+                        raise self._still_unknown(uncertain, exc) from exc
                     raise
                 waited += hint
                 if limiter is not None:
@@ -317,12 +358,29 @@ class Transport:
                     retry_unknown and isinstance(exc, OutcomeUnknown | ProviderUnavailable)
                 )
                 if not safe or retries >= retry.max_retries:
+                    if uncertain is not None and not isinstance(exc, OutcomeUnknown):
+                        raise self._still_unknown(uncertain, exc) from exc
                     raise
+                if not idempotent and isinstance(exc, OutcomeUnknown):
+                    uncertain = exc
                 delay = retry.backoff(retries)
                 retries += 1
             self._hook_retry(endpoint, method, attempt, delay)
             if delay:
                 await asyncio.sleep(delay)
+
+    def _still_unknown(self, earlier: OutcomeUnknown, last: SmsError) -> OutcomeUnknown:
+        """The error of a resent request whose last attempt was refused or failed before
+        leaving, while an earlier attempt may have been processed: its outcome is unknown."""
+        return OutcomeUnknown(
+            f"an earlier attempt may have been processed ({earlier.message}); "
+            f"the last attempt then failed: {type(last).__name__}: {last.message}",
+            provider=self.provider,
+            code=last.code,
+            http_status=last.http_status,
+            endpoint=last.endpoint or earlier.endpoint,
+            attempts=last.attempts,
+        )
 
     async def _send_once(
         self,
@@ -443,6 +501,8 @@ class Transport:
 
 def _describe(exc: BaseException) -> str:
     """A URL-free description of an aiohttp / OS failure."""
+    if isinstance(exc, _Dropped):
+        return str(exc)  # the name of the aiohttp error it stands for, not "_Dropped"
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or type(exc.os_error).__name__
         return f"{type(exc).__name__} to {exc.host}:{exc.port}: {reason}"
@@ -451,11 +511,65 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds from now: delay-seconds (``"120"``, also ``"0.5"``) or
+    an HTTP-date (RFC 9110 10.2.3); None when absent or unreadable, so the backoff applies."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _redact_value(value: object, redact: Callable[[str], str]) -> object:
+    """``value`` with ``redact`` applied to every string in it (see ``Transport.redact_value``)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, msgspec.Struct):
+        changes: dict[str, object] = {}
+        for name in value.__struct_fields__:
+            old = getattr(value, name)
+            new = _redact_value(old, redact)
+            if new is not old:
+                changes[name] = new
+        return msgspec.structs.replace(value, **changes) if changes else value
+    if isinstance(value, list | tuple):
+        items = [_redact_value(item, redact) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        pairs = [(_redact_value(k, redact), _redact_value(v, redact)) for k, v in value.items()]
+        if all(k is ok and v is ov for (k, v), (ok, ov) in zip(pairs, value.items(), strict=True)):
+            return value
+        return dict(pairs)
+    return value
+
+
 def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Every way a secret may be written in a URL, a JSON body or XML, longest first."""
+    """Every way a secret may be written in a URL, a JSON body or XML, longest first.
+
+    A provider, a proxy or a gateway may echo a request back in an answer (an error message, a
+    debugging page) in any of the forms it travelled in, or half-decoded, or escaped once more
+    for the answer's own format: each of those is a form here.
+    """
     forms: set[str] = set()
     for secret in secrets:
         if secret:
+            xml_text = secret.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            json_form = msgspec.json.encode(secret).decode()[1:-1]
+            ascii_json = json.dumps(secret)[1:-1]  # non-ASCII as \uXXXX, as most servers
             forms.update(
                 (
                     secret,
@@ -463,9 +577,15 @@ def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
                     quote_plus(secret, safe=""),
                     # As yarl writes it in a query string (it leaves / ? : @ ~ as they are).
                     URL("http://h/").extend_query({"s": secret}).raw_query_string[2:],
-                    escape(secret),
-                    json_form := msgspec.json.encode(secret).decode()[1:-1],
+                    # A query string percent-decoded but not plus-decoded (a logged URL).
+                    secret.replace(" ", "+"),
+                    escape(secret),  # HTML, quotes too
+                    xml_text,  # XML text, as lxml writes it (quotes as they are)
+                    xml_text.replace("&", "&amp;"),  # and escaped again (ASMX's <string>)
+                    json_form,
                     json_form.replace("/", "\\/"),  # as WCF (eSMS) writes JSON
+                    ascii_json,
+                    ascii_json.replace("/", "\\/"),
                 )
             )
     return tuple(sorted(forms, key=len, reverse=True))

@@ -60,6 +60,7 @@ from smsvn.transport import (
     Response,
     RetryPolicy,
     Transport,
+    retry_after_seconds,
 )
 
 __all__ = [
@@ -789,7 +790,11 @@ class ESMS(BaseClient):
         def parse(response: Response) -> CallResult:
             answer = self._parse(response, _CALL_STATUS, endpoint, _CALL_STATUS_ERRORS)
             duration = _opt_str(answer.call_duration)
-            if duration is not None and not duration.isdigit():
+            # ASCII digits only (str.isdigit() also takes "²", which int() refuses), bounded
+            # (int() refuses over 4,300 digits).
+            if duration is not None and not (
+                duration.isascii() and duration.isdigit() and len(duration) <= 18
+            ):
                 raise self._transport.malformed(endpoint, response, "callduration not a number")
             return CallResult(
                 provider=_PROVIDER,
@@ -862,17 +867,13 @@ class ESMS(BaseClient):
                 endpoint=endpoint,
                 attempts=response.attempt,
             )
-        body = response.body
-        if body:
-            # A result keeps its answer as ``raw``: never let an echoed credential into it.
-            decoded = body.decode("utf-8", "replace")
-            redacted = self._transport.redact(decoded)
-            if redacted is not decoded:
-                body = redacted.encode()
         try:
-            answer = decoder.decode(body)
+            answer = decoder.decode(response.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise self._transport.malformed(endpoint, response, _why(exc)) from None
+        # A result keeps its answer as ``raw``: never let an echoed credential into it. After
+        # decoding, since JSON may write a credential's characters as \uXXXX escapes.
+        answer = self._transport.redact_value(answer)
         raw = answer.code_result if answer.code_result is not None else answer.code_response
         code = _opt_str(raw)
         if code is None:
@@ -1121,12 +1122,8 @@ def _opt_str(value: str | int | None) -> str | None:
 
 
 def _retry_after(response: Response) -> float | None:
-    """``Retry-After`` in seconds, when the answer carries one."""
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+    """``Retry-After`` in seconds (delay-seconds or an HTTP-date), when the answer has one."""
+    return retry_after_seconds(response.headers.get("Retry-After"))
 
 
 def _why(exc: Exception) -> str:

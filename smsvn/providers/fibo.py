@@ -44,6 +44,7 @@ from smsvn.transport import (
     Response,
     RetryPolicy,
     Transport,
+    retry_after_seconds,
 )
 
 __all__ = [
@@ -142,7 +143,9 @@ _PARSER: Final = etree.XMLParser(
     remove_comments=True,
 )
 _DECLARATION: Final = re.compile(r"\A\s*<\?xml[^>]*\?>")
-_INTEGER: Final = re.compile(r"[+-]?[0-9]+")
+# Bounded: Python's int() refuses over 4,300 digits (a ValueError), and no real count is that long.
+_INTEGER: Final = re.compile(r"[+-]?[0-9]{1,18}")
+_COUNT: Final = re.compile(r"[0-9]{1,18}")
 _NUMBER: Final = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _FIELD_EXCERPT: Final = 200
 
@@ -519,7 +522,7 @@ def _parse_totals(response: Response, endpoint: str, transport: Transport) -> Da
         raise transport.malformed(endpoint, response, f"unexpected SOAP answer {name[:40]!r}")
     result = (_child_text(first, "GetTotalMtResult") or "").strip()
     parts = [p.strip() for p in result.split("|")]
-    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
+    if len(parts) != 3 or not all(_COUNT.fullmatch(p) for p in parts):
         raise transport.malformed(
             endpoint, response, "GetTotalMtResult is not success|failed|pending"
         )
@@ -535,14 +538,9 @@ def _parse_totals(response: Response, endpoint: str, transport: Transport) -> Da
 def _check_status(response: Response, endpoint: str) -> None:
     """An HTTP 429 was not processed: say so, with the server's wait hint, so it is resent."""
     if response.status == 429:
-        value = response.headers.get("Retry-After")
-        try:
-            retry_after = max(0.0, float(value)) if value is not None else None
-        except ValueError:
-            retry_after = None
         raise RateLimited(
             "rate limit exceeded",
-            retry_after=retry_after,
+            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             provider=_PROVIDER,
             code="429",
             http_status=429,

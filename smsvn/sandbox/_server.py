@@ -288,6 +288,9 @@ class Sandbox:
     credentials below, or let ``client(name)`` build one. ``outbox`` is the ground truth of what
     was accepted, ``requests`` counts requests per (provider, route), ``stats`` counts 429s,
     faults and callbacks, and ``faults`` injects failures.
+
+    ``keepalive_timeout`` (seconds; aiohttp's default when None) is how long the server keeps an
+    idle connection open: a tiny one makes clients meet stale pooled connections.
     """
 
     speedsms_token: Final = "sandbox-speedsms-token"
@@ -317,15 +320,19 @@ class Sandbox:
         seed: int = 0,
         access_log: bool = False,
         callback_retry_delay: float = 0.02,
+        keepalive_timeout: float | None = None,
     ) -> None:
         if delivery_delay < 0 or latency < 0 or callback_retry_delay < 0:
             raise ValueError("delays must not be negative")
+        if keepalive_timeout is not None and keepalive_timeout < 0:
+            raise ValueError("keepalive_timeout must not be negative")
         unknown = set(balances or ()) - set(DEFAULT_BALANCES)
         unknown |= set(prices or ()) - set(DEFAULT_PRICES)
         if unknown:
             raise ValueError(f"unknown balance or price keys: {sorted(unknown)}")
         self.host = host
         self.latency = latency
+        self.keepalive_timeout = keepalive_timeout
         self._port = port
         self._access_log = access_log
         self._engine = Engine(
@@ -396,11 +403,15 @@ class Sandbox:
                 )
             for method, path, handler in sim.fallbacks():
                 app.router.add_route(method, path, handler)
+        options: dict[str, Any] = {}
+        if self.keepalive_timeout is not None:
+            options["keepalive_timeout"] = self.keepalive_timeout
         runner = web.AppRunner(
             app,
             access_log=access_logger if self._access_log else None,
             handler_cancellation=True,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
+            **options,
         )
         await runner.setup()
         try:
