@@ -15,12 +15,13 @@ what the caller's iterator still holds was not taken, so a resumed campaign send
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from itertools import chain, islice
-from typing import Final, cast
+from typing import Final, TypeVar, cast
 
 import msgspec
 
@@ -52,6 +53,7 @@ _log = logging.getLogger("smsvn")
 DEFAULT_CONCURRENCY: Final = 32
 """Batches in flight at once: enough to keep a pool of 64 connections busy over a WAN."""
 _PROGRESS_INTERVAL: Final = 0.1
+_V = TypeVar("_V")
 
 ACCOUNT_WIDE: Final[tuple[type[SmsError], ...]] = (
     AuthenticationError,
@@ -234,6 +236,7 @@ class _Run:
         self.requests = 0
         self.taken = 0
         self.aborted: SmsError | None = None
+        self.callback_error: Exception | None = None
 
     # -- input -------------------------------------------------------------------------------
 
@@ -245,9 +248,10 @@ class _Run:
     ) -> None:
         """Take input batch by batch, each only once a slot is free, until the end or an abort."""
         exhausted = False
-        while not exhausted and self.aborted is None:
+        while not exhausted and self.aborted is None and self.callback_error is None:
             await self.slots.acquire()
-            if self.aborted is not None:  # decided while we waited for the slot: take nothing
+            if self.aborted is not None or self.callback_error is not None:
+                # Decided while we waited for the slot: take nothing more.
                 self.slots.release()
                 break
             numbers: list[str] = []
@@ -284,7 +288,7 @@ class _Run:
                 self.taken += len(left)
                 self.skipped.extend(left)
                 raise
-            if not numbers or self.aborted is not None:
+            if not numbers or self.aborted is not None or self.callback_error is not None:
                 self.slots.release()
                 self._skip(numbers, text or "")
                 continue
@@ -415,7 +419,8 @@ class _Run:
         reason: str | None = None,
     ) -> None:
         if self.on_result is not None:
-            self.on_result(
+            self._callback(
+                self.on_result,
                 BulkOutcome(
                     outcome=outcome,
                     recipients=recipients,
@@ -423,7 +428,7 @@ class _Run:
                     result=result,
                     error=error,
                     reason=reason,
-                )
+                ),
             )
 
     def _progress(self, final: bool = False) -> None:
@@ -433,7 +438,18 @@ class _Run:
         if not final and now - self.last_progress < _PROGRESS_INTERVAL:
             return
         self.last_progress = now
-        self.on_progress(self.snapshot())
+        self._callback(self.on_progress, self.snapshot())
+
+    def _callback(self, callback: Callable[[_V], object], value: _V) -> None:
+        """Call the caller's ``on_result`` / ``on_progress``; if it fails (a sink that went
+        down), keep the first error: the run takes no more input and ``run`` raises it once the
+        batches in flight have ended, so the caller's record never silently has holes."""
+        try:
+            callback(value)
+        except Exception as exc:
+            if self.callback_error is None:
+                self.callback_error = exc
+                _log.warning("%s bulk send stopping: a callback raised %r", self.provider, exc)
 
     def snapshot(self) -> BulkProgress:
         """The counters as they stand."""
@@ -519,11 +535,19 @@ async def run(
         await state.consume(sync, aiter_, content)
         while state.in_flight:
             await asyncio.wait(set(state.in_flight))
-    except asyncio.CancelledError:
+    except BaseException as exc:
+        # The input raised, or the run was cancelled: no task may outlive the call. Batches in
+        # flight end by themselves, unless this is a cancellation (or one comes meanwhile).
+        if not isinstance(exc, asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError):
+                while state.in_flight:
+                    await asyncio.wait(set(state.in_flight))
         for task in state.in_flight:
             task.cancel()
         if state.in_flight:
             await asyncio.wait(set(state.in_flight))
         raise
     state._progress(final=True)
+    if state.callback_error is not None:
+        raise state.callback_error
     return state.report()

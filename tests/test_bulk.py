@@ -341,3 +341,31 @@ async def test_send_bulk_checks_options_before_any_request(mocked: aioresponses)
         with pytest.raises(TypeError):
             await sms.send_bulk([number(1)], "hi", brandname="X")
     assert not mocked.requests
+
+
+async def test_a_failing_progress_callback_stops_the_run_and_is_raised() -> None:
+    fake = FakeProvider(delay=0.001)
+
+    def broken(snapshot: BulkProgress) -> None:
+        raise RuntimeError("dashboard down")
+
+    source = iter([number(i) for i in range(5000)])
+    with pytest.raises(RuntimeError, match="dashboard down"):
+        await run(source, fake, batch_size=10, concurrency=2, on_progress=broken)
+    assert fake.in_flight == 0
+    assert len(list(source)) > 4000  # it stopped taking input
+
+
+async def test_an_input_that_raises_lets_batches_in_flight_end_then_raises() -> None:
+    fake = FakeProvider(delay=0.01)
+
+    def numbers() -> Iterator[str]:
+        yield from (number(i) for i in range(30))
+        raise OSError("cursor lost")
+
+    with pytest.raises(OSError, match="cursor lost"):
+        await run(numbers(), fake, batch_size=10, concurrency=4)
+    assert fake.in_flight == 0
+    assert [len(b) for b in fake.batches] == [10, 10, 10]
+    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert pending == []

@@ -422,20 +422,8 @@ def _echo_client(server: EchoServer, provider: str, seen: Seen) -> Any:
     )
 
 
-SPEEDSMS_RAW_DEFECT = pytest.mark.xfail(
-    strict=True,
-    reason="defect in smsvn/providers/speedsms.py (SpeedSMS._parse): the decoded answer kept "
-    "as a result's `raw` is not redacted, so a token the provider echoes in a text field "
-    "(user/info `email`, a string `tranId`) reaches `raw`; fix: return "
-    "`self._transport.redact_value(envelope.data)` there (as eSMS now does)",
-)
 ECHO_CASES = [
-    pytest.param(
-        mode,
-        provider,
-        marks=[SPEEDSMS_RAW_DEFECT] if (mode, provider) == ("success", "speedsms") else [],
-        id=f"{mode}-{provider}",
-    )
+    pytest.param(mode, provider, id=f"{mode}-{provider}")
     for mode in ("refusal", "success", "garbage", "429")
     for provider in OPERATIONS
 ]

@@ -391,7 +391,8 @@ class SpeedSMS(BaseClient):
         if envelope.status == "success" and status == 200:
             if envelope.data is None:
                 raise self._transport.malformed(endpoint, response, "success without data")
-            return envelope.data
+            # The provider may echo what it was sent: ``raw`` must never hold the token.
+            return self._transport.redact_value(envelope.data)
         code = _code(envelope.code)
         if envelope.status != "error" or code is None:
             raise self._transport.malformed(endpoint, response, f"HTTP {status}, no error code")

@@ -1,21 +1,5 @@
 """A caller's ``on_result`` / ``on_progress`` that raises (a database sink that went down) must
 not be lost: the run stops taking input, lets the batches in flight end, and raises it.
-
-Defect (in ``smsvn/bulk.py``, which this suite may not edit; strict xfail until fixed):
-
-- raised inside a batch task (``_Run._send`` -> ``_file_sent`` / ``_file_unknown`` / the
-  ``failed`` branch -> ``_emit``, or ``_progress`` in its ``finally``), the error escapes the task,
-  nobody retrieves it (asyncio logs "Task exception was never retrieved" at garbage collection),
-  and ``send_bulk`` returns a normal report: the caller's record of outcomes silently has holes.
-  In the ``failed`` branch it also skips ``self.aborted = exc``, so an account-wide refusal no
-  longer stops the run;
-- raised in ``consume`` (an INVALID or DUPLICATE outcome, emitted by ``_admit``), it leaves
-  ``run()`` through ``except asyncio.CancelledError`` only: the batches in flight are neither
-  cancelled nor awaited and keep running after ``send_bulk`` has raised.
-
-Proposed fix: call the callbacks through one guard in ``_Run`` that keeps the first exception
-and sets ``aborted`` (so no more input is taken), and in ``run()`` wait for (or on any
-``BaseException``, cancel and wait for) the tasks in flight, then raise the kept exception.
 """
 
 from __future__ import annotations
@@ -51,11 +35,6 @@ def _collect_loop_errors() -> list[dict[str, Any]]:
     return errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bulk.py _Run._send/_emit: an on_result error in a batch task is never retrieved "
-    "and send_bulk returns as if nothing happened (see the module docstring)",
-)
 async def test_on_result_error_in_a_batch_is_raised_not_swallowed(sb: Sandbox) -> None:
     lost = _collect_loop_errors()
     raised: BaseException | None = None
@@ -70,11 +49,6 @@ async def test_on_result_error_in_a_batch_is_raised_not_swallowed(sb: Sandbox) -
     assert raised is not None and "sink is down" in str(raised)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bulk.py run(): an on_result error raised while taking input (INVALID outcome) "
-    "leaves the batches in flight running after send_bulk raised (see the module docstring)",
-)
 async def test_on_result_error_while_taking_input_leaves_no_batch_running(sb: Sandbox) -> None:
     # The first request hangs, so it is still in flight when the bad number is taken.
     sb.faults.add(Fault(kind="hang", provider="fibo", times=1))
