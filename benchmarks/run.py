@@ -67,7 +67,6 @@ def plan(latency: float, quick: bool) -> list[Job]:
         Job("bulk", 10_000 // q),  # 1,000,000 numbers (200,000 quick)
         Job("bulk-nodedupe", 10_000 // q),
         Job("limiter", 250 // q, concurrency=32, limited=True),
-        Job("limiter-proposed", 250 // q, concurrency=32, limited=True),
         Job("items", 0),
     ]
 
@@ -286,7 +285,7 @@ def verdicts(runs: dict[str, Any]) -> list[dict[str, Any]]:
             None if per is None else per <= DEDUPE_BYTES_PER_NUMBER * 1.1,
             _fmt(per, " B", 0),
         )
-        for name in ("limiter", "limiter-proposed"):
+        for name in ("limiter",):
             util = _get(runs, lat, name, "utilisation")
             n429 = _get(runs, lat, name, "http_429")
             check(
@@ -358,7 +357,7 @@ def table(runs: dict[str, Any], checks: list[dict[str, Any]]) -> str:
             parts.append(f"(dedupe off: +{nd['peak_extra_mb']:.1f} MB)")
         if parts:
             lines.append(f"[{lat}] " + "; ".join(parts))
-        for name in ("limiter", "limiter-proposed"):
+        for name in ("limiter",):
             lim = runs[lat].get(name, {})
             if "utilisation" in lim:
                 lines.append(

@@ -375,16 +375,6 @@ async def limiter(server: dict[str, Any], requests: int, concurrency: int) -> di
     return result
 
 
-async def limiter_proposed(
-    server: dict[str, Any], requests: int, concurrency: int
-) -> dict[str, Any]:
-    """The same with the limiter proposed in ``benchmarks/limiter_proposal.py``."""
-    import limiter_proposal  # benchmarks/, on the path as this script's directory
-
-    limiter_proposal.install()
-    return await limiter(server, requests, concurrency)
-
-
 # -- (7) per-item costs ------------------------------------------------------------------------
 
 
@@ -499,7 +489,6 @@ SCENARIOS: dict[str, Callable[[dict[str, Any], int, int], Awaitable[dict[str, An
     "bulk": bulk,
     "bulk-nodedupe": bulk_nodedupe,
     "limiter": limiter,
-    "limiter-proposed": limiter_proposed,
     "items": items,
 }
 

@@ -2,10 +2,14 @@
 
 A provider's limit is stated as "N requests per T seconds". A plain ``AsyncLimiter(N, T)`` starts
 with a full bucket and admits about 2N requests in the first T seconds (aiolimiter's documented
-burst), which earns 429s. A leaky bucket of capacity ``b`` that drains at ``r`` per second admits
-at most ``b + r*T`` requests in any window of T seconds, so smsvn sets ``r = (N - b) / T``:
-with the default ``burst=1`` that is 59 requests a minute for SpeedSMS's 60, never 61, evenly
-spaced, which is what a bulk send wants (98 % of the allowed rate).
+burst), which earns 429s. smsvn paces requests with an aiolimiter bucket that drains at
+``(N - burst) / T`` a second — 59 a minute for SpeedSMS's 60, evenly spaced, which is what a bulk
+send wants (98 % of the allowed rate) — and holds the hard rule on the times requests really go:
+no request while the N-th previous one is less than T seconds ago. The bucket holds ``burst + 1``
+so that the moment the event loop takes to wake a waiter is not lost once per request (with a
+capacity of 1 it is: a late waiter finds the bucket clamped at empty); the window rule (with a 2 %
+margin, since the provider counts arrivals) is what guarantees the limit, whatever the bucket
+lets through.
 
 One limiter serves an account (provider + credential) for every client instance in the process
 (per event loop, since asyncio primitives belong to one loop). A 429 pauses the whole account.
@@ -17,6 +21,7 @@ import asyncio
 import hashlib
 import logging
 import weakref
+from collections import deque
 
 import msgspec
 from aiolimiter import AsyncLimiter
@@ -29,8 +34,9 @@ _log = logging.getLogger("smsvn")
 class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
     """A provider limit: at most ``requests`` in any window of ``period`` seconds.
 
-    ``burst`` requests may go at once from idle; the sustained rate is then
-    ``(requests - burst) / period``, so the window is never exceeded.
+    Requests are paced at ``(requests - burst) / period`` a second, so that a few (``burst``,
+    one more after a late wake-up) may go at once from idle without the window ever being
+    exceeded.
     """
 
     requests: int
@@ -47,8 +53,14 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
     def sustained_rate(self) -> float:
         """Requests per second the limiter admits once its burst is spent."""
         spare = self.requests - self.burst
-        # With no spare (burst == requests) one request may follow per window, strictly after it.
-        return spare / self.period if spare else 1.0 / (self.period * 1.001)
+        # With no spare (burst == requests) the window rule alone paces: a window's worth at once.
+        return spare / self.period if spare else 1.0 / self.period
+
+
+_WINDOW_GUARD = 1.02
+"""The window rule keeps requests 2 % further apart than the provider's window: a request takes
+longer to arrive than the next one (a new connection, a busy loop), and the provider counts
+arrivals, not departures."""
 
 
 class AccountLimiter:
@@ -56,23 +68,31 @@ class AccountLimiter:
 
     def __init__(self, limit: RateLimit) -> None:
         self.limit = limit
-        rate = limit.sustained_rate
-        # AsyncLimiter(capacity, capacity / rate): capacity ``burst`` draining at ``rate``/s.
-        self._bucket = AsyncLimiter(limit.burst, limit.burst / rate)
+        capacity = limit.burst + 1
+        # AsyncLimiter(capacity, capacity / rate): ``capacity`` draining at ``rate`` a second.
+        self._bucket = AsyncLimiter(capacity, capacity / limit.sustained_rate)
+        # When the last ``requests`` requests went: the hard "N in any window of T" rule.
+        self._sent: deque[float] = deque(maxlen=limit.requests)
         self._paused_until = 0.0
         self.pauses = 0
 
     async def acquire(self) -> None:
         """Wait until this account may send one more request."""
         loop = asyncio.get_running_loop()
+        sent, period = self._sent, self.limit.period * _WINDOW_GUARD
         while True:
             wait = self._paused_until - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
             await self._bucket.acquire()
-            # A 429 may have paused the account while we waited in the bucket.
-            if self._paused_until <= loop.time():
+            # Sleeps until a known deadline (the window's oldest request ages out), no polling.
+            while len(sent) == sent.maxlen and (wait := sent[0] + period - loop.time()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)
+            # A 429 may have paused the account while we waited.
+            now = loop.time()
+            if self._paused_until <= now:
+                sent.append(now)
                 return
 
     def pause(self, seconds: float) -> None:
