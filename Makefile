@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: test lint types unit demo bench soak fuzz clean
 
@@ -12,9 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,cli]"
 	touch $(STAMP)
 
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[test,cli,bench]"
+	touch $(BENCH_STAMP)
+
 lint: $(STAMP)
-	$(BIN)/ruff check smsvn tests
-	$(BIN)/ruff format --check smsvn tests
+	$(BIN)/ruff check smsvn tests benchmarks
+	$(BIN)/ruff format --check smsvn tests benchmarks
 
 types: $(STAMP)
 	$(BIN)/mypy --strict smsvn
@@ -26,6 +31,11 @@ test: lint types unit
 
 demo: $(STAMP)
 	$(BIN)/smsvn demo
+
+# Throughput, CPU per request and memory against a bare aiohttp floor (2-3 minutes);
+# BENCH_ARGS=--quick for a smoke test.
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # The full-size soak: 100,000 recipients through each provider with random faults (~5 min).
 soak: $(STAMP)
