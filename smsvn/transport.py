@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
@@ -202,6 +203,10 @@ class Transport:
         self._hooks = hooks
         self._headers = dict(headers or {})
         self._secrets = _secret_forms(secrets)
+        # Any form of any secret, or a JSON escape that could hide one, in an undecoded body.
+        self._maybe_secret = re.compile(
+            b"|".join([b"\\\\", *(re.escape(form.encode()) for form in self._secrets)])
+        )
         self._longest = len(self._secrets[0]) if self._secrets else 0
         self._closed = False
 
@@ -250,14 +255,18 @@ class Transport:
             exc.message = message
             exc.args = (message,)
 
-    def redact_value(self, value: T) -> T:
+    def redact_value(self, value: T, body: bytes | None = None) -> T:
         """A decoded answer (structs, lists, dicts, strings) with every form of every secret in
         its strings replaced by ``***``; the same object when there was none.
 
         Redacting after decoding is what makes ``raw`` safe: JSON may write any character as a
         ``\\uXXXX`` escape, so no search of the undecoded bytes finds every echo of a secret.
+        Given the ``body`` it was decoded from, the walk is skipped when the body has no escape
+        and no form of a secret, since nothing decoded from it can then hold one (the hot path).
         """
         if not self._secrets:
+            return value
+        if body is not None and self._maybe_secret.search(body) is None:
             return value
         return cast(T, _redact_value(value, self.redact))
 

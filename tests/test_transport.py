@@ -69,3 +69,21 @@ async def test_hooks_and_debug_log_say_what_happened(
     assert seen[1][1].error == "TimeoutError"
     assert seen[4][1].status == 200
     assert any("user/info: attempt 2 -> 200" in r.getMessage() for r in caplog.records)
+
+
+def test_redact_value_skips_the_walk_only_when_the_body_proves_it_clean() -> None:
+    import msgspec
+
+    class Answer(msgspec.Struct):
+        note: str
+
+    secret = "tok-SENTINEL-42"
+    transport = Transport(provider="x", secrets=(secret,))
+    clean = Answer(note="ok")
+    assert transport.redact_value(clean, b'{"note":"ok"}') is clean
+    for body in (
+        f'{{"note":"echo {secret}"}}'.encode(),
+        b'{"note":"echo \\u0074ok-SENTINEL-42"}',  # an escape hides it from a bytes search
+    ):
+        decoded = msgspec.json.decode(body, type=Answer)
+        assert "SENTINEL" not in transport.redact_value(decoded, body).note

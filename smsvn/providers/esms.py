@@ -873,7 +873,7 @@ class ESMS(BaseClient):
             raise self._transport.malformed(endpoint, response, _why(exc)) from None
         # A result keeps its answer as ``raw``: never let an echoed credential into it. After
         # decoding, since JSON may write a credential's characters as \uXXXX escapes.
-        answer = self._transport.redact_value(answer)
+        answer = self._transport.redact_value(answer, response.body)
         raw = answer.code_result if answer.code_result is not None else answer.code_response
         code = _opt_str(raw)
         if code is None:

@@ -392,7 +392,7 @@ class SpeedSMS(BaseClient):
             if envelope.data is None:
                 raise self._transport.malformed(endpoint, response, "success without data")
             # The provider may echo what it was sent: ``raw`` must never hold the token.
-            return self._transport.redact_value(envelope.data)
+            return self._transport.redact_value(envelope.data, response.body)
         code = _code(envelope.code)
         if envelope.status != "error" or code is None:
             raise self._transport.malformed(endpoint, response, f"HTTP {status}, no error code")
