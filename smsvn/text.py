@@ -230,14 +230,15 @@ def _ucs2_segments(content: str) -> Segments:
     )
 
 
-def segments(content: str) -> Segments:
-    """Tell how a content will be sent: GSM-7 if it fits the GSM alphabet, else UCS-2.
+def segments(content: str, *, unicode: bool = False) -> Segments:
+    """Tell how a content will be sent: GSM-7 if it fits the GSM alphabet, else UCS-2
+    (``unicode=True``: UCS-2 whatever it holds, as when a provider is told to send Unicode).
 
     The content is counted as given: decomposed (NFD) text counts every combining mark as a
     character, so normalise it to NFC (or strip it) first. An empty content is one segment of
     0 characters, since providers charge for it.
     """
-    escaped = _escaped_count(content)
+    escaped = None if unicode else _escaped_count(content)
     if escaped is None:
         return _ucs2_segments(content)
     return _gsm7_segments(content, escaped)

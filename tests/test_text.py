@@ -394,3 +394,13 @@ def test_segments_match_a_reference_split(content: str) -> None:
 )
 def test_is_encodable(content: str, expected: bool) -> None:
     assert is_encodable(content) is expected
+
+
+@pytest.mark.parametrize(
+    ("content", "count"), [("x" * 70, 1), ("x" * 71, 2), ("x" * 134, 2), ("x" * 135, 3)]
+)
+def test_segments_forced_to_unicode(content: str, count: int) -> None:
+    forced = segments(content, unicode=True)
+    assert forced.encoding is Encoding.UCS2
+    assert forced.segments == count
+    assert segments(content).encoding is Encoding.GSM7

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from smsvn import bulk, phone
+from smsvn import bulk, phone, text
 from smsvn.bulk import BatchSender, BulkOutcome, BulkProgress, BulkReport
 from smsvn.errors import SmsError, ValidationError
 from smsvn.models import Balance, InvalidNumber, Message, SendResult
 from smsvn.transport import Transport
 
-__all__ = ["BaseClient", "Recipients", "split_recipients"]
+__all__ = ["BaseClient", "Recipients", "checked_content", "split_recipients"]
 
 
 class Recipients:
@@ -59,6 +59,39 @@ def require_recipients(recipients: Recipients, provider: str, endpoint: str) -> 
         raise ValidationError(
             f"no valid recipient ({reasons})", provider=provider, endpoint=endpoint
         )
+
+
+def checked_content(
+    content: str,
+    *,
+    strip: bool,
+    unicode: bool | None,
+    provider: str,
+    endpoint: str,
+    refused_as: str = "",
+) -> str:
+    """The content as it will be sent (stripped of diacritics when asked), or a
+    ValidationError for what no provider takes: an empty content, characters no SMS encoding
+    can carry (``refused_as`` names the provider's own code for them), or ``strip_diacritics``
+    together with ``unicode=True``."""
+    if strip:
+        if unicode:
+            raise ValidationError(
+                "strip_diacritics=True sends plain text; it cannot go with unicode=True",
+                provider=provider,
+                endpoint=endpoint,
+            )
+        content = text.strip_diacritics(content)
+    if not content:
+        raise ValidationError("content is empty", provider=provider, endpoint=endpoint)
+    if not text.is_encodable(content):
+        raise ValidationError(
+            "content has characters no SMS encoding can carry (control characters or lone "
+            f"surrogates){refused_as}",
+            provider=provider,
+            endpoint=endpoint,
+        )
+    return content
 
 
 class BaseClient:

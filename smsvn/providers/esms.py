@@ -51,7 +51,12 @@ from smsvn.models import (
     SendStatus,
     SentMessage,
 )
-from smsvn.providers._base import BaseClient, require_recipients, split_recipients
+from smsvn.providers._base import (
+    BaseClient,
+    checked_content,
+    require_recipients,
+    split_recipients,
+)
 from smsvn.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -931,23 +936,9 @@ def _check_request_id(request_id: str | None, endpoint: str) -> str:
 
 def _prepare(content: str, unicode: bool | None, strip: bool, endpoint: str) -> _Content:
     """The content as it will be sent, or ValidationError for what cannot go as asked."""
-    if strip:
-        if unicode:
-            raise ValidationError(
-                "strip_diacritics=True sends plain text; it cannot go with unicode=True",
-                provider=_PROVIDER,
-                endpoint=endpoint,
-            )
-        content = text.strip_diacritics(content)
-    if not content:
-        raise ValidationError("content is empty", provider=_PROVIDER, endpoint=endpoint)
-    if not text.is_encodable(content):
-        raise ValidationError(
-            "content has characters no SMS encoding can carry (control characters or lone "
-            "surrogates)",
-            provider=_PROVIDER,
-            endpoint=endpoint,
-        )
+    content = checked_content(
+        content, strip=strip, unicode=unicode, provider=_PROVIDER, endpoint=endpoint
+    )
     parts = text.segments(content)
     if strip or unicode is False:
         if parts.unicode:
@@ -961,10 +952,8 @@ def _prepare(content: str, unicode: bool | None, strip: bool, endpoint: str) -> 
                 endpoint=endpoint,
             )
         return _Content(content, "0", parts.segments)
-    if unicode and not parts.unicode:
-        # GSM-7 content forced to UCS-2: every character is one UTF-16 unit.
-        count = 1 if len(content) <= 70 else -(-len(content) // 67)
-        return _Content(content, "1", count)
+    if unicode and not parts.unicode:  # GSM-7 content forced to UCS-2
+        return _Content(content, "1", text.segments(content, unicode=True).segments)
     return _Content(content, "1" if parts.unicode else "0", parts.segments)
 
 

@@ -35,7 +35,12 @@ from smsvn.errors import (
 )
 from smsvn.limits import RateLimit
 from smsvn.models import Balance, DailyTotals, SendResult
-from smsvn.providers._base import BaseClient, require_recipients, split_recipients
+from smsvn.providers._base import (
+    BaseClient,
+    checked_content,
+    require_recipients,
+    split_recipients,
+)
 from smsvn.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -387,23 +392,9 @@ class _Content(NamedTuple):
 
 def _prepare(content: str, unicode: bool | None, strip: bool) -> _Content:
     """The content as it will be sent, or ValidationError for what cannot go as asked."""
-    if strip:
-        if unicode:
-            raise ValidationError(
-                "strip_diacritics=True sends plain text; it cannot go with unicode=True",
-                provider=_PROVIDER,
-                endpoint=_SEND,
-            )
-        content = text.strip_diacritics(content)
-    if not content:
-        raise ValidationError("content is empty", provider=_PROVIDER, endpoint=_SEND)
-    if not text.is_encodable(content):
-        raise ValidationError(
-            "content has characters no SMS encoding can carry (control characters or lone "
-            "surrogates)",
-            provider=_PROVIDER,
-            endpoint=_SEND,
-        )
+    content = checked_content(
+        content, strip=strip, unicode=unicode, provider=_PROVIDER, endpoint=_SEND
+    )
     if strip:
         _require_plain(content, "strip_diacritics=True sends plain text (serviceType 0)")
         service_type = "0"
@@ -414,9 +405,7 @@ def _prepare(content: str, unicode: bool | None, strip: bool) -> _Content:
     else:
         _require_plain(content, "unicode=False sends plain text (serviceType 0)")
         service_type = "0"
-    parts = text.segments(content)
-    if service_type == "1" and not parts.unicode:
-        return _Content(content, service_type, _ucs2_count(content))
+    parts = text.segments(content, unicode=service_type == "1")
     return _Content(content, service_type, parts.segments)
 
 
@@ -437,11 +426,6 @@ def _require_plain(content: str, mode: str) -> None:
         provider=_PROVIDER,
         endpoint=_SEND,
     )
-
-
-def _ucs2_count(content: str) -> int:
-    """Segments of GSM-7 content forced to Unicode (all BMP, so one UTF-16 unit a character)."""
-    return 1 if len(content) <= 70 else -(-len(content) // 67)
 
 
 # -- requests -----------------------------------------------------------------------------------

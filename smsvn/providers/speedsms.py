@@ -28,7 +28,12 @@ from smsvn.errors import (
 )
 from smsvn.limits import RateLimit
 from smsvn.models import Balance, InvalidNumber, SendResult
-from smsvn.providers._base import BaseClient, require_recipients, split_recipients
+from smsvn.providers._base import (
+    BaseClient,
+    checked_content,
+    require_recipients,
+    split_recipients,
+)
 from smsvn.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -426,15 +431,18 @@ def _check_type(sms_type: int, sender: str | None) -> None:
 
 def _prepare(content: str, strip: bool) -> str:
     """The content to send, or a ValidationError for what SpeedSMS would refuse (110, 113)."""
-    if strip:
-        content = text.strip_diacritics(content)
-    if not content:
-        raise ValidationError("content is empty", provider=_PROVIDER, endpoint="sms/send")
-    if not text.is_encodable(content) or not _in_bmp(content):
+    content = checked_content(
+        content,
+        strip=strip,
+        unicode=None,
+        provider=_PROVIDER,
+        endpoint="sms/send",
+        refused_as="; SpeedSMS would refuse it with 110",
+    )
+    if not _in_bmp(content):
         raise ValidationError(
-            "content has characters SpeedSMS cannot carry (control characters, lone "
-            "surrogates, or emoji and others outside the Basic Multilingual Plane); "
-            "SpeedSMS would refuse it with 110",
+            "content has characters SpeedSMS cannot carry (emoji and others outside the Basic "
+            "Multilingual Plane); SpeedSMS would refuse it with 110",
             provider=_PROVIDER,
             endpoint="sms/send",
         )
