@@ -57,6 +57,7 @@ from smsvn.providers._base import (
     require_recipients,
     split_recipients,
 )
+from smsvn.providers._spec import Credential, Provider
 from smsvn.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -1118,3 +1119,19 @@ def _retry_after(response: Response) -> float | None:
 def _why(exc: Exception) -> str:
     """msgspec's first line: it names the JSON path, never the body's content."""
     return str(exc).split("\n", 1)[0][:120]
+
+
+PROVIDER: Final = Provider(
+    name=_PROVIDER,
+    title="eSMS",
+    client=ESMS,
+    credentials=(
+        Credential(name="api_key", env="SMSVN_ESMS_API_KEY", help="eSMS ApiKey"),
+        Credential(name="secret_key", env="SMSVN_ESMS_SECRET_KEY", help="eSMS SecretKey"),
+    ),
+    price=350.0,
+    unit="VND",
+    simulator="smsvn.sandbox.esms:ESMSSimulator",
+    sender_option="brandname",
+)
+"""eSMS in the provider registry."""

@@ -41,6 +41,7 @@ from smsvn.providers._base import (
     require_recipients,
     split_recipients,
 )
+from smsvn.providers._spec import Credential, Provider
 from smsvn.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -636,3 +637,19 @@ def _field(element: etree._Element, name: str, transport: Transport) -> str | No
 def _clip(value: str, limit: int = _FIELD_EXCERPT) -> str:
     """At most ``limit`` characters of a provider's text."""
     return value if len(value) <= limit else value[:limit] + "..."
+
+
+PROVIDER: Final = Provider(
+    name=_PROVIDER,
+    title="Fibo",
+    client=Fibo,
+    credentials=(
+        Credential(name="client_no", env="SMSVN_FIBO_CLIENT_NO", help="Fibo clientNo"),
+        Credential(name="client_pass", env="SMSVN_FIBO_CLIENT_PASS", help="Fibo clientPass"),
+    ),
+    price=1.0,
+    unit="messages",
+    simulator="smsvn.sandbox.fibo:FiboSimulator",
+    sender_option="sender",
+)
+"""Fibo in the provider registry."""

@@ -34,6 +34,7 @@ from smsvn.providers._base import (
     require_recipients,
     split_recipients,
 )
+from smsvn.providers._spec import Credential, Provider
 from smsvn.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -481,3 +482,18 @@ def _reset_seconds(response: Response) -> float | None:
 def _why(exc: Exception) -> str:
     # msgspec's messages name the JSON path, never the body's content.
     return str(exc).split("\n", 1)[0][:120]
+
+
+PROVIDER: Final = Provider(
+    name=_PROVIDER,
+    title="SpeedSMS",
+    client=SpeedSMS,
+    credentials=(
+        Credential(name="token", env="SMSVN_SPEEDSMS_TOKEN", help="SpeedSMS access token"),
+    ),
+    price=250.0,
+    unit="VND",
+    simulator="smsvn.sandbox.speedsms:SpeedSMSSimulator",
+    sender_option="sender",
+)
+"""SpeedSMS in the provider registry."""

@@ -1,0 +1,66 @@
+"""What the registry knows of a provider: its client, credentials, prices, simulator and webhooks.
+
+Each provider module declares one ``Provider`` (``PROVIDER``); ``smsvn.providers`` registers it.
+Everything provider-neutral (the CLI, the sandbox, the webhook receiver, the demo, the tests)
+loops over the registry, so adding a provider is its module, its simulator, its tests and one
+line in ``smsvn/providers/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+from smsvn.models import CallReport, DeliveryReport, InboundSms
+
+if TYPE_CHECKING:
+    from smsvn.providers._base import BaseClient
+
+__all__ = ["Credential", "Event", "Provider", "Webhook"]
+
+Event: TypeAlias = DeliveryReport | InboundSms | CallReport
+"""Anything a provider's webhook may report."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credential:
+    """One credential the client takes positionally, in order: ``SpeedSMS(token)``."""
+
+    name: str
+    """The constructor's argument name (``"token"``, ``"api_key"``): also the CLI flag."""
+    env: str
+    """The environment variable the CLI and ``from_env`` read it from."""
+    help: str
+    """What it is, in a few words, for ``--help``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Webhook:
+    """How a provider calls back: the HTTP methods it uses and the parser of one callback."""
+
+    methods: tuple[str, ...]
+    parse: Callable[[bytes, Mapping[str, str]], Event]
+    """Body and query string of one callback -> the typed event; ``ValidationError`` if bad."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provider:
+    """One provider, as everything outside its own module sees it."""
+
+    name: str
+    """The registry key, lower case (``"speedsms"``): CLI ``-p``, sandbox, webhook path."""
+    title: str
+    """How people write it (``"SpeedSMS"``)."""
+    client: type[BaseClient]
+    credentials: tuple[Credential, ...]
+    price: float
+    """The usual price of one SMS segment, in ``unit``: for estimates printed before a send."""
+    unit: str
+    """``"VND"``, or ``"messages"`` where the account counts messages (Fibo)."""
+    simulator: str
+    """``"module:Class"`` of its simulator, imported only when a sandbox starts."""
+    sender_option: str | None = None
+    """The client keyword that names the sender (``"sender"``, ``"brandname"``), if any."""
+    webhook: Webhook | None = None
+    """Its callbacks, if it makes any."""

@@ -1,0 +1,33 @@
+"""Small readers shared by the providers' wire parsers (answers and webhooks)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["MAX_DIGITS", "is_count", "opt_str", "why"]
+
+MAX_DIGITS: Final = 18
+"""The most digits a count read from the wire may have: no real count is longer, and Python's
+``int()`` refuses strings of over 4,300 digits with a ``ValueError``."""
+
+
+def is_count(text: str) -> bool:
+    """Whether ``text`` is a non-negative integer in ASCII digits, at most ``MAX_DIGITS`` long.
+
+    ``str.isdigit()`` alone also takes ``"²"`` and Arabic-Indic digits, which ``int()`` refuses
+    or reads differently; this is the one check every parser uses before ``int()``.
+    """
+    return 0 < len(text) <= MAX_DIGITS and text.isascii() and text.isdigit()
+
+
+def opt_str(value: str | int | None) -> str | None:
+    """A string or number field as a trimmed string; empty as None."""
+    if value is None:
+        return None
+    out = str(value).strip()
+    return out or None
+
+
+def why(exc: Exception) -> str:
+    """msgspec's first line: it names the JSON path, never the body's content."""
+    return str(exc).split("\n", 1)[0][:120]
