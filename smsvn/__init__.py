@@ -2,11 +2,17 @@
 
 The public surface: the three clients, ``Failover``, the result types, ``smsvn.errors``, and the
 modules ``smsvn.phone``, ``smsvn.text``, ``smsvn.webhooks`` and ``smsvn.sandbox`` (the simulator).
+The last two need ``aiohttp.web``, so they load on first use, as httpx loads its CLI: a web app
+that only sends pays for neither.
 """
 
 from __future__ import annotations
 
-from smsvn import errors, phone, sandbox, text, webhooks
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from smsvn import errors, phone, text
 from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, Outcome
 from smsvn.failover import Failover
 from smsvn.limits import RateLimit
@@ -73,3 +79,15 @@ __all__ = [
     "webhooks",
 ]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from smsvn import sandbox, webhooks
+
+_LAZY = frozenset({"sandbox", "webhooks"})
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Load ``smsvn.sandbox`` and ``smsvn.webhooks`` on first use (PEP 562)."""
+    if name in _LAZY:
+        return importlib.import_module(f"smsvn.{name}")
+    raise AttributeError(f"module 'smsvn' has no attribute {name!r}")

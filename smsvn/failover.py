@@ -107,9 +107,9 @@ class Failover:
             report = await bulk.run(
                 _prepend(carry, source),
                 provider=client.provider,
-                send_batch=client._bulk_sender(content=content),
+                send_batch=client.batch_sender(content=content),
                 content=content,
-                batch_size=client._batch_size,
+                batch_size=client.batch_size,
                 concurrency=concurrency,
                 dedupe=dedupe,
                 keep_results=keep_results,

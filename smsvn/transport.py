@@ -22,23 +22,19 @@ send to a second place); answers over ``max_body`` bytes are refused unread.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from email.utils import parsedate_to_datetime
-from html import escape
-from typing import Any, TypeVar, cast
-from urllib.parse import quote, quote_plus
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
 from multidict import CIMultiDictProxy
-from yarl import URL
 
+from smsvn._redact import Redactor
 from smsvn.errors import (
     ConnectError,
     MalformedResponse,
@@ -79,7 +75,6 @@ DEFAULT_MAX_BODY = 1024 * 1024
 request (a proxy's page, a download) and is refused as malformed instead of filling memory."""
 
 _USER_AGENT = "smsvn/0.1"
-_EXCERPT = 200
 
 T = TypeVar("T")
 
@@ -183,8 +178,10 @@ class Transport:
         hooks: Hooks | None = None,
         headers: Mapping[str, str] | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        retry_after: Callable[[Response], float | None] | None = None,
     ) -> None:
         self.provider = provider
+        self._retry_after = retry_after or _no_hint
         self._max_body = max_body
         self._session = session
         self._owns_session = session is None
@@ -202,12 +199,7 @@ class Transport:
         self._limiter: AccountLimiter | None = None
         self._hooks = hooks
         self._headers = dict(headers or {})
-        self._secrets = _secret_forms(secrets)
-        # Any form of any secret, or a JSON escape that could hide one, in an undecoded body.
-        self._maybe_secret = re.compile(
-            b"|".join([b"\\\\", *(re.escape(form.encode()) for form in self._secrets)])
-        )
-        self._longest = len(self._secrets[0]) if self._secrets else 0
+        self.redactor = Redactor(secrets)
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -241,43 +233,12 @@ class Transport:
 
     # -- redaction -------------------------------------------------------------------------
 
-    def redact(self, text: str) -> str:
-        """``text`` with every form of every secret replaced by ``***``."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
     def _scrub(self, exc: SmsError) -> None:
         """Redact a provider's own words (an error message may echo a credential)."""
-        message = self.redact(exc.message)
+        message = self.redactor.text(exc.message)
         if message is not exc.message:
             exc.message = message
             exc.args = (message,)
-
-    def redact_value(self, value: T, body: bytes | None = None) -> T:
-        """A decoded answer (structs, lists, dicts, strings) with every form of every secret in
-        its strings replaced by ``***``; the same object when there was none.
-
-        Redacting after decoding is what makes ``raw`` safe: JSON may write any character as a
-        ``\\uXXXX`` escape, so no search of the undecoded bytes finds every echo of a secret.
-        Given the ``body`` it was decoded from, the walk is skipped when the body has no escape
-        and no form of a secret, since nothing decoded from it can then hold one (the hot path).
-        """
-        if not self._secrets:
-            return value
-        if body is not None and self._maybe_secret.search(body) is None:
-            return value
-        return cast(T, _redact_value(value, self.redact))
-
-    def excerpt(self, body: bytes) -> str:
-        """A short, redacted, printable excerpt of a body for an error message."""
-        # Past the excerpt by the longest secret form, so that no secret is cut in two.
-        text = body[: _EXCERPT * 4 + self._longest].decode("utf-8", "replace")
-        text = self.redact(text)
-        if len(text) > _EXCERPT:
-            text = text[:_EXCERPT] + "..."
-        return repr(text)
 
     def _too_large(self, endpoint: str, status: int, attempt: int) -> MalformedResponse:
         return MalformedResponse(
@@ -291,7 +252,7 @@ class Transport:
     def malformed(self, endpoint: str, response: Response, why: str) -> MalformedResponse:
         """The error for an answer that cannot be understood, naming the endpoint."""
         return MalformedResponse(
-            f"unexpected answer ({why}): {self.excerpt(response.body)}",
+            f"unexpected answer ({why}): {self.redactor.excerpt(response.body)}",
             provider=self.provider,
             endpoint=endpoint,
             http_status=response.status,
@@ -341,6 +302,8 @@ class Transport:
                 response = await self._send_once(
                     method, url, endpoint, attempt, params, data, all_headers, middlewares
                 )
+                if response.status == 429:
+                    raise self._rate_limited(endpoint, response)
                 return parse(response)
             except RateLimited as exc:
                 self._scrub(exc)
@@ -377,6 +340,19 @@ class Transport:
             self._hook_retry(endpoint, method, attempt, delay)
             if delay:
                 await asyncio.sleep(delay)
+
+    def _rate_limited(self, endpoint: str, response: Response) -> RateLimited:
+        """An HTTP 429, whatever its body: not processed, so it is sent again after the
+        provider's wait hint (read by the provider's ``retry_after``) or the backoff."""
+        return RateLimited(
+            "rate limit exceeded",
+            retry_after=self._retry_after(response),
+            provider=self.provider,
+            code="429",
+            http_status=429,
+            endpoint=endpoint,
+            attempts=response.attempt,
+        )
 
     def _still_unknown(self, earlier: OutcomeUnknown, last: SmsError) -> OutcomeUnknown:
         """The error of a resent request whose last attempt was refused or failed before
@@ -508,6 +484,11 @@ class Transport:
             )
 
 
+def _no_hint(response: Response) -> float | None:
+    """A provider whose 429 carries no wait hint: the backoff applies."""
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     """A URL-free description of an aiohttp / OS failure."""
     if isinstance(exc, _Dropped):
@@ -539,62 +520,3 @@ def retry_after_seconds(value: str | None) -> float | None:
     if math.isnan(seconds):
         return None
     return max(0.0, seconds)
-
-
-def _redact_value(value: object, redact: Callable[[str], str]) -> object:
-    """``value`` with ``redact`` applied to every string in it (see ``Transport.redact_value``)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, msgspec.Struct):
-        changes: dict[str, object] = {}
-        for name in value.__struct_fields__:
-            old = getattr(value, name)
-            new = _redact_value(old, redact)
-            if new is not old:
-                changes[name] = new
-        return msgspec.structs.replace(value, **changes) if changes else value
-    if isinstance(value, list | tuple):
-        items = [_redact_value(item, redact) for item in value]
-        if all(new is old for new, old in zip(items, value, strict=True)):
-            return value
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, dict):
-        pairs = [(_redact_value(k, redact), _redact_value(v, redact)) for k, v in value.items()]
-        if all(k is ok and v is ov for (k, v), (ok, ov) in zip(pairs, value.items(), strict=True)):
-            return value
-        return dict(pairs)
-    return value
-
-
-def _secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Every way a secret may be written in a URL, a JSON body or XML, longest first.
-
-    A provider, a proxy or a gateway may echo a request back in an answer (an error message, a
-    debugging page) in any of the forms it travelled in, or half-decoded, or escaped once more
-    for the answer's own format: each of those is a form here.
-    """
-    forms: set[str] = set()
-    for secret in secrets:
-        if secret:
-            xml_text = secret.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            json_form = msgspec.json.encode(secret).decode()[1:-1]
-            ascii_json = json.dumps(secret)[1:-1]  # non-ASCII as \uXXXX, as most servers
-            forms.update(
-                (
-                    secret,
-                    quote(secret, safe=""),
-                    quote_plus(secret, safe=""),
-                    # As yarl writes it in a query string (it leaves / ? : @ ~ as they are).
-                    URL("http://h/").extend_query({"s": secret}).raw_query_string[2:],
-                    # A query string percent-decoded but not plus-decoded (a logged URL).
-                    secret.replace(" ", "+"),
-                    escape(secret),  # HTML, quotes too
-                    xml_text,  # XML text, as lxml writes it (quotes as they are)
-                    xml_text.replace("&", "&amp;"),  # and escaped again (ASMX's <string>)
-                    json_form,
-                    json_form.replace("/", "\\/"),  # as WCF (eSMS) writes JSON
-                    ascii_json,
-                    ascii_json.replace("/", "\\/"),
-                )
-            )
-    return tuple(sorted(forms, key=len, reverse=True))

@@ -10,9 +10,8 @@ import pytest
 from smsvn import errors
 from smsvn.bulk import BatchSender
 from smsvn.failover import Failover
-from smsvn.models import SendResult
+from smsvn.models import Balance, SendResult
 from smsvn.providers._base import BaseClient
-from smsvn.transport import Transport
 
 Rule = Callable[[list[str]], errors.SmsError | None]
 
@@ -23,12 +22,14 @@ class FakeClient(BaseClient):
     provider = "fake"
 
     def __init__(self, name: str, rule: Rule | None = None, batch_size: int = 1) -> None:
-        super().__init__(Transport(provider=name), f"http://{name}.invalid")
+        super().__init__(
+            base_url=f"http://{name}.invalid", account=name, secrets=(), options={}
+        )
         self.name = name
         self.rule = rule
         self.sent: list[str] = []
         self.requests = 0
-        self._batch_size = batch_size  # type: ignore[misc]
+        self.batch_size = batch_size  # type: ignore[misc]
 
     async def _deliver(self, numbers: list[str], content: str) -> SendResult:
         self.requests += 1
@@ -41,7 +42,10 @@ class FakeClient(BaseClient):
     async def send(self, to: str, content: str) -> SendResult:
         return await self._deliver([to], content)
 
-    def _bulk_sender(self, *, content: str | None) -> BatchSender:
+    async def balance(self) -> Balance:
+        return Balance(provider=self.name, amount=0.0, currency=None, raw=None)
+
+    def batch_sender(self, *, content: str | None) -> BatchSender:
         async def send_batch(numbers: list[str], text: str, request_id: str | None) -> SendResult:
             return await self._deliver(numbers, text)
 

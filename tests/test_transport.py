@@ -10,8 +10,8 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from smsvn import errors
+from smsvn._redact import Redactor
 from smsvn.providers.speedsms import SpeedSMS
-from smsvn.transport import Transport
 from tests.conftest import FAST_RETRY, SENTINEL_TOKEN
 
 INFO = "https://api.speedsms.vn/index.php/user/info"
@@ -21,15 +21,15 @@ INFO = "https://api.speedsms.vn/index.php/user/info"
     "secret", ["plain-Secret-123", "a b/c&d?e=f", "mật khẩu+€", 'quo"te\\back<xml>&amp;']
 )
 def test_every_written_form_of_a_secret_is_redacted(secret: str) -> None:
-    transport = Transport(provider="x", secrets=(secret,))
+    redactor = Redactor((secret,))
     as_query = URL("http://h/").extend_query({"p": secret}).raw_query_string
     as_json = json.dumps({"p": secret})
     from html import escape
     from urllib.parse import quote
 
     for text in (secret, as_query, as_json, escape(secret), quote(secret, safe="")):
-        assert secret not in transport.redact(f"before {text} after")
-    assert "SENTINEL" not in transport.redact(f"{as_query}")
+        assert secret not in redactor.text(f"before {text} after")
+    assert "SENTINEL" not in redactor.text(f"{as_query}")
 
 
 async def test_oversized_body_is_malformed_not_read(mocked: aioresponses) -> None:
@@ -78,12 +78,12 @@ def test_redact_value_skips_the_walk_only_when_the_body_proves_it_clean() -> Non
         note: str
 
     secret = "tok-SENTINEL-42"
-    transport = Transport(provider="x", secrets=(secret,))
+    redactor = Redactor((secret,))
     clean = Answer(note="ok")
-    assert transport.redact_value(clean, b'{"note":"ok"}') is clean
+    assert redactor.value(clean, b'{"note":"ok"}') is clean
     for body in (
         f'{{"note":"echo {secret}"}}'.encode(),
         b'{"note":"echo \\u0074ok-SENTINEL-42"}',  # an escape hides it from a bytes search
     ):
         decoded = msgspec.json.decode(body, type=Answer)
-        assert "SENTINEL" not in transport.redact_value(decoded, body).note
+        assert "SENTINEL" not in redactor.value(decoded, body).note

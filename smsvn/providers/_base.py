@@ -1,18 +1,63 @@
-"""What every provider client shares: lifecycle, recipient parsing and the bulk entry points."""
+"""What every provider client shares: its options and transport, lifecycle, recipient parsing
+and the bulk entry points. A provider declares its credentials, URLs and wire format; this base
+builds the transport from the options every client takes alike (``ClientOptions``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+import abc
+import math
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypedDict
+
+import aiohttp
 
 from smsvn import bulk, phone, text
 from smsvn.bulk import BatchSender, BulkOutcome, BulkProgress, BulkReport
-from smsvn.errors import SmsError, ValidationError
+from smsvn.errors import ValidationError
+from smsvn.limits import RateLimit
 from smsvn.models import Balance, InvalidNumber, Message, SendResult
-from smsvn.transport import Transport
+from smsvn.transport import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TIMEOUT,
+    Hooks,
+    Response,
+    RetryPolicy,
+    Transport,
+    retry_after_seconds,
+)
 
-__all__ = ["BaseClient", "Recipients", "checked_content", "split_recipients"]
+__all__ = [
+    "BaseClient",
+    "ClientOptions",
+    "Recipients",
+    "checked_content",
+    "checked_seconds",
+    "checked_url",
+    "split_recipients",
+]
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options every client takes, with the same meaning on every provider."""
+
+    session: aiohttp.ClientSession | None
+    """A session to borrow (never closed by the client); by default the client owns one."""
+    timeout: float
+    """Seconds one attempt may take, from queueing for a connection to the last body byte."""
+    connect_timeout: float
+    """Seconds to get a connection; past it nothing was sent (``ConnectError``)."""
+    max_connections: int
+    """Connections in the client's own pool."""
+    rate_limit: RateLimit | None
+    """The account's limit; the provider's documented (or a conservative) one by default,
+    ``None`` for none (a simulator, a benchmark)."""
+    retry: RetryPolicy | None
+    """When and how long to wait before trying a call again."""
+    hooks: Hooks | None
+    """Per-attempt callbacks for metrics and tracing."""
 
 
 class Recipients:
@@ -29,10 +74,14 @@ class Recipients:
         self.invalid: list[InvalidNumber] = []
 
 
-def split_recipients(to: str | Iterable[str], provider: str) -> Recipients:
+def split_recipients(to: str | Iterable[str]) -> Recipients:
     """Normalise ``to`` (one number or several) and set aside what cannot be a VN mobile number."""
     if isinstance(to, str):
         to = (to,)
+    elif not isinstance(to, Iterable) or isinstance(to, bytes | bytearray | Mapping):
+        raise ValidationError(
+            f"to must be a phone number or a sequence of them, not {type(to).__name__}"
+        )
     out = Recipients()
     if isinstance(to, list | tuple) and phone._all_canonical(to):
         # The common case (numbers from a database): all canonical already, so nothing to
@@ -42,6 +91,8 @@ def split_recipients(to: str | Iterable[str], provider: str) -> Recipients:
     given = out.given
     for number in to:
         try:
+            if not isinstance(number, str):
+                raise ValidationError(f"not a phone number string: {type(number).__name__}")
             canonical = phone.normalize(number)
         except ValidationError as exc:
             out.invalid.append(InvalidNumber(str(number), exc.message))
@@ -74,6 +125,12 @@ def checked_content(
     ValidationError for what no provider takes: an empty content, characters no SMS encoding
     can carry (``refused_as`` names the provider's own code for them), or ``strip_diacritics``
     together with ``unicode=True``."""
+    if not isinstance(content, str):
+        raise ValidationError(
+            f"content must be a str, not {type(content).__name__}",
+            provider=provider,
+            endpoint=endpoint,
+        )
     if strip:
         if unicode:
             raise ValidationError(
@@ -94,23 +151,78 @@ def checked_content(
     return content
 
 
-class BaseClient:
+class BaseClient(abc.ABC):
     """What every client shares: an async context manager owning one transport, and the bulk
-    entry points, which each provider feeds through ``_bulk_sender`` and ``_batch_size``."""
+    entry points, which each provider feeds through ``batch_sender`` and ``batch_size``."""
 
     provider: ClassVar[str]
-    _batch_size: ClassVar[int] = 1
-    send: Callable[..., Awaitable[SendResult]]
-    """Each provider's own ``send(to, content, ...)``; ``send(number, content)`` works on all."""
-    balance: Callable[[], Awaitable[Balance]]
-    """The account balance."""
-    _bulk_sender: Callable[..., BatchSender]
-    """Validates a campaign's send options (and content, when it is one) once, up front, and
-    returns the function that sends one batch of canonical numbers with them."""
+    """The registry name of the provider (``"speedsms"``)."""
+    batch_size: ClassVar[int] = 1
+    """Numbers one request may carry (SpeedSMS: 100; eSMS and Fibo: one)."""
+    default_rate_limit: ClassVar[RateLimit | None] = None
+    """The limit a client gets when it is given no ``rate_limit``."""
 
-    def __init__(self, transport: Transport, base_url: str) -> None:
-        self._transport = transport
-        self.base_url = base_url.rstrip("/")
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        account: str,
+        secrets: Iterable[str],
+        options: ClientOptions,
+        headers: Mapping[str, str] | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        """Check the common ``options`` and build the transport. ``account`` names the account
+        for its limiter (only its digest is kept); ``secrets`` are redacted everywhere."""
+        timeout = checked_seconds(options.get("timeout", DEFAULT_TIMEOUT), "timeout", self.provider)
+        connect_timeout = checked_seconds(
+            options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            "connect_timeout",
+            self.provider,
+        )
+        max_connections = options.get("max_connections", DEFAULT_MAX_CONNECTIONS)
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ValidationError("max_connections must be a positive int", provider=self.provider)
+        rate_limit = options.get("rate_limit", self.default_rate_limit)
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ValidationError(
+                "rate_limit must be a smsvn.RateLimit or None", provider=self.provider
+            )
+        self.base_url = checked_url(base_url, "base_url", self.provider)
+        self._transport = Transport(
+            provider=self.provider,
+            session=options.get("session"),
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            retry=options.get("retry"),
+            rate_limit=rate_limit,
+            account=account,
+            secrets=secrets,
+            hooks=options.get("hooks"),
+            headers=headers,
+            max_body=max_body,
+            retry_after=self._retry_after,
+        )
+
+    @abc.abstractmethod
+    async def send(self, to: str | Sequence[str], content: str) -> SendResult:
+        """Send ``content`` to ``to`` with the client's sending defaults; ``send(number,
+        content)`` works alike on every provider (each adds its own keyword options)."""
+
+    @abc.abstractmethod
+    async def balance(self) -> Balance:
+        """The account balance."""
+
+    @abc.abstractmethod
+    def batch_sender(self, *, content: str | None) -> BatchSender:
+        """Check a campaign's send options (each provider adds its own keywords) and ``content``
+        (when it is shared) once, up front; return the function that sends one batch of
+        canonical numbers with them. The bulk engine and ``Failover`` send through it."""
+
+    def _retry_after(self, response: Response) -> float | None:
+        """The provider's wait hint on a 429, in seconds (``Retry-After`` unless overridden)."""
+        return retry_after_seconds(response.headers.get("Retry-After"))
 
     async def __aenter__(self) -> Self:
         return self
@@ -148,9 +260,9 @@ class BaseClient:
         return await bulk.run(
             recipients,
             provider=self.provider,
-            send_batch=self._bulk_sender(content=content, **options),
+            send_batch=self.batch_sender(content=content, **options),
             content=content,
-            batch_size=self._batch_size,
+            batch_size=self.batch_size,
             concurrency=concurrency,
             dedupe=dedupe,
             keep_results=keep_results,
@@ -176,7 +288,7 @@ class BaseClient:
         return await bulk.run(
             messages,
             provider=self.provider,
-            send_batch=self._bulk_sender(content=None, **options),
+            send_batch=self.batch_sender(content=None, **options),
             content=None,
             batch_size=1,
             concurrency=concurrency,
@@ -189,5 +301,18 @@ class BaseClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
-    def _error(self, cls: type[SmsError], message: str, endpoint: str) -> SmsError:
-        return cls(message, provider=self.provider, endpoint=endpoint)
+
+def checked_seconds(value: object, name: str, provider: str) -> float:
+    """A positive, finite number of seconds, or ``ValidationError`` naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"{name} must be a number of seconds", provider=provider)
+    if not (math.isfinite(value) and value > 0):
+        raise ValidationError(f"{name} must be a positive, finite number", provider=provider)
+    return float(value)
+
+
+def checked_url(value: object, name: str, provider: str) -> str:
+    """A base URL given as a string, without its trailing slash."""
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValidationError(f"{name} must be an http:// or https:// URL", provider=provider)
+    return value.rstrip("/")

@@ -18,10 +18,9 @@ import re
 import uuid
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Final, Literal, NamedTuple, TypeVar
+from typing import Final, Literal, NamedTuple, TypeVar, Unpack
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 
 from smsvn import phone, text
@@ -32,7 +31,6 @@ from smsvn.errors import (
     InvalidRecipient,
     InvalidRequest,
     ProviderUnavailable,
-    RateLimited,
     SenderNotRegistered,
     SmsError,
     ValidationError,
@@ -53,21 +51,15 @@ from smsvn.models import (
 )
 from smsvn.providers._base import (
     BaseClient,
+    ClientOptions,
     checked_content,
+    checked_url,
     require_recipients,
     split_recipients,
 )
 from smsvn.providers._spec import Credential, Provider
-from smsvn.transport import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_TIMEOUT,
-    Hooks,
-    Response,
-    RetryPolicy,
-    Transport,
-    retry_after_seconds,
-)
+from smsvn.providers._wire import is_count, opt_str, why
+from smsvn.transport import Response
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -304,6 +296,7 @@ class ESMS(BaseClient):
     """
 
     provider = _PROVIDER
+    default_rate_limit = DEFAULT_RATE_LIMIT
 
     def __init__(
         self,
@@ -312,35 +305,22 @@ class ESMS(BaseClient):
         *,
         base_url: str = DEFAULT_BASE_URL,
         voice_base_url: str = DEFAULT_VOICE_BASE_URL,
-        session: aiohttp.ClientSession | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-        retry: RetryPolicy | None = None,
-        hooks: Hooks | None = None,
         sms_type: int = 2,
         brandname: str | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
+        if not isinstance(api_key, str) or not isinstance(secret_key, str):
+            raise ValidationError("the eSMS ApiKey and SecretKey must be str", provider=_PROVIDER)
         if not api_key or not secret_key:
             raise ValidationError("an eSMS ApiKey and SecretKey are required", provider=_PROVIDER)
         _check_type(sms_type)
         super().__init__(
-            Transport(
-                provider=_PROVIDER,
-                session=session,
-                timeout=timeout,
-                connect_timeout=connect_timeout,
-                max_connections=max_connections,
-                retry=retry,
-                rate_limit=rate_limit,
-                account=api_key,
-                secrets=(api_key, secret_key),
-                hooks=hooks,
-            ),
-            base_url,
+            base_url=base_url,
+            account=api_key,
+            secrets=(api_key, secret_key),
+            options=options,
         )
-        self.voice_base_url = voice_base_url.rstrip("/")
+        self.voice_base_url = checked_url(voice_base_url, "voice_base_url", _PROVIDER)
         self.sms_type = sms_type
         self.brandname = brandname
         self._api_key = api_key
@@ -397,7 +377,7 @@ class ESMS(BaseClient):
                 provider=_PROVIDER,
                 endpoint=endpoint,
             )
-        recipients = split_recipients(numbers, _PROVIDER)
+        recipients = split_recipients(numbers)
         require_recipients(recipients, _PROVIDER, endpoint)
         if options.sms_type == 1:
             _check_advertising(len(recipients.valid), prepared.text, endpoint)
@@ -437,7 +417,7 @@ class ESMS(BaseClient):
             endpoint=endpoint,
         )
 
-    def _bulk_sender(
+    def batch_sender(
         self,
         *,
         content: str | None,
@@ -521,7 +501,7 @@ class ESMS(BaseClient):
                 raise self._failure(response, endpoint, code, answer, _SMS_ERRORS)
             return SendResult(
                 provider=_PROVIDER,
-                message_id=_opt_str(answer.sms_id),
+                message_id=opt_str(answer.sms_id),
                 recipients=numbers,
                 invalid=invalid,
                 segments=segments,
@@ -572,7 +552,7 @@ class ESMS(BaseClient):
             answer = self._parse(response, _STATUS, _EP_STATUS, _SMS_ERRORS)
             return MessageStatus(
                 provider=_PROVIDER,
-                message_id=_opt_str(answer.sms_id) or sms_id,
+                message_id=opt_str(answer.sms_id) or sms_id,
                 status=_send_status(answer.send_status),
                 total_receivers=answer.total_receiver or 0,
                 total_sent=answer.total_sent or 0,
@@ -795,19 +775,15 @@ class ESMS(BaseClient):
 
         def parse(response: Response) -> CallResult:
             answer = self._parse(response, _CALL_STATUS, endpoint, _CALL_STATUS_ERRORS)
-            duration = _opt_str(answer.call_duration)
-            # ASCII digits only (str.isdigit() also takes "²", which int() refuses), bounded
-            # (int() refuses over 4,300 digits).
-            if duration is not None and not (
-                duration.isascii() and duration.isdigit() and len(duration) <= 18
-            ):
+            duration = opt_str(answer.call_duration)
+            if duration is not None and not is_count(duration):
                 raise self._transport.malformed(endpoint, response, "callduration not a number")
             return CallResult(
                 provider=_PROVIDER,
                 reference_id=reference_id,
                 status=_call_status(answer.call_status),
                 duration=None if duration is None else int(duration),
-                ivr=_opt_str(answer.ivr),
+                ivr=opt_str(answer.ivr),
                 raw=answer,
             )
 
@@ -835,7 +811,7 @@ class ESMS(BaseClient):
             answer = self._parse(response, _SEND, endpoint, _VOICE_ERRORS)
             return SendResult(
                 provider=_PROVIDER,
-                message_id=_opt_str(answer.sms_id),
+                message_id=opt_str(answer.sms_id),
                 recipients=(number,),
                 segments=None,
                 cost=None,
@@ -863,25 +839,15 @@ class ESMS(BaseClient):
         self, response: Response, decoder: msgspec.json.Decoder[A], endpoint: str
     ) -> tuple[A, str]:
         """Decode an answer once and read its code, whichever key holds it."""
-        if response.status == 429:
-            raise RateLimited(
-                "rate limit exceeded",
-                retry_after=_retry_after(response),
-                provider=_PROVIDER,
-                code="429",
-                http_status=429,
-                endpoint=endpoint,
-                attempts=response.attempt,
-            )
         try:
             answer = decoder.decode(response.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise self._transport.malformed(endpoint, response, _why(exc)) from None
+            raise self._transport.malformed(endpoint, response, why(exc)) from None
         # A result keeps its answer as ``raw``: never let an echoed credential into it. After
         # decoding, since JSON may write a credential's characters as \uXXXX escapes.
-        answer = self._transport.redact_value(answer, response.body)
+        answer = self._transport.redactor.value(answer, response.body)
         raw = answer.code_result if answer.code_result is not None else answer.code_response
-        code = _opt_str(raw)
+        code = opt_str(raw)
         if code is None:
             raise self._transport.malformed(
                 endpoint, response, f"HTTP {response.status}, no CodeResult or CodeResponse"
@@ -997,7 +963,7 @@ def _check_id(value: str, name: str, endpoint: str) -> str:
 
 def _one_number(to: str, endpoint: str) -> str:
     """A call's single recipient in national form, or a ValidationError saying why not."""
-    recipients = split_recipients(to, _PROVIDER)
+    recipients = split_recipients(to)
     require_recipients(recipients, _PROVIDER, endpoint)
     return recipients.valid[0]
 
@@ -1101,24 +1067,6 @@ def _national(number: str | int) -> str:
         return phone.normalize(raw)
     except ValidationError:
         return raw
-
-
-def _opt_str(value: str | int | None) -> str | None:
-    """A string or number field as a trimmed string; empty as None."""
-    if value is None:
-        return None
-    out = str(value).strip()
-    return out or None
-
-
-def _retry_after(response: Response) -> float | None:
-    """``Retry-After`` in seconds (delay-seconds or an HTTP-date), when the answer has one."""
-    return retry_after_seconds(response.headers.get("Retry-After"))
-
-
-def _why(exc: Exception) -> str:
-    """msgspec's first line: it names the JSON path, never the body's content."""
-    return str(exc).split("\n", 1)[0][:120]
 
 
 PROVIDER: Final = Provider(

@@ -14,9 +14,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Unpack
 
-import aiohttp
 import msgspec
 from lxml import etree
 
@@ -28,7 +27,6 @@ from smsvn.errors import (
     InvalidRecipient,
     InvalidRequest,
     ProviderUnavailable,
-    RateLimited,
     SenderNotRegistered,
     SmsError,
     ValidationError,
@@ -37,21 +35,13 @@ from smsvn.limits import RateLimit
 from smsvn.models import Balance, DailyTotals, SendResult
 from smsvn.providers._base import (
     BaseClient,
+    ClientOptions,
     checked_content,
     require_recipients,
     split_recipients,
 )
 from smsvn.providers._spec import Credential, Provider
-from smsvn.transport import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_TIMEOUT,
-    Hooks,
-    Response,
-    RetryPolicy,
-    Transport,
-    retry_after_seconds,
-)
+from smsvn.transport import Response, Transport
 
 __all__ = [
     "DEFAULT_BALANCE_PATH",
@@ -74,9 +64,9 @@ MAX_BODY: Final = 64 * 1024
 """Bytes an answer may have; Fibo's are ~150, so anything larger is refused unparsed."""
 
 _PROVIDER: Final = "fibo"
-_SEND: Final = "SendMaskedSMS"
-_BALANCE: Final = "GetClientBalance"
-_TOTALS: Final = "GetTotalMt"
+_EP_SEND: Final = "SendMaskedSMS"
+_EP_BALANCE: Final = "GetClientBalance"
+_EP_TOTALS: Final = "GetTotalMt"
 
 _SOAP_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 _TEMPURI: Final = "http://tempuri.org/"
@@ -187,6 +177,7 @@ class Fibo(BaseClient):
     """
 
     provider = _PROVIDER
+    default_rate_limit = DEFAULT_RATE_LIMIT
 
     def __init__(
         self,
@@ -197,34 +188,23 @@ class Fibo(BaseClient):
         send_path: str = DEFAULT_SEND_PATH,
         balance_path: str = DEFAULT_BALANCE_PATH,
         totals_path: str = DEFAULT_TOTALS_PATH,
-        session: aiohttp.ClientSession | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-        retry: RetryPolicy | None = None,
-        hooks: Hooks | None = None,
         sender: str | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
+        if not isinstance(client_no, str) or not isinstance(client_pass, str):
+            raise ValidationError(
+                "the Fibo client number and password must be str", provider=_PROVIDER
+            )
         if not client_no or not client_pass:
             raise ValidationError(
                 "a Fibo client number and client password are required", provider=_PROVIDER
             )
         totals_body = _soap_request(client_no, client_pass)  # refuses what XML cannot carry
         super().__init__(
-            Transport(
-                provider=_PROVIDER,
-                session=session,
-                timeout=timeout,
-                connect_timeout=connect_timeout,
-                max_connections=max_connections,
-                retry=retry,
-                rate_limit=rate_limit,
-                account=client_no,
-                secrets=(client_pass,),
-                hooks=hooks,
-            ),
-            base_url,
+            base_url=base_url,
+            account=client_no,
+            secrets=(client_pass,),
+            options=options,
         )
         self.client_no = client_no
         self.sender = sender
@@ -262,14 +242,14 @@ class Fibo(BaseClient):
             raise ValidationError(
                 f"{len(numbers)} recipients; Fibo takes one number a request: use send_bulk",
                 provider=_PROVIDER,
-                endpoint=_SEND,
+                endpoint=_EP_SEND,
             )
         prepared = _prepare(content, unicode, strip_diacritics)
-        recipients = split_recipients(numbers, _PROVIDER)
-        require_recipients(recipients, _PROVIDER, _SEND)
+        recipients = split_recipients(numbers)
+        require_recipients(recipients, _PROVIDER, _EP_SEND)
         return await self._send(recipients.valid[0], prepared, sender)
 
-    def _bulk_sender(
+    def batch_sender(
         self,
         *,
         content: str | None,
@@ -299,13 +279,13 @@ class Fibo(BaseClient):
             raise ValidationError(
                 "Fibo needs a sender (brandname): give sender= here or to Fibo(...)",
                 provider=_PROVIDER,
-                endpoint=_SEND,
+                endpoint=_EP_SEND,
             )
         if not text.is_encodable(sender):
             raise ValidationError(
                 "the sender has control characters or lone surrogates",
                 provider=_PROVIDER,
-                endpoint=_SEND,
+                endpoint=_EP_SEND,
             )
         return sender
 
@@ -324,7 +304,7 @@ class Fibo(BaseClient):
         transport = self._transport
 
         def parse(response: Response) -> SendResult:
-            answer = _parse_answer(response, _SEND, transport)
+            answer = _parse_answer(response, _EP_SEND, transport)
             return SendResult(
                 provider=_PROVIDER,
                 message_id=guid,
@@ -335,7 +315,7 @@ class Fibo(BaseClient):
             )
 
         return await transport.call(
-            "GET", self._url_send, endpoint=_SEND, parse=parse, params=params, idempotent=False
+            "GET", self._url_send, endpoint=_EP_SEND, parse=parse, params=params, idempotent=False
         )
 
     async def balance(self) -> Balance:
@@ -347,7 +327,7 @@ class Fibo(BaseClient):
         return await self._transport.call(
             "GET",
             self._url_balance,
-            endpoint=_BALANCE,
+            endpoint=_EP_BALANCE,
             parse=self._parse_balance,
             params={**self._credentials, "serviceType": "1"},
             idempotent=True,
@@ -358,12 +338,12 @@ class Fibo(BaseClient):
         transport = self._transport
 
         def parse(response: Response) -> DailyTotals:
-            return _parse_totals(response, _TOTALS, transport)
+            return _parse_totals(response, _EP_TOTALS, transport)
 
         return await transport.call(
             "POST",
             self._url_totals,
-            endpoint=_TOTALS,
+            endpoint=_EP_TOTALS,
             parse=parse,
             data=self._totals_body,
             headers=_SOAP_HEADERS,
@@ -372,11 +352,11 @@ class Fibo(BaseClient):
 
     def _parse_balance(self, response: Response) -> Balance:
         """``<AccountBalance>`` of a successful answer as a number."""
-        answer = _parse_answer(response, _BALANCE, self._transport)
+        answer = _parse_answer(response, _EP_BALANCE, self._transport)
         value = (answer.account_balance or "").strip()
         if _NUMBER.fullmatch(value) is None:
             why = "AccountBalance is missing" if not value else "AccountBalance is not a number"
-            raise self._transport.malformed(_BALANCE, response, why)
+            raise self._transport.malformed(_EP_BALANCE, response, why)
         return Balance(provider=_PROVIDER, amount=float(value), currency=None, raw=answer)
 
 
@@ -394,7 +374,7 @@ class _Content(NamedTuple):
 def _prepare(content: str, unicode: bool | None, strip: bool) -> _Content:
     """The content as it will be sent, or ValidationError for what cannot go as asked."""
     content = checked_content(
-        content, strip=strip, unicode=unicode, provider=_PROVIDER, endpoint=_SEND
+        content, strip=strip, unicode=unicode, provider=_PROVIDER, endpoint=_EP_SEND
     )
     if strip:
         _require_plain(content, "strip_diacritics=True sends plain text (serviceType 0)")
@@ -425,7 +405,7 @@ def _require_plain(content: str, mode: str) -> None:
     raise ValidationError(
         f"{mode}, which cannot carry {shown}; use unicode=True or strip_diacritics=True",
         provider=_PROVIDER,
-        endpoint=_SEND,
+        endpoint=_EP_SEND,
     )
 
 
@@ -456,7 +436,6 @@ def _soap_request(client_no: str, client_pass: str) -> bytes:
 def _parse_answer(response: Response, endpoint: str, transport: Transport) -> _Answer:
     """An ASMX answer (``<string>``-wrapped ``<SMS>``, escaped or literal) on success; the
     code's typed error, or MalformedResponse naming ``endpoint``, otherwise."""
-    _check_status(response, endpoint)
     root = _xml(response, endpoint, transport, response.body)
     sms = _sms_element(root, response, endpoint, transport)
     if sms is None:
@@ -492,7 +471,6 @@ def _parse_answer(response: Response, endpoint: str, transport: Transport) -> _A
 def _parse_totals(response: Response, endpoint: str, transport: Transport) -> DailyTotals:
     """A SOAP ``GetTotalMtResponse`` as DailyTotals; a Fault as a typed error naming
     ``endpoint``; anything else as MalformedResponse."""
-    _check_status(response, endpoint)
     root = _xml(response, endpoint, transport, response.body)
     if _local(root.tag) != "Envelope":
         raise transport.malformed(endpoint, response, "not a SOAP envelope")
@@ -518,20 +496,6 @@ def _parse_totals(response: Response, endpoint: str, transport: Transport) -> Da
         pending=int(parts[2]),
         raw=_TotalMt(result=result),
     )
-
-
-def _check_status(response: Response, endpoint: str) -> None:
-    """An HTTP 429 was not processed: say so, with the server's wait hint, so it is resent."""
-    if response.status == 429:
-        raise RateLimited(
-            "rate limit exceeded",
-            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-            provider=_PROVIDER,
-            code="429",
-            http_status=429,
-            endpoint=endpoint,
-            attempts=response.attempt,
-        )
 
 
 def _xml(response: Response, endpoint: str, transport: Transport, data: bytes) -> etree._Element:
@@ -600,9 +564,9 @@ def _fault(
         cls = SmsError
     first_line = reason.splitlines()[0] if reason else "no faultstring"
     return cls(
-        f"SOAP fault: {_clip(transport.redact(first_line))}",
+        f"SOAP fault: {_clip(transport.redactor.text(first_line))}",
         provider=_PROVIDER,
-        code=_clip(transport.redact(code), 60) or None,
+        code=_clip(transport.redactor.text(code), 60) or None,
         http_status=response.status,
         endpoint=endpoint,
         attempts=response.attempt,
@@ -631,7 +595,7 @@ def _child_text(element: etree._Element, name: str) -> str | None:
 def _field(element: etree._Element, name: str, transport: Transport) -> str | None:
     """A child's text for ``raw``: redacted and clipped, since the provider may echo a secret."""
     value = _child_text(element, name)
-    return None if value is None else _clip(transport.redact(value))
+    return None if value is None else _clip(transport.redactor.text(value))
 
 
 def _clip(value: str, limit: int = _FIELD_EXCERPT) -> str:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar, Unpack
 
-import aiohttp
 import msgspec
 
 from smsvn import text
@@ -22,7 +21,6 @@ from smsvn.errors import (
     InvalidRecipient,
     InvalidRequest,
     ProviderUnavailable,
-    RateLimited,
     SmsError,
     ValidationError,
 )
@@ -30,20 +28,14 @@ from smsvn.limits import RateLimit
 from smsvn.models import Balance, InvalidNumber, SendResult
 from smsvn.providers._base import (
     BaseClient,
+    ClientOptions,
     checked_content,
     require_recipients,
     split_recipients,
 )
 from smsvn.providers._spec import Credential, Provider
-from smsvn.transport import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_TIMEOUT,
-    Hooks,
-    Response,
-    RetryPolicy,
-    Transport,
-)
+from smsvn.providers._wire import why
+from smsvn.transport import Response
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -160,42 +152,28 @@ class SpeedSMS(BaseClient):
     """
 
     provider = _PROVIDER
-    _batch_size = MAX_RECIPIENTS
+    batch_size = MAX_RECIPIENTS
+    default_rate_limit = DEFAULT_RATE_LIMIT
 
     def __init__(
         self,
         token: str,
         *,
         base_url: str = DEFAULT_BASE_URL,
-        session: aiohttp.ClientSession | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-        retry: RetryPolicy | None = None,
-        hooks: Hooks | None = None,
         sms_type: int = 2,
         sender: str | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        if not token:
-            raise ValidationError("a SpeedSMS access token is required", provider=_PROVIDER)
+        if not isinstance(token, str) or not token:
+            raise ValidationError("a SpeedSMS access token (a str) is required", provider=_PROVIDER)
         _check_type(sms_type, sender)
         auth = base64.b64encode(f"{token}:x".encode()).decode()
         super().__init__(
-            Transport(
-                provider=_PROVIDER,
-                session=session,
-                timeout=timeout,
-                connect_timeout=connect_timeout,
-                max_connections=max_connections,
-                retry=retry,
-                rate_limit=rate_limit,
-                account=token,
-                secrets=(token, auth),
-                hooks=hooks,
-                headers={"Authorization": f"Basic {auth}"},
-            ),
-            base_url,
+            base_url=base_url,
+            account=token,
+            secrets=(token, auth),
+            options=options,
+            headers={"Authorization": f"Basic {auth}"},
         )
         self.sms_type = sms_type
         self.sender = sender
@@ -215,7 +193,7 @@ class SpeedSMS(BaseClient):
 
     async def send(
         self,
-        to: str | list[str] | tuple[str, ...],
+        to: str | Sequence[str],
         content: str,
         *,
         sms_type: int | None = None,
@@ -242,13 +220,13 @@ class SpeedSMS(BaseClient):
                 provider=_PROVIDER,
                 endpoint="sms/send",
             )
-        recipients = split_recipients(numbers, _PROVIDER)
+        recipients = split_recipients(numbers)
         require_recipients(recipients, _PROVIDER, "sms/send")
         return await self._send(
             recipients.valid, content, sms_type, sender or "", recipients.invalid, recipients.given
         )
 
-    def _bulk_sender(
+    def batch_sender(
         self,
         *,
         content: str | None,
@@ -329,7 +307,7 @@ class SpeedSMS(BaseClient):
             raise ValidationError(
                 "a voice OTP code must be digits 0-9 only", provider=_PROVIDER, endpoint="voice/otp"
             )
-        recipients = split_recipients(to, _PROVIDER)
+        recipients = split_recipients(to)
         require_recipients(recipients, _PROVIDER, "voice/otp")
         number = recipients.valid[0]
         body = _ENCODER.encode(_VoiceRequest(to=_international(number), content=code))
@@ -355,6 +333,10 @@ class SpeedSMS(BaseClient):
             idempotent=False,
         )
 
+    def _retry_after(self, response: Response) -> float | None:
+        """SpeedSMS's wait hint on a 429: ``X-Rate-Limit-Reset``."""
+        return _reset_seconds(response)
+
     # -- answers ---------------------------------------------------------------------------
 
     def _parse_balance(self, response: Response) -> Balance:
@@ -372,16 +354,6 @@ class SpeedSMS(BaseClient):
     ) -> D:
         """The envelope's ``data`` on success; the right typed error otherwise."""
         status = response.status
-        if status == 429:
-            raise RateLimited(
-                "rate limit exceeded",
-                retry_after=_reset_seconds(response),
-                provider=_PROVIDER,
-                code="429",
-                http_status=429,
-                endpoint=endpoint,
-                attempts=response.attempt,
-            )
         if status in (401, 403):
             raise AuthenticationError(
                 "the access token was refused",
@@ -393,12 +365,12 @@ class SpeedSMS(BaseClient):
         try:
             envelope = decoder.decode(response.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise self._transport.malformed(endpoint, response, _why(exc)) from None
+            raise self._transport.malformed(endpoint, response, why(exc)) from None
         if envelope.status == "success" and status == 200:
             if envelope.data is None:
                 raise self._transport.malformed(endpoint, response, "success without data")
             # The provider may echo what it was sent: ``raw`` must never hold the token.
-            return self._transport.redact_value(envelope.data, response.body)
+            return self._transport.redactor.value(envelope.data, response.body)
         code = _code(envelope.code)
         if envelope.status != "error" or code is None:
             raise self._transport.malformed(endpoint, response, f"HTTP {status}, no error code")
@@ -477,11 +449,6 @@ def _reset_seconds(response: Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-def _why(exc: Exception) -> str:
-    # msgspec's messages name the JSON path, never the body's content.
-    return str(exc).split("\n", 1)[0][:120]
 
 
 PROVIDER: Final = Provider(
