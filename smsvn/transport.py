@@ -27,6 +27,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
@@ -53,10 +54,12 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
     "AttemptInfo",
+    "Departure",
     "Hooks",
     "Response",
     "RetryPolicy",
     "Transport",
+    "departure",
     "retry_after_seconds",
 ]
 
@@ -131,6 +134,22 @@ class Response:
         self.headers = headers
         self.body = body
         self.attempt = attempt
+
+
+class Departure:
+    """Whether a request of the current task may have left. The transport sets ``left`` just
+    before it hands a request to aiohttp; a caller that sets a fresh ``Departure`` in
+    ``departure`` around a send (the bulk engine does, per batch) can then tell a send cancelled
+    before that moment, which certainly sent nothing, from one whose outcome is unknown."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = False
+
+
+departure: ContextVar[Departure | None] = ContextVar("smsvn_departure", default=None)
+"""The ``Departure`` of the running task's send, if its caller asked to know."""
 
 
 class _Dropped(Exception):
@@ -390,6 +409,9 @@ class Transport:
         kwargs: dict[str, Any] = {}
         if middlewares is not None:
             kwargs["middlewares"] = middlewares
+        mark = departure.get()
+        if mark is not None:
+            mark.left = True
         try:
             async with self.session().request(
                 method,
