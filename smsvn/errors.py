@@ -84,9 +84,10 @@ def _rebuild(cls: type[SmsError], message: str, state: dict[str, object]) -> Sms
     return err
 
 
-class ValidationError(SmsError):
+class ValidationError(SmsError, ValueError):
     """Refused locally before any request: a bad number, a non-numeric OTP, too many recipients,
-    content the provider would refuse."""
+    content the provider would refuse, a bad argument. Also a ``ValueError``, which is what it
+    is to code that does not know smsvn."""
 
 
 class AuthenticationError(SmsError):

@@ -1,18 +1,19 @@
 """Per-account rate limiters that never exceed the provider's window and obey its 429 answers.
 
-A provider's limit is stated as "N requests per T seconds". A plain ``AsyncLimiter(N, T)`` starts
-with a full bucket and admits about 2N requests in the first T seconds (aiolimiter's documented
-burst), which earns 429s. smsvn paces requests with an aiolimiter bucket that drains at
-``(N - burst) / T`` a second — 59 a minute for SpeedSMS's 60, evenly spaced, which is what a bulk
-send wants (98 % of the allowed rate) — and holds the hard rule on the times requests really go:
-no request while the N-th previous one is less than T seconds ago. The bucket holds ``burst + 1``
-so that the moment the event loop takes to wake a waiter is not lost once per request (with a
-capacity of 1 it is: a late waiter finds the bucket clamped at empty); the window rule (with a 2 %
-margin, since the provider counts arrivals) is what guarantees the limit, whatever the bucket
-lets through.
+A provider's limit is stated as "N requests per T seconds". A plain token bucket starts full
+and admits about 2N requests in the first T seconds, which earns 429s. smsvn's limiter gives
+each request a *reservation*: the moment it may go, known at once, so a call that would wait
+longer than its ``max_wait`` is refused before it waits at all (a web request never hangs on
+the account's turn). Reservations are paced at ``(N - burst) / T`` a second (GCRA: 59 a minute
+for SpeedSMS's 60, evenly spaced, with ``burst + 1`` at once from idle), and a reservation is
+never closer than T (plus a 2 % margin: the provider counts arrivals) to the N-th before it.
+The same rule is then held on the times requests really go, so a late wake-up of the event loop
+can never squeeze N + 1 requests into a window.
 
-One limiter serves an account (provider + credential) for every client instance in the process
-(per event loop, since asyncio primitives belong to one loop). A 429 pauses the whole account.
+A limiter belongs to an account (provider + credential digest), not to a client: every client of
+one account in the process (per event loop, since asyncio primitives belong to one loop) shares
+it, and a 429 pauses the whole account. ``limiter=`` on a client chooses where accounts are
+counted: ``InProcessLimiter`` (the default) or a shared one such as ``smsvn.RedisLimiter``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import weakref
 from collections import deque
+from typing import Protocol
 
 import msgspec
-from aiolimiter import AsyncLimiter
 
-__all__ = ["AccountLimiter", "RateLimit", "account_key", "limiter_for"]
+from smsvn.errors import ValidationError
+
+__all__ = [
+    "AccountLimit",
+    "AccountLimiter",
+    "InProcessLimiter",
+    "LimiterBackend",
+    "RateLimit",
+    "WaitTooLong",
+    "account_key",
+    "limiter_for",
+]
 
 _log = logging.getLogger("smsvn")
 
@@ -44,10 +57,16 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
     burst: int = 1
 
     def __post_init__(self) -> None:
-        if self.requests < 1 or self.period <= 0:
-            raise ValueError("RateLimit needs requests >= 1 and period > 0")
+        for name in ("requests", "burst"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValidationError(f"RateLimit.{name} must be an int")
+        if isinstance(self.period, bool) or not isinstance(self.period, int | float):
+            raise ValidationError("RateLimit.period must be a number of seconds")
+        if self.requests < 1 or not (math.isfinite(self.period) and self.period > 0):
+            raise ValidationError("RateLimit needs requests >= 1 and a finite period > 0")
         if not 1 <= self.burst <= self.requests:
-            raise ValueError("RateLimit.burst must be between 1 and requests")
+            raise ValidationError("RateLimit.burst must be between 1 and requests")
 
     @property
     def sustained_rate(self) -> float:
@@ -57,51 +76,102 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
         return spare / self.period if spare else 1.0 / self.period
 
 
-_WINDOW_GUARD = 1.02
+WINDOW_GUARD = 1.02
 """The window rule keeps requests 2 % further apart than the provider's window: a request takes
 longer to arrive than the next one (a new connection, a busy loop), and the provider counts
 arrivals, not departures."""
 
 
+class WaitTooLong(Exception):
+    """The account's next turn is further away than the caller's ``max_wait``; nothing was
+    reserved. The transport turns it into ``errors.RateLimited`` naming the call."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"the account's next turn is {wait:.2f} s away")
+        self.wait = wait
+
+
+class AccountLimit(Protocol):
+    """The limiter of one account, wherever it is counted."""
+
+    async def acquire(self, max_wait: float | None = None) -> None:
+        """Wait for the account's turn; ``WaitTooLong`` at once if it is over ``max_wait`` s."""
+        ...
+
+    async def pause(self, seconds: float) -> None:
+        """Hold every request of the account for ``seconds`` (a 429's reset hint)."""
+        ...
+
+
+class LimiterBackend(Protocol):
+    """Where accounts are counted: gives each (provider, account) its ``AccountLimit``."""
+
+    def for_account(self, provider: str, account: str, limit: RateLimit) -> AccountLimit:
+        """The limiter of ``provider``'s ``account`` (an ``account_key`` digest)."""
+        ...
+
+
 class AccountLimiter:
-    """The limiter of one account: a leaky bucket plus a pause that a 429 imposes on everyone."""
+    """The in-process limiter of one account: reservations (GCRA), the window rule, and a pause
+    that a 429 imposes on everyone."""
 
     def __init__(self, limit: RateLimit) -> None:
         self.limit = limit
-        capacity = limit.burst + 1
-        # AsyncLimiter(capacity, capacity / rate): ``capacity`` draining at ``rate`` a second.
-        self._bucket = AsyncLimiter(capacity, capacity / limit.sustained_rate)
-        # When the last ``requests`` requests went: the hard "N in any window of T" rule.
+        self._interval = 1.0 / limit.sustained_rate
+        self._tolerance = limit.burst * self._interval
+        self._period = limit.period * WINDOW_GUARD
+        self._tat = -math.inf  # GCRA's theoretical arrival time of the next request
+        self._last = -math.inf  # the latest reservation: they are handed out in order
+        # The last N reservations and the last N real sends: the "N in any window" rule.
+        self._reserved: deque[float] = deque(maxlen=limit.requests)
         self._sent: deque[float] = deque(maxlen=limit.requests)
         self._paused_until = 0.0
         self.pauses = 0
 
-    async def acquire(self) -> None:
-        """Wait until this account may send one more request."""
+    def _reserve(self, now: float, max_wait: float | None) -> float:
+        """The next free moment (now or later), reserved; ``WaitTooLong`` reserves nothing."""
+        slot = max(now, self._tat - self._tolerance, self._paused_until, self._last)
+        reserved = self._reserved
+        if len(reserved) == reserved.maxlen:
+            slot = max(slot, reserved[0] + self._period)
+        if max_wait is not None and slot - now > max_wait:
+            raise WaitTooLong(slot - now)
+        self._tat = max(self._tat, slot) + self._interval
+        self._last = slot
+        reserved.append(slot)
+        return slot
+
+    async def acquire(self, max_wait: float | None = None) -> None:
+        """Wait until this account may send one more request (``WaitTooLong`` at once when
+        that is more than ``max_wait`` seconds away)."""
         loop = asyncio.get_running_loop()
-        sent, period = self._sent, self.limit.period * _WINDOW_GUARD
+        started = loop.time()
+        sent, period = self._sent, self._period
         while True:
-            wait = self._paused_until - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            await self._bucket.acquire()
-            # Sleeps until a known deadline (the window's oldest request ages out), no polling.
+            now = loop.time()
+            budget = None if max_wait is None else max(0.0, max_wait - (now - started))
+            slot = self._reserve(now, budget)
+            if slot > now:
+                await asyncio.sleep(slot - now)
+            # The hard rule, on real times: a late wake-up never squeezes one more in.
             while len(sent) == sent.maxlen and (wait := sent[0] + period - loop.time()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
-            # A 429 may have paused the account while we waited.
             now = loop.time()
-            if self._paused_until <= now:
+            if self._paused_until <= now:  # else a 429 paused the account while we waited
                 sent.append(now)
                 return
 
-    def pause(self, seconds: float) -> None:
+    def pause_now(self, seconds: float) -> None:
         """Hold every request of this account for ``seconds`` (the provider's reset hint)."""
         until = asyncio.get_running_loop().time() + max(seconds, 0.0)
         if until > self._paused_until:
             self._paused_until = until
             self.pauses += 1
             _log.warning("rate limited: pausing the account for %.1f s", seconds)
+
+    async def pause(self, seconds: float) -> None:
+        """``pause_now``, as the ``AccountLimit`` protocol has it."""
+        self.pause_now(seconds)
 
     @property
     def paused_for(self) -> float:
@@ -143,3 +213,15 @@ def limiter_for(provider: str, account: str, limit: RateLimit) -> AccountLimiter
             limit,
         )
     return limiter
+
+
+class InProcessLimiter:
+    """The default backend: each account's limiter lives in this process, one per event loop,
+    shared by every client of the account in that loop."""
+
+    def for_account(self, provider: str, account: str, limit: RateLimit) -> AccountLimit:
+        """The account's ``AccountLimiter`` in the running loop."""
+        return limiter_for(provider, account, limit)
+
+    def __repr__(self) -> str:
+        return "InProcessLimiter()"

@@ -338,7 +338,7 @@ class Transport:
                     raise
                 waited += hint
                 if limiter is not None:
-                    limiter.pause(hint)
+                    await limiter.pause(hint)
                     delay = 0.0
                 else:
                     delay = hint
