@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -19,8 +20,12 @@ import pytest
 from aiohttp import web
 from lxml import etree
 
+from smsvn import providers
+from smsvn.errors import AuthenticationError
 from smsvn.limits import RateLimit
-from smsvn.sandbox import Fault, Sandbox, serve
+from smsvn.providers import Provider
+from smsvn.sandbox import DEFAULT_BALANCES, DEFAULT_PRICES, Fault, Sandbox, serve
+from tests import toy_provider
 
 TOKEN = Sandbox.speedsms_token
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{TOKEN}:x".encode()).decode()}
@@ -1084,7 +1089,7 @@ async def test_configuration_is_checked() -> None:
     with pytest.raises(ValueError, match="unknown provider"):
         sb.set_balance("twilio", 1)
     with pytest.raises(ValueError, match="unknown provider"):
-        sb.client("twilio")  # type: ignore[call-overload]
+        sb.client("twilio")
 
 
 async def test_clean_shutdown_with_timers_and_hung_requests(
@@ -1144,3 +1149,111 @@ async def test_serve_prints_urls_and_runs_until_cancelled(http: aiohttp.ClientSe
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_client_options_and_describe_come_from_the_simulators(sb: Sandbox) -> None:
+    assert sb.client_options("esms") == {
+        "api_key": Sandbox.esms_api_key,
+        "secret_key": Sandbox.esms_secret_key,
+        "base_url": sb.esms_url,
+        "voice_base_url": sb.esms_voice_url,
+        "rate_limit": None,
+        "sms_type": 2,
+        "brandname": Sandbox.esms_brandname,
+    }
+    assert sb.base_url("fibo") == sb.fibo_url == f"{sb.url}/fibo"
+    assert sb.client_options("speedsms")["token"] == Sandbox.speedsms_token
+    assert {name: sb.balance(name) for name in DEFAULT_BALANCES} == DEFAULT_BALANCES
+    assert set(DEFAULT_PRICES) == {"speedsms", "speedsms_voice", "esms", "esms_voice", "fibo"}
+    lines = sb.describe().splitlines()
+    assert lines[:2] == [f"smsvn sandbox listening on {sb.url}", ""]
+    assert lines[2:11] == [
+        f"SpeedSMS  base_url={sb.speedsms_url}",
+        f"          token={Sandbox.speedsms_token}  sender=SMSVN  rate limit: off",
+        f"eSMS      base_url={sb.esms_url}",
+        f"          voice_base_url={sb.esms_voice_url}",
+        f"          api_key={Sandbox.esms_api_key}  secret_key={Sandbox.esms_secret_key}",
+        "          brandname=SMSVN (advertising: SMSVN.QC)  call template=1001 (2 variables)"
+        "  recording=2001",
+        f"Fibo      base_url={sb.fibo_url}",
+        f"          client_no={Sandbox.fibo_client_no}  client_pass={Sandbox.fibo_client_pass}"
+        "  sender=SMSVN",
+        "",
+    ]
+    assert lines[11].startswith(f"Delivery after {DELAY:g} s")
+    with pytest.raises(ValueError, match="unknown provider"):
+        sb.client_options("toy")
+
+
+# -- a fourth provider, through the registry alone ---------------------------------------------
+
+
+@pytest.fixture
+def toy() -> Iterator[Provider]:
+    """The toy provider registered for one test."""
+    providers.register(toy_provider.PROVIDER)
+    try:
+        yield toy_provider.PROVIDER
+    finally:
+        providers.unregister(toy_provider.PROVIDER.name)
+
+
+async def test_a_registered_provider_is_served(toy: Provider, http: aiohttp.ClientSession) -> None:
+    async with Sandbox(speedsms_rate_limit=None, delivery_delay=0.01) as sb:
+        async with sb.client(toy.name) as client:
+            assert isinstance(client, toy_provider.Toy)
+            assert client.base_url == sb.base_url("toy") == f"{sb.url}/toy"
+            result = await client.send(["0912345678", "84912345679", "nope"], "Xin chao")
+            balance = await client.balance()
+        assert result.recipients == ("0912345678", "0912345679")
+        assert result.invalid == ("nope",)
+        assert [(r.provider, r.phone, r.content) for r in sb.outbox] == [
+            ("toy", "0912345678", "Xin chao"),
+            ("toy", "0912345679", "Xin chao"),
+        ]
+        assert balance.amount == sb.balance("toy") == 1_000.0 - 2 * 10.0
+        assert sb.requests[("toy", "send")] == 1 and sb.stats.accepted["toy"] == 2
+        text = sb.describe()
+        assert f"Toy       base_url={sb.url}/toy\n          key={toy_provider.KEY}\n" in text
+        assert text.index("Fibo ") < text.index("Toy ")
+        async with sb.client(toy.name, key="wrong") as wrong:
+            with pytest.raises(AuthenticationError):
+                await wrong.balance()
+        sb.faults.add(Fault(kind="status_5xx", provider="toy", route="send", times=1))
+        payload = {"to": ["0912345670"], "content": "hi"}
+        headers = {"X-Toy-Key": toy_provider.KEY}
+        async with http.post(f"{sb.url}/toy/send", json=payload, headers=headers) as resp:
+            assert resp.status == 503
+        assert len(sb.outbox) == 2 and sb.stats.faults["status_5xx"] == 1
+        sb.set_balance("toy", 5.0)
+        assert sb.balance("toy") == 5.0
+        await sb.settle()
+    providers.unregister(toy.name)
+    with pytest.raises(ValueError, match="unknown provider 'toy'"):
+        Sandbox().client(toy.name)
+
+
+async def test_a_sandbox_knows_the_providers_registered_when_it_was_made(toy: Provider) -> None:
+    providers.unregister(toy.name)
+    before = Sandbox()
+    providers.register(toy)
+    with pytest.raises(ValueError, match="unknown provider"):
+        before.balance(toy.name)
+    assert Sandbox(balances={"toy": 7.0}).balance(toy.name) == 7.0
+    with pytest.raises(ValueError, match="unknown balance or price keys"):
+        Sandbox(prices={"toy_voice": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("simulator", "error"),
+    [
+        ("tests.toy_provider", "module:Class"),
+        ("tests.toy_provider:Nothing", "names no class"),
+        ("smsvn.sandbox.fibo:FiboSimulator", "simulates 'fibo', not 'toy'"),
+    ],
+)
+def test_a_wrong_simulator_name_is_refused(toy: Provider, simulator: str, error: str) -> None:
+    providers.unregister(toy.name)
+    providers.register(dataclasses.replace(toy, simulator=simulator))
+    with pytest.raises(ValueError, match=error):
+        Sandbox()

@@ -1,5 +1,6 @@
-"""An embedded simulator of SpeedSMS, eSMS and Fibo on 127.0.0.1, for demos, tests, fault
-injection and benchmarks: no account, no network.
+"""An embedded simulator of SpeedSMS, eSMS and Fibo (and of any provider registered in
+``smsvn.providers``) on 127.0.0.1, for demos, tests, fault injection and benchmarks: no account,
+no network.
 
     async with Sandbox() as sb:
         async with sb.client("speedsms") as sms:
@@ -9,7 +10,9 @@ injection and benchmarks: no account, no network.
 Delivery rules, by the national number's ending: ``0000`` fails permanently, ``0001`` fails
 temporarily once and is delivered one ``delivery_delay`` later, everything else is delivered
 ``delivery_delay`` seconds after the send was accepted. Each provider module documents its wire
-format and codes; ``faults`` documents the fault switches.
+format and codes; ``faults`` documents the fault switches; ``_simulator`` documents what a
+provider's simulator implements (``Sandbox.client(name)`` and ``Sandbox.client_options(name)``
+work for every simulated provider).
 """
 
 from __future__ import annotations

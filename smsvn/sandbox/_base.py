@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Final, NamedTuple, Protocol, overload
+from typing import Any, Final, NamedTuple, overload
 
 from aiohttp import web
 
@@ -46,7 +46,6 @@ __all__ = [
     "Outbox",
     "OutboxRecord",
     "Route",
-    "Simulator",
     "Stats",
     "basic_token",
     "format_seconds",
@@ -85,27 +84,6 @@ class Route(NamedTuple):
     path: str
     name: str
     handler: Handler
-
-
-class Simulator(Protocol):
-    """What the server needs of a simulated provider: its routes and its 429 answer."""
-
-    @property
-    def provider(self) -> str:
-        """The provider's name (``"speedsms"``, ``"esms"``, ``"fibo"``)."""
-        ...
-
-    def routes(self) -> list[Route]:
-        """The endpoints, each counted and open to faults under its route name."""
-        ...
-
-    def fallbacks(self) -> list[tuple[str, str, Handler]]:
-        """Catch-all (method, path, handler) answers for unknown paths, in the provider's style."""
-        ...
-
-    def too_many(self, seconds: float) -> web.Response:
-        """A forced HTTP 429 telling the client to wait ``seconds``."""
-        ...
 
 
 class OutboxRecord(NamedTuple):

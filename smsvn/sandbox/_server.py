@@ -1,9 +1,11 @@
-"""The simulator: one aiohttp.web server on 127.0.0.1 serving SpeedSMS, eSMS and Fibo.
+"""The simulator: one aiohttp.web server on 127.0.0.1 serving every registered provider.
 
-``Sandbox`` owns the server, the injected faults and the public view of what happened;
-``Engine`` owns the accounts, the outbox, delivery scheduling and the HTTP calls the simulator
-makes back to callback URLs. Each provider module (``speedsms``, ``esms``, ``fibo``) owns its
-wire format and asks the engine to charge, record and schedule.
+``Sandbox`` owns the server, the injected faults and the public view of what happened; it
+builds one simulator per provider of ``smsvn.providers`` (each entry names its class as
+``"module:Class"``, see ``smsvn.sandbox._simulator``), all over one ``Engine``, which owns the
+accounts, the outbox, delivery scheduling and the HTTP calls the simulator makes back to
+callback URLs. Each simulator owns its wire format and asks the engine to charge, record and
+schedule.
 
 Delivery rules (see ``smsvn.sandbox._base``): a number ending ``0000`` fails permanently, one
 ending ``0001`` fails temporarily once and is delivered one ``delivery_delay`` later, every other
@@ -13,64 +15,79 @@ number is delivered ``delivery_delay`` seconds after the send was accepted.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import sys
-import time
-import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, TextIO, overload
+from typing import Any, Final, Literal, Self, TextIO, overload
 
-import aiohttp
 from aiohttp import web
 from aiohttp.log import access_logger
-from yarl import URL
 
+from smsvn import providers
 from smsvn.limits import RateLimit
+from smsvn.providers import Provider
+from smsvn.providers._base import BaseClient
+from smsvn.providers.esms import ESMS
+from smsvn.providers.fibo import Fibo
+from smsvn.providers.speedsms import SpeedSMS
 from smsvn.sandbox import esms as _esms
 from smsvn.sandbox import fibo as _fibo
 from smsvn.sandbox import speedsms as _speedsms
-from smsvn.sandbox._base import Batch, Handler, Outbox, Route, Simulator, Stats
+from smsvn.sandbox._base import Handler, Outbox, Route, Stats
+from smsvn.sandbox._engine import Engine
+from smsvn.sandbox._simulator import Settings, Simulator, load
 from smsvn.sandbox.faults import Faults
-
-if TYPE_CHECKING:
-    from smsvn.providers.esms import ESMS
-    from smsvn.providers.fibo import Fibo
-    from smsvn.providers.speedsms import SpeedSMS
+from smsvn.sandbox.speedsms import SpeedSMSSimulator
 
 __all__ = [
     "DEFAULT_BALANCES",
     "DEFAULT_PRICES",
     "DEFAULT_SPEEDSMS_RATE_LIMIT",
-    "Engine",
     "Sandbox",
     "serve",
 ]
 
-DEFAULT_SPEEDSMS_RATE_LIMIT: Final = RateLimit(requests=60, period=60.0)
+
+def _simulator_classes(entries: Iterable[Provider]) -> dict[str, type[Simulator]]:
+    """Each provider's simulator class by provider name, imported now; a class must serve the
+    provider that names it."""
+    classes: dict[str, type[Simulator]] = {}
+    for entry in entries:
+        cls = load(entry.simulator)
+        if cls.provider != entry.name:
+            raise ValueError(f"{entry.simulator} simulates {cls.provider!r}, not {entry.name!r}")
+        classes[entry.name] = cls
+    return classes
+
+
+def _defaults(classes: Mapping[str, type[Simulator]]) -> tuple[dict[str, float], dict[str, float]]:
+    """The simulators' starting balances (by provider) and prices (by price key, each key
+    belonging to one provider)."""
+    balances: dict[str, float] = {}
+    prices: dict[str, float] = {}
+    for name, cls in classes.items():
+        balances[name] = cls.default_balance
+        for key, price in cls.default_prices.items():
+            if key in prices:
+                raise ValueError(f"the price key {key!r} of {name!r} is another provider's")
+            prices[key] = price
+    return balances, prices
+
+
+DEFAULT_SPEEDSMS_RATE_LIMIT: Final = _speedsms.DEFAULT_RATE_LIMIT
 """SpeedSMS's documented limit: 60 requests in any 60 seconds per access token."""
-DEFAULT_BALANCES: Final[Mapping[str, float]] = {
-    "speedsms": 1_000_000_000.0,
-    "esms": 1_000_000_000.0,
-    "fibo": 10_000_000.0,
-}
-"""Starting balances: VND for SpeedSMS and eSMS, messages for Fibo (enough for 1M sends)."""
-DEFAULT_PRICES: Final[Mapping[str, float]] = {
-    "speedsms": 250.0,
-    "speedsms_voice": 400.0,
-    "esms": 350.0,
-    "esms_voice": 450.0,
-    "fibo": 1.0,
-}
-"""Price of one SMS segment (or one call) per provider; Fibo counts messages, not VND."""
+_BUILT_IN_BALANCES, _BUILT_IN_PRICES = _defaults(_simulator_classes(providers.all_providers()))
+DEFAULT_BALANCES: Final[Mapping[str, float]] = _BUILT_IN_BALANCES
+"""Starting balances of the providers registered when ``smsvn.sandbox`` was first imported (the
+built-in ones): VND for SpeedSMS and eSMS, messages for Fibo (enough for 1M sends)."""
+DEFAULT_PRICES: Final[Mapping[str, float]] = _BUILT_IN_PRICES
+"""Price of one SMS segment (``"speedsms"``) or one call (``"speedsms_voice"``) by price key, for
+the same providers; Fibo counts messages, not VND."""
 SHUTDOWN_TIMEOUT: Final = 0.25
 """Seconds ``close()`` lets in-flight requests finish before cancelling them."""
-CALLBACK_TIMEOUT: Final = 5.0
-"""Seconds one callback attempt may wait to connect, and then for each read."""
 
-_PROVIDERS: Final = ("speedsms", "esms", "fibo")
 _GARBAGE: Final = b'\xff\xfe<?xml {"status": \x00garbage\x9c</string'
 _UNAVAILABLE: Final = (
     b"<!DOCTYPE html>\r\n<html><head><title>503 Service Unavailable</title></head>\r\n"
@@ -80,230 +97,32 @@ _UNAVAILABLE: Final = (
 _DRIBBLE_CHUNK: Final = 4
 
 
-class Engine:
-    """Accounts, the outbox, delivery scheduling and outgoing callbacks of one sandbox."""
-
-    def __init__(
-        self,
-        *,
-        delivery_delay: float,
-        record_outbox: bool,
-        balances: Mapping[str, float],
-        prices: Mapping[str, float],
-        seed: int,
-        callback_retry_delay: float,
-    ) -> None:
-        self.delivery_delay = delivery_delay
-        self.record_outbox = record_outbox
-        self.balances = dict(balances)
-        self.prices = dict(prices)
-        self.callback_retry_delay = callback_retry_delay
-        self.outbox = Outbox()
-        self.stats = Stats()
-        self._ids = random.Random(seed * 7919 + 17)
-        self._serial = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._timers: dict[int, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._settled_at = 0.0
-        self._closed = False
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Bind to the running loop and open the callback session."""
-        self._closed = False
-        self._loop = loop
-        self._session = aiohttp.ClientSession(
-            # Per-socket timeouts, not a total: waiting for one of the pool's connections
-            # behind a burst of thousands of reports is not the receiver's failure.
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=CALLBACK_TIMEOUT, sock_read=CALLBACK_TIMEOUT
-            ),
-            connector=aiohttp.TCPConnector(limit=32),
-        )
-
-    async def close(self) -> None:
-        """Cancel every pending delivery and callback, then close the callback session."""
-        self._closed = True
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The loop the sandbox runs in (only once started)."""
-        if self._loop is None:
-            raise RuntimeError("the sandbox is not started")
-        return self._loop
-
-    def now(self) -> float:
-        """The event loop's clock (delivery times are on it)."""
-        return self.loop.time()
-
-    async def idle(self) -> None:
-        """Wait until no delivery is pending and no callback is in flight."""
-        while True:
-            last = max((h.when() for h in self._timers.values()), default=self._settled_at)
-            wait = max(last, self._settled_at) - self.now()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            elif self._timers:
-                await asyncio.sleep(0)
-            elif self._tasks:
-                await asyncio.wait(list(self._tasks))
-            else:
-                return
-
-    # -- money and ids ---------------------------------------------------------------------
-
-    def charge(self, provider: str, amount: float) -> bool:
-        """Take ``amount`` from ``provider``'s balance; False (nothing taken) when too little."""
-        balance = self.balances[provider]
-        if amount > balance + 1e-9:
-            return False
-        self.balances[provider] = balance - amount
-        return True
-
-    def guid(self) -> str:
-        """A GUID from the seeded generator (reproducible ids)."""
-        return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
-
-    def serial(self) -> int:
-        """The next number of a sandbox-wide sequence."""
-        return next(self._serial)
-
-    # -- accepting and delivering ----------------------------------------------------------
-
-    def times(self, start: float | None = None) -> tuple[float, float]:
-        """(due, retry_at) loop times for a batch starting now, or at Unix time ``start``."""
-        now = self.now()
-        if start is not None:
-            now += max(0.0, start - time.time())
-        due = now + self.delivery_delay
-        return due, due + self.delivery_delay
-
-    def accept(self, batch: Batch) -> None:
-        """Record an accepted batch: the outbox (unless off), the counters, the settle time."""
-        if self.record_outbox:
-            self.outbox.add(batch)
-        self.stats.accepted[batch.provider] += len(batch.numbers)
-        if not batch.sandbox and batch.retry_at > self._settled_at:
-            self._settled_at = batch.retry_at
-
-    def schedule(self, when: float, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` at loop time ``when`` (cancelled if the sandbox closes first)."""
-        if self._closed:
-            return
-        tid = self.serial()
-        self._timers[tid] = self.loop.call_at(when, self._fire, tid, job)
-
-    def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` now as a tracked task (cancelled if the sandbox closes first)."""
-        if self._closed:
-            return
-        task = self.loop.create_task(self._guarded(job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _fire(self, tid: int, job: Callable[[], Awaitable[None]]) -> None:
-        """A timer went off: forget its handle and run its job as a tracked task."""
-        self._timers.pop(tid, None)
-        self.spawn(job)
-
-    async def _guarded(self, job: Callable[[], Awaitable[None]]) -> None:
-        """Run a job so that no error escapes as an unretrieved task exception."""
-        try:
-            await job()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # counted, never left as an unretrieved task exception
-            self.stats.callback_failures += 1
-
-    async def callback(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-        attempts: int = 1,
-    ) -> bool:
-        """Call a callback URL until it answers 200, at most ``attempts`` times, backing off
-        ``callback_retry_delay`` x 2^n between tries; True when one got 200."""
-        for attempt in range(attempts):
-            if await self.call(method, url, params=params, body=body) == 200:
-                return True
-            if attempt + 1 < attempts:
-                await asyncio.sleep(self.callback_retry_delay * 2**attempt)
-        return False
-
-    async def call(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-    ) -> int:
-        """One counted callback attempt: the HTTP status, or 0 when there was no answer.
-        ``params`` replace same-named parameters already in the URL; ``body`` goes as JSON."""
-        session = self._session
-        stats = self.stats
-        stats.callback_attempts += 1
-        status = 0
-        if session is not None:
-            headers = {"Content-Type": "application/json"} if body is not None else None
-            try:
-                target = URL(url)
-                if params:
-                    target = target.update_query(params)
-                async with session.request(method, target, data=body, headers=headers) as resp:
-                    await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-                status = 0
-        if status == 200:
-            stats.callbacks_delivered += 1
-        else:
-            stats.callback_failures += 1
-        return status
-
-
 class Sandbox:
-    """A faithful local fake of SpeedSMS, eSMS and Fibo on one aiohttp.web server.
+    """A faithful local fake of SpeedSMS, eSMS, Fibo (and any other registered provider) on
+    one aiohttp.web server.
 
-    Use it as an async context manager (or ``start()`` / ``close()``) and point clients at
-    ``speedsms_url``, ``esms_url`` / ``esms_voice_url`` and ``fibo_url`` with the test
-    credentials below, or let ``client(name)`` build one. ``outbox`` is the ground truth of what
-    was accepted, ``requests`` counts requests per (provider, route), ``stats`` counts 429s,
-    faults and callbacks, and ``faults`` injects failures.
+    Use it as an async context manager (or ``start()`` / ``close()``) and let ``client(name)``
+    build a client pointed at it, or point clients at ``client_options(name)`` (for the built-in
+    providers also ``speedsms_url``, ``esms_url`` / ``esms_voice_url`` and ``fibo_url`` with the
+    test credentials below). ``outbox`` is the ground truth of what was accepted, ``requests``
+    counts requests per (provider, route), ``stats`` counts 429s, faults and callbacks, and
+    ``faults`` injects failures. The providers are those registered when it is made.
 
     ``keepalive_timeout`` (seconds; aiohttp's default when None) is how long the server keeps an
     idle connection open: a tiny one makes clients meet stale pooled connections.
     """
 
-    speedsms_token: Final = "sandbox-speedsms-token"
-    speedsms_sender: Final = "SMSVN"
-    esms_api_key: Final = "SANDBOXESMSAPIKEY"
-    esms_secret_key: Final = "SANDBOXESMSSECRET"
-    esms_brandname: Final = "SMSVN"
-    esms_ad_brandname: Final = "SMSVN.QC"
-    esms_call_template_id: Final = "1001"
-    esms_call_record_id: Final = "2001"
-    fibo_client_no: Final = "CL0000000001"
-    fibo_client_pass: Final = "sandbox-fibo-pass"
-    fibo_sender: Final = "SMSVN"
+    speedsms_token: Final = _speedsms.TOKEN
+    speedsms_sender: Final = _speedsms.SENDER
+    esms_api_key: Final = _esms.API_KEY
+    esms_secret_key: Final = _esms.SECRET_KEY
+    esms_brandname: Final = _esms.BRANDNAME
+    esms_ad_brandname: Final = _esms.AD_BRANDNAME
+    esms_call_template_id: Final = _esms.CALL_TEMPLATE_ID
+    esms_call_record_id: Final = _esms.CALL_RECORD_ID
+    fibo_client_no: Final = _fibo.CLIENT_NO
+    fibo_client_pass: Final = _fibo.CLIENT_PASS
+    fibo_sender: Final = _fibo.SENDER
 
     def __init__(
         self,
@@ -326,8 +145,11 @@ class Sandbox:
             raise ValueError("delays must not be negative")
         if keepalive_timeout is not None and keepalive_timeout < 0:
             raise ValueError("keepalive_timeout must not be negative")
-        unknown = set(balances or ()) - set(DEFAULT_BALANCES)
-        unknown |= set(prices or ()) - set(DEFAULT_PRICES)
+        entries = {entry.name: entry for entry in providers.all_providers()}
+        classes = _simulator_classes(entries.values())
+        default_balances, default_prices = _defaults(classes)
+        unknown = set(balances or ()) - set(default_balances)
+        unknown |= set(prices or ()) - set(default_prices)
         if unknown:
             raise ValueError(f"unknown balance or price keys: {sorted(unknown)}")
         self.host = host
@@ -338,37 +160,26 @@ class Sandbox:
         self._engine = Engine(
             delivery_delay=delivery_delay,
             record_outbox=record_outbox,
-            balances={**DEFAULT_BALANCES, **(balances or {})},
-            prices={**DEFAULT_PRICES, **(prices or {})},
+            balances={**default_balances, **(balances or {})},
+            prices={**default_prices, **(prices or {})},
             seed=seed,
             callback_retry_delay=callback_retry_delay,
         )
         self.requests: Counter[tuple[str, str]] = Counter()
-        self._speedsms = _speedsms.SpeedSMSSimulator(
-            self._engine,
-            token=self.speedsms_token,
-            senders=(self.speedsms_sender,),
-            rate_limit=speedsms_rate_limit,
-            webhook_url=speedsms_webhook_url,
-        )
-        self._esms = _esms.ESMSSimulator(
-            self._engine,
-            api_key=self.esms_api_key,
-            secret_key=self.esms_secret_key,
-            brandnames={self.esms_brandname: 2, self.esms_ad_brandname: 1},
-            call_templates={self.esms_call_template_id: 2},
-            call_records=(self.esms_call_record_id,),
-        )
-        self._fibo = _fibo.FiboSimulator(
-            self._engine,
-            client_no=self.fibo_client_no,
-            client_pass=self.fibo_client_pass,
-            senders=(self.fibo_sender,),
-        )
-        self._simulators: tuple[Simulator, ...] = (self._speedsms, self._esms, self._fibo)
+        # The provider-specific keyword arguments, as each provider's simulator settings.
+        settings = {
+            "speedsms": Settings(rate_limit=speedsms_rate_limit, webhook_url=speedsms_webhook_url)
+        }
+        self._entries = entries
+        self._simulators: dict[str, Simulator] = {
+            name: cls(self._engine, settings.get(name, Settings())) for name, cls in classes.items()
+        }
         self.faults = Faults(
             random.Random(seed),
-            {sim.provider: frozenset(r.name for r in sim.routes()) for sim in self._simulators},
+            {
+                name: frozenset(r.name for r in sim.routes())
+                for name, sim in self._simulators.items()
+            },
         )
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
@@ -396,10 +207,10 @@ class Sandbox:
         self._closing = asyncio.Event()
         self._engine.start(asyncio.get_running_loop())
         app = web.Application()
-        for sim in self._simulators:
+        for name, sim in self._simulators.items():
             for route in sim.routes():
                 app.router.add_route(
-                    route.method, route.path, self._wrap(sim.provider, route, sim.too_many)
+                    route.method, route.path, self._wrap(name, route, sim.too_many)
                 )
             for method, path, handler in sim.fallbacks():
                 app.router.add_route(method, path, handler)
@@ -458,40 +269,49 @@ class Sandbox:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self._port}"
 
+    def client_options(self, name: str) -> dict[str, Any]:
+        """The keyword arguments of a ``name`` client pointed at this sandbox: its credentials
+        by name, its base URL keywords, its sending defaults and its rate limit (a new dict)."""
+        return self._simulator(name).client_options(self.url)
+
+    def base_url(self, name: str) -> str:
+        """``name``'s base URL on this sandbox (its client's ``base_url``)."""
+        return str(self.client_options(name)["base_url"])
+
     @property
     def speedsms_url(self) -> str:
         """SpeedSMS's base URL (give it to ``SpeedSMS(base_url=...)``)."""
-        return self.url + _speedsms.PREFIX
+        return self.base_url("speedsms")
 
     @property
     def esms_url(self) -> str:
         """eSMS's SMS base URL (``ESMS(base_url=...)``)."""
-        return self.url + _esms.PREFIX
+        return self.base_url("esms")
 
     @property
     def esms_voice_url(self) -> str:
         """eSMS's voice base URL (``ESMS(voice_base_url=...)``)."""
-        return self.url + _esms.VOICE_PREFIX
+        return str(self.client_options("esms")["voice_base_url"])
 
     @property
     def fibo_url(self) -> str:
         """Fibo's base URL (``Fibo(base_url=...)``; the default paths apply under it)."""
-        return self.url + _fibo.PREFIX
+        return self.base_url("fibo")
 
     @property
     def speedsms_webhook_url(self) -> str | None:
         """Where SpeedSMS delivery reports and inbound SMS are POSTed (settable)."""
-        return self._speedsms.webhook_url
+        return self._speedsms_simulator().webhook_url
 
     @speedsms_webhook_url.setter
     def speedsms_webhook_url(self, url: str | None) -> None:
         """Point SpeedSMS's delivery reports and inbound SMS elsewhere (None: off)."""
-        self._speedsms.webhook_url = url
+        self._speedsms_simulator().webhook_url = url
 
     @property
     def speedsms_rate_limit(self) -> RateLimit | None:
         """The SpeedSMS limit the server enforces (None = none)."""
-        return self._speedsms.rate_limit
+        return self._speedsms_simulator().rate_limit
 
     @property
     def delivery_delay(self) -> float:
@@ -511,17 +331,19 @@ class Sandbox:
         return self._engine.stats
 
     def balance(self, provider: str) -> float:
-        """``provider``'s balance now (VND; messages for Fibo)."""
-        return self._engine.balances[_provider(provider)]
+        """``provider``'s balance now, in its unit (VND; messages for Fibo)."""
+        self._simulator(provider)
+        return self._engine.balances[provider]
 
     def set_balance(self, provider: str, amount: float) -> None:
         """Set ``provider``'s balance, say to 0 to see "balance not enough"."""
-        self._engine.balances[_provider(provider)] = float(amount)
+        self._simulator(provider)
+        self._engine.balances[provider] = float(amount)
 
     async def inbound_sms(self, phone: str, content: str) -> int:
         """POST an inbound SMS (a reply) to the SpeedSMS webhook; returns the HTTP status, or
         0 when the webhook could not be reached."""
-        return await self._speedsms.inbound(phone, content)
+        return await self._speedsms_simulator().inbound(phone, content)
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -534,68 +356,48 @@ class Sandbox:
     @overload
     def client(self, name: Literal["fibo"], **overrides: Any) -> Fibo: ...
 
-    def client(self, name: str, **overrides: Any) -> SpeedSMS | ESMS | Fibo:
-        """A client of ``name`` pointed at this sandbox with its credentials and sender;
-        SpeedSMS gets the sandbox's rate limit, eSMS and Fibo none; ``overrides`` win (also
-        ``token``, ``api_key``, ``secret_key``, ``client_no``, ``client_pass``)."""
-        if name == "speedsms":
-            from smsvn.providers.speedsms import SpeedSMS
+    @overload
+    def client(self, name: str, **overrides: Any) -> BaseClient: ...
 
-            token = overrides.pop("token", self.speedsms_token)
-            options: dict[str, Any] = {
-                "base_url": self.speedsms_url,
-                "rate_limit": self.speedsms_rate_limit,
-                "sms_type": 3,
-                "sender": self.speedsms_sender,
-            }
-            return SpeedSMS(token, **{**options, **overrides})
-        if name == "esms":
-            from smsvn.providers.esms import ESMS
-
-            api_key = overrides.pop("api_key", self.esms_api_key)
-            secret_key = overrides.pop("secret_key", self.esms_secret_key)
-            options = {
-                "base_url": self.esms_url,
-                "voice_base_url": self.esms_voice_url,
-                "rate_limit": None,
-                "sms_type": 2,
-                "brandname": self.esms_brandname,
-            }
-            return ESMS(api_key, secret_key, **{**options, **overrides})
-        if name == "fibo":
-            from smsvn.providers.fibo import Fibo
-
-            client_no = overrides.pop("client_no", self.fibo_client_no)
-            client_pass = overrides.pop("client_pass", self.fibo_client_pass)
-            options = {"base_url": self.fibo_url, "rate_limit": None, "sender": self.fibo_sender}
-            return Fibo(client_no, client_pass, **{**options, **overrides})
-        raise ValueError(f"unknown provider {name!r}; one of {list(_PROVIDERS)}")
+    def client(self, name: str, **overrides: Any) -> BaseClient:
+        """A client of ``name`` pointed at this sandbox with its credentials and sending
+        defaults (``client_options``: SpeedSMS gets the sandbox's rate limit, eSMS and Fibo
+        none); ``overrides`` win, credentials included (``token``, ``api_key``, ...)."""
+        options = {**self.client_options(name), **overrides}
+        entry = self._entries[name]
+        missing = [c.name for c in entry.credentials if c.name not in options]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} for the {entry.title} client")
+        credentials = [options.pop(c.name) for c in entry.credentials]
+        return entry.client(*credentials, **options)
 
     def describe(self) -> str:
         """The URLs, credentials and rules, as ``serve`` prints them."""
-        limit = self.speedsms_rate_limit
-        rate = "off" if limit is None else f"{limit.requests} requests / {limit.period:g} s"
-        return "\n".join(
-            (
-                f"smsvn sandbox listening on {self.url}",
-                "",
-                f"SpeedSMS  base_url={self.speedsms_url}",
-                f"          token={self.speedsms_token}  sender={self.speedsms_sender}"
-                f"  rate limit: {rate}",
-                f"eSMS      base_url={self.esms_url}",
-                f"          voice_base_url={self.esms_voice_url}",
-                f"          api_key={self.esms_api_key}  secret_key={self.esms_secret_key}",
-                f"          brandname={self.esms_brandname} (advertising: "
-                f"{self.esms_ad_brandname})  call template={self.esms_call_template_id}"
-                f" (2 variables)  recording={self.esms_call_record_id}",
-                f"Fibo      base_url={self.fibo_url}",
-                f"          client_no={self.fibo_client_no}  client_pass={self.fibo_client_pass}"
-                f"  sender={self.fibo_sender}",
-                "",
-                f"Delivery after {self.delivery_delay:g} s: numbers ending 0000 fail, 0001 fail "
-                "once then arrive, the rest arrive.",
-            )
+        lines = [f"smsvn sandbox listening on {self.url}", ""]
+        for name, sim in self._simulators.items():
+            title = self._entries[name].title
+            for n, line in enumerate(sim.describe(self.url)):
+                lines.append(f"{title if n == 0 else '':<9} {line}")
+        lines.append("")
+        lines.append(
+            f"Delivery after {self.delivery_delay:g} s: numbers ending 0000 fail, 0001 fail "
+            "once then arrive, the rest arrive."
         )
+        return "\n".join(lines)
+
+    def _simulator(self, name: str) -> Simulator:
+        """The simulator of provider ``name``, or ValueError naming the simulated ones."""
+        sim = self._simulators.get(name)
+        if sim is None:
+            raise ValueError(f"unknown provider {name!r}; one of {list(self._simulators)}")
+        return sim
+
+    def _speedsms_simulator(self) -> SpeedSMSSimulator:
+        """The SpeedSMS simulator, behind the SpeedSMS-only conveniences."""
+        sim = self._simulator("speedsms")
+        if not isinstance(sim, SpeedSMSSimulator):
+            raise TypeError(f"speedsms is simulated by {type(sim).__name__} here")
+        return sim
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -723,13 +525,6 @@ def _body_of(response: web.StreamResponse) -> bytes:
     if isinstance(response, web.Response) and isinstance(response.body, bytes):
         return response.body
     return b""
-
-
-def _provider(name: str) -> str:
-    """A provider name checked against the three simulated ones."""
-    if name not in _PROVIDERS:
-        raise ValueError(f"unknown provider {name!r}; one of {list(_PROVIDERS)}")
-    return name
 
 
 async def serve(

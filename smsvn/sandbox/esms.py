@@ -50,10 +50,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, ClassVar, Final
 
 import msgspec
 from aiohttp import web
@@ -75,13 +75,19 @@ from smsvn.sandbox._base import (
     too_many_html,
     wcf_date,
 )
-
-if TYPE_CHECKING:
-    from smsvn.sandbox._server import Engine
+from smsvn.sandbox._engine import Engine
+from smsvn.sandbox._simulator import Settings
 
 __all__ = [
+    "AD_BRANDNAME",
+    "API_KEY",
+    "BRANDNAME",
     "CALLBACK_RETRIES",
+    "CALL_RECORD_ID",
+    "CALL_TEMPLATE_ID",
+    "CALL_TEMPLATE_VARIABLES",
     "PREFIX",
+    "SECRET_KEY",
     "VOICE_CID",
     "VOICE_PREFIX",
     "ESMSSimulator",
@@ -89,6 +95,20 @@ __all__ = [
 
 PREFIX: Final = "/esms/MainService.svc/json"
 VOICE_PREFIX: Final = "/esms-voice/MainService.svc/json"
+API_KEY: Final = "SANDBOXESMSAPIKEY"
+"""The one ApiKey the simulator accepts."""
+SECRET_KEY: Final = "SANDBOXESMSSECRET"
+"""The one SecretKey the simulator accepts."""
+BRANDNAME: Final = "SMSVN"
+"""The registered customer-care brandname (``SmsType`` 2)."""
+AD_BRANDNAME: Final = "SMSVN.QC"
+"""The registered advertising brandname (``SmsType`` 1)."""
+CALL_TEMPLATE_ID: Final = "1001"
+"""The registered call template (2 variables)."""
+CALL_TEMPLATE_VARIABLES: Final = 2
+"""The variables ``CALL_TEMPLATE_ID`` takes (``VariableListStr`` split on ``||``)."""
+CALL_RECORD_ID: Final = "2001"
+"""The registered call recording."""
 CALLBACK_RETRIES: Final = 5
 """Retries of a callback that did not get HTTP 200 (6 attempts in all)."""
 VOICE_CID: Final = "02873005588"
@@ -162,23 +182,20 @@ _SEND_FIELDS: Final = tuple(
 class ESMSSimulator:
     """eSMS's two hosts, its account, its brandnames and its callbacks, over the engine."""
 
-    provider: Final = "esms"
+    provider: ClassVar[str] = "esms"
+    default_balance: ClassVar[float] = 1_000_000_000.0
+    """VND."""
+    default_prices: ClassVar[Mapping[str, float]] = {"esms": 350.0, "esms_voice": 450.0}
+    """One SMS segment, one call."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        api_key: str,
-        secret_key: str,
-        brandnames: Mapping[str, int],
-        call_templates: Mapping[str, int],
-        call_records: Iterable[str],
-    ) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        # ``settings``: eSMS documents no rate limit, and its callbacks go to each request's
+        # own CallbackUrl, so there is nothing in it for this simulator.
         self._engine = engine
-        self._keys = (api_key, secret_key)
-        self._brandnames = dict(brandnames)
-        self._call_templates = dict(call_templates)
-        self._call_records = frozenset(call_records)
+        self._keys = (API_KEY, SECRET_KEY)
+        self._brandnames = {BRANDNAME: 2, AD_BRANDNAME: 1}
+        self._call_templates = {CALL_TEMPLATE_ID: CALL_TEMPLATE_VARIABLES}
+        self._call_records = frozenset((CALL_RECORD_ID,))
         self._request_ids: set[str] = set()
         self._messages: dict[str, Batch] = {}
         self._calls: dict[str, tuple[Batch, str]] = {}
@@ -210,6 +227,30 @@ class ESMSSimulator:
     def too_many(self, seconds: float) -> web.Response:
         """A forced HTTP 429 (eSMS documents no rate limit)."""
         return too_many_html(seconds)
+
+    def client_options(self, root: str) -> dict[str, Any]:
+        """``ESMS(api_key, secret_key, base_url=..., voice_base_url=..., rate_limit=None,
+        sms_type=2, brandname=...)``: customer-care messages from the registered brandname."""
+        return {
+            "api_key": API_KEY,
+            "secret_key": SECRET_KEY,
+            "base_url": root + PREFIX,
+            "voice_base_url": root + VOICE_PREFIX,
+            "rate_limit": None,
+            "sms_type": 2,
+            "brandname": BRANDNAME,
+        }
+
+    def describe(self, root: str) -> list[str]:
+        """Both base URLs, the keys, the brandnames and the registered call template and
+        recording."""
+        return [
+            f"base_url={root}{PREFIX}",
+            f"voice_base_url={root}{VOICE_PREFIX}",
+            f"api_key={API_KEY}  secret_key={SECRET_KEY}",
+            f"brandname={BRANDNAME} (advertising: {AD_BRANDNAME})  call template="
+            f"{CALL_TEMPLATE_ID} ({CALL_TEMPLATE_VARIABLES} variables)  recording={CALL_RECORD_ID}",
+        ]
 
     # -- SMS -------------------------------------------------------------------------------
 

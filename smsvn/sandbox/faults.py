@@ -25,7 +25,8 @@ Routes (the names ``sandbox.requests`` counts by):
 - ``esms``: ``send`` (GET and POST), ``balance``, ``status``, ``receivers``, ``sent_data``,
   ``brandnames``, and on the voice host ``voice_otp``, ``call_template``, ``call_record``,
   ``call_status``;
-- ``fibo``: ``send``, ``balance``, ``totals``.
+- ``fibo``: ``send``, ``balance``, ``totals``;
+- any other registered provider: the route names its simulator's ``routes()`` give.
 """
 
 from __future__ import annotations

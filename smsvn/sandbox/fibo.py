@@ -35,8 +35,8 @@ With ``record_outbox=False`` no message is kept, so the totals stay ``0|0|0``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -56,13 +56,27 @@ from smsvn.sandbox._base import (
     too_many_html,
     vn_now,
 )
+from smsvn.sandbox._engine import Engine
+from smsvn.sandbox._simulator import Settings
 
-if TYPE_CHECKING:
-    from smsvn.sandbox._server import Engine
-
-__all__ = ["BALANCE_PATH", "PREFIX", "SEND_PATH", "TOTALS_PATH", "FiboSimulator"]
+__all__ = [
+    "BALANCE_PATH",
+    "CLIENT_NO",
+    "CLIENT_PASS",
+    "PREFIX",
+    "SENDER",
+    "SEND_PATH",
+    "TOTALS_PATH",
+    "FiboSimulator",
+]
 
 PREFIX: Final = "/fibo"
+CLIENT_NO: Final = "CL0000000001"
+"""The one clientNo the simulator accepts (also the SOAP ``Username``)."""
+CLIENT_PASS: Final = "sandbox-fibo-pass"
+"""Its clientPass (also the SOAP ``Password``)."""
+SENDER: Final = "SMSVN"
+"""The one declared ``senderName``."""
 SEND_PATH: Final = "/SendMT/service.asmx/SendMaskedSMS"
 BALANCE_PATH: Final = "/SendMT/service.aspx/GetClientBalance"
 TOTALS_PATH: Final = "/WebserivceFibo/PartnerMtTotal.asmx"
@@ -105,14 +119,17 @@ _PARSER: Final = etree.XMLParser(
 class FiboSimulator:
     """Fibo's ASMX and SOAP services and its account, over the sandbox's engine."""
 
-    provider: Final = "fibo"
+    provider: ClassVar[str] = "fibo"
+    default_balance: ClassVar[float] = 10_000_000.0
+    """Messages, not VND: enough for a million sends."""
+    default_prices: ClassVar[Mapping[str, float]] = {"fibo": 1.0}
+    """One SMS segment costs one message."""
 
-    def __init__(
-        self, engine: Engine, *, client_no: str, client_pass: str, senders: Iterable[str]
-    ) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        # ``settings``: Fibo documents no rate limit and makes no callbacks.
         self._engine = engine
-        self._credentials = (client_no, client_pass)
-        self._senders = frozenset(senders)
+        self._credentials = (CLIENT_NO, CLIENT_PASS)
+        self._senders = frozenset((SENDER,))
         self._sent: list[Batch] = []
 
     def routes(self) -> list[Route]:
@@ -132,6 +149,23 @@ class FiboSimulator:
     def too_many(self, seconds: float) -> web.Response:
         """A forced HTTP 429 (Fibo documents no rate limit)."""
         return too_many_html(seconds)
+
+    def client_options(self, root: str) -> dict[str, Any]:
+        """``Fibo(client_no, client_pass, base_url=..., rate_limit=None, sender=...)``."""
+        return {
+            "client_no": CLIENT_NO,
+            "client_pass": CLIENT_PASS,
+            "base_url": root + PREFIX,
+            "rate_limit": None,
+            "sender": SENDER,
+        }
+
+    def describe(self, root: str) -> list[str]:
+        """The base URL, the credentials and the sender."""
+        return [
+            f"base_url={root}{PREFIX}",
+            f"client_no={CLIENT_NO}  client_pass={CLIENT_PASS}  sender={SENDER}",
+        ]
 
     # -- ASMX ------------------------------------------------------------------------------
 

@@ -35,9 +35,9 @@ import asyncio
 import base64
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, ClassVar, Final
 
 import msgspec
 from aiohttp import web
@@ -54,13 +54,26 @@ from smsvn.sandbox._base import (
     national,
     number_text,
 )
+from smsvn.sandbox._engine import Engine
+from smsvn.sandbox._simulator import Settings
 
-if TYPE_CHECKING:
-    from smsvn.sandbox._server import Engine
-
-__all__ = ["MAX_RECIPIENTS", "MAX_SEGMENTS", "PREFIX", "SpeedSMSSimulator"]
+__all__ = [
+    "DEFAULT_RATE_LIMIT",
+    "MAX_RECIPIENTS",
+    "MAX_SEGMENTS",
+    "PREFIX",
+    "SENDER",
+    "TOKEN",
+    "SpeedSMSSimulator",
+]
 
 PREFIX: Final = "/speedsms/index.php"
+TOKEN: Final = "sandbox-speedsms-token"
+"""The one access token the simulator accepts."""
+SENDER: Final = "SMSVN"
+"""The one registered brandname (``sms_type`` 3)."""
+DEFAULT_RATE_LIMIT: Final = RateLimit(requests=60, period=60.0)
+"""SpeedSMS's documented limit: 60 requests in any 60 seconds per access token."""
 MAX_RECIPIENTS: Final = 100
 """Numbers one ``/sms/send`` may carry (more is error 101)."""
 MAX_SEGMENTS: Final = 5
@@ -164,24 +177,42 @@ class _Window:
 class SpeedSMSSimulator:
     """SpeedSMS's API, its account and its webhook, over the sandbox's engine."""
 
-    provider: Final = "speedsms"
+    provider: ClassVar[str] = "speedsms"
+    default_balance: ClassVar[float] = 1_000_000_000.0
+    """VND."""
+    default_prices: ClassVar[Mapping[str, float]] = {"speedsms": 250.0, "speedsms_voice": 400.0}
+    """One SMS segment, one OTP call."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        token: str,
-        senders: Iterable[str],
-        rate_limit: RateLimit | None,
-        webhook_url: str | None,
-    ) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
-        self._token = token
-        self._auth = "Basic " + base64.b64encode(f"{token}:x".encode()).decode()
-        self._senders = frozenset(senders)
-        self.rate_limit = rate_limit
-        self._window = None if rate_limit is None else _Window(rate_limit)
-        self.webhook_url = webhook_url
+        self._token = TOKEN
+        self._auth = "Basic " + base64.b64encode(f"{TOKEN}:x".encode()).decode()
+        self._senders = frozenset((SENDER,))
+        self.rate_limit = settings.rate_limit
+        """The limit enforced per token (None: none); fixed once built."""
+        self._window = None if settings.rate_limit is None else _Window(settings.rate_limit)
+        self.webhook_url = settings.webhook_url
+        """Where delivery reports and inbound SMS are POSTed (None: nowhere); settable."""
+
+    def client_options(self, root: str) -> dict[str, Any]:
+        """``SpeedSMS(token, base_url=..., rate_limit=<the enforced one>, sms_type=3,
+        sender=...)``: brandname messages from the registered sender."""
+        return {
+            "token": TOKEN,
+            "base_url": root + PREFIX,
+            "rate_limit": self.rate_limit,
+            "sms_type": 3,
+            "sender": SENDER,
+        }
+
+    def describe(self, root: str) -> list[str]:
+        """The base URL, the token, the sender and the rate limit."""
+        limit = self.rate_limit
+        rate = "off" if limit is None else f"{limit.requests} requests / {limit.period:g} s"
+        return [
+            f"base_url={root}{PREFIX}",
+            f"token={TOKEN}  sender={SENDER}  rate limit: {rate}",
+        ]
 
     def routes(self) -> list[Route]:
         """``user/info`` (balance), ``sms/send`` (send), ``voice/otp`` (voice)."""
