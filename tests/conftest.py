@@ -3,12 +3,54 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from aioresponses import aioresponses
 
+from smsvn import providers
 from smsvn.transport import RetryPolicy
+
+if TYPE_CHECKING:
+    from smsvn.providers._base import BaseClient
+    from smsvn.sandbox import Sandbox
+
+_T = TypeVar("_T")
+
+PROVIDERS: tuple[str, ...] = providers.names()
+"""Every registered provider: the one list that cross-provider tests take their cases from."""
+
+
+def per_provider(table: Mapping[str, _T]) -> Mapping[str, _T]:
+    """A table of provider-specific cases, checked complete against the registry at collection:
+    a provider added to the registry but not to the table fails loudly instead of silently
+    going untested."""
+    missing, extra = set(PROVIDERS) - set(table), set(table) - set(PROVIDERS)
+    if missing or extra:
+        raise AssertionError(
+            f"per-provider table: missing {sorted(missing)}, extra {sorted(extra)}"
+        )
+    return table
+
+
+@pytest.fixture(params=PROVIDERS)
+def provider(request: pytest.FixtureRequest) -> str:
+    """Each registered provider in turn."""
+    name: str = request.param
+    return name
+
+
+def client_at(sb: Sandbox, name: str, root: str, **overrides: Any) -> BaseClient:
+    """A client of ``name`` with ``sb``'s credentials and defaults whose every base URL is moved
+    from ``sb`` onto ``root`` (a proxy in front of it, a dead port, another process)."""
+    moved = {
+        key: root + value.removeprefix(sb.url)
+        for key, value in sb.client_options(name).items()
+        if isinstance(value, str) and value.startswith(sb.url)
+    }
+    return sb.client(name, **{**moved, **overrides})
+
 
 SENTINEL_TOKEN = "tok-SENTINEL-7f3a9c"
 SENTINEL_KEY = "key-SENTINEL-51d0e2"

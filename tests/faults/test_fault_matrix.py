@@ -32,6 +32,7 @@ import pytest
 from smsvn import errors
 from smsvn.bulk import BulkReport
 from smsvn.sandbox import Fault, Sandbox
+from tests.conftest import client_at, per_provider
 from tests.faults.conftest import FAST_RETRY, accounted, agrees_with_outbox, no_duplicates
 
 TIMEOUT = 0.5
@@ -210,35 +211,37 @@ class Path:
     bulk: bool = False
 
 
-PATHS: dict[str, list[Path]] = {
-    "speedsms": [
-        Path("send", "send", "once", lambda c: c.send(NUMBER, "hi")),
-        Path("voice_otp", "voice", "once", lambda c: c.voice_otp(NUMBER, "1234")),
-        Path("balance", "balance", "read", lambda c: c.balance()),
-        Path("send_bulk", "send", "once", lambda c: c.send_bulk(BULK, "hi"), bulk=True),
-    ],
-    "esms": [
-        Path("send", "send", "dedup", lambda c: c.send(NUMBER, "hi")),
-        Path("send GET", "send", "dedup", lambda c: c.send(NUMBER, "hi", method="GET")),
-        Path("voice_otp", "voice_otp", "once", lambda c: c.voice_otp(NUMBER, "1234")),
-        Path(
-            "call_template",
-            "call_template",
-            "once",
-            lambda c: c.call_template(NUMBER, Sandbox.esms_call_template_id, ["a", "b"]),
-        ),
-        Path("balance", "balance", "read", lambda c: c.balance()),
-        Path("brandnames", "brandnames", "read", lambda c: c.brandnames()),
-        Path("sent_messages (POST)", "sent_data", "read", lambda c: _sent_today(c)),
-        Path("send_bulk", "send", "dedup", lambda c: c.send_bulk(BULK, "hi"), bulk=True),
-    ],
-    "fibo": [
-        Path("send", "send", "once", lambda c: c.send(NUMBER, "hi")),
-        Path("balance", "balance", "read", lambda c: c.balance()),
-        Path("daily_totals (SOAP)", "totals", "read", lambda c: c.daily_totals()),
-        Path("send_bulk", "send", "once", lambda c: c.send_bulk(BULK, "hi"), bulk=True),
-    ],
-}
+PATHS = per_provider(
+    {
+        "speedsms": [
+            Path("send", "send", "once", lambda c: c.send(NUMBER, "hi")),
+            Path("voice_otp", "voice", "once", lambda c: c.voice_otp(NUMBER, "1234")),
+            Path("balance", "balance", "read", lambda c: c.balance()),
+            Path("send_bulk", "send", "once", lambda c: c.send_bulk(BULK, "hi"), bulk=True),
+        ],
+        "esms": [
+            Path("send", "send", "dedup", lambda c: c.send(NUMBER, "hi")),
+            Path("send GET", "send", "dedup", lambda c: c.send(NUMBER, "hi", method="GET")),
+            Path("voice_otp", "voice_otp", "once", lambda c: c.voice_otp(NUMBER, "1234")),
+            Path(
+                "call_template",
+                "call_template",
+                "once",
+                lambda c: c.call_template(NUMBER, Sandbox.esms_call_template_id, ["a", "b"]),
+            ),
+            Path("balance", "balance", "read", lambda c: c.balance()),
+            Path("brandnames", "brandnames", "read", lambda c: c.brandnames()),
+            Path("sent_messages (POST)", "sent_data", "read", lambda c: _sent_today(c)),
+            Path("send_bulk", "send", "dedup", lambda c: c.send_bulk(BULK, "hi"), bulk=True),
+        ],
+        "fibo": [
+            Path("send", "send", "once", lambda c: c.send(NUMBER, "hi")),
+            Path("balance", "balance", "read", lambda c: c.balance()),
+            Path("daily_totals (SOAP)", "totals", "read", lambda c: c.daily_totals()),
+            Path("send_bulk", "send", "once", lambda c: c.send_bulk(BULK, "hi"), bulk=True),
+        ],
+    }
+)
 
 
 async def _sent_today(client: Any) -> Any:
@@ -251,11 +254,8 @@ async def _sent_today(client: Any) -> Any:
 def _client(sb: Sandbox, provider: str, refused_port: int | None) -> Any:
     options: dict[str, Any] = {"retry": FAST_RETRY, "timeout": TIMEOUT}
     if refused_port is not None:
-        dead = f"http://127.0.0.1:{refused_port}"
-        options["base_url"] = dead + "/x"
-        if provider == "esms":
-            options["voice_base_url"] = dead + "/v"
-    return sb.client(provider, **options)  # type: ignore[call-overload]
+        return client_at(sb, provider, f"http://127.0.0.1:{refused_port}", **options)
+    return sb.client(provider, **options)
 
 
 async def _run_path(provider: str, path: Path, case: Case, refused_port: int | None) -> list[str]:
@@ -360,7 +360,7 @@ if __name__ == "__main__":
 
 # -- Failover under every fault ------------------------------------------------------------------
 
-FALLBACK = {"speedsms": "fibo", "esms": "speedsms", "fibo": "esms"}
+FALLBACK = per_provider({"speedsms": "fibo", "esms": "speedsms", "fibo": "esms"})
 
 
 async def _failover_once(primary: str, case: Case, refused_port: int | None) -> list[str]:

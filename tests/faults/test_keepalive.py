@@ -20,6 +20,7 @@ import pytest
 
 from smsvn import errors
 from smsvn.sandbox import Sandbox
+from tests.conftest import PROVIDERS, client_at, per_provider
 from tests.faults.conftest import FAST_RETRY, no_duplicates
 
 NUMBER = "0912345678"
@@ -98,34 +99,36 @@ class StaleProxy:
 
 Call = Callable[[Any], Awaitable[Any]]
 
-# (provider, operation, sandbox route, kind, call): kind "once" = at-most-once send,
+# provider -> (operation, sandbox route, kind, call): kind "once" = at-most-once send,
 # "dedup" = eSMS send under its RequestId, "read".
+CASES = per_provider(
+    {
+        "speedsms": [
+            ("send", "send", "once", lambda c: c.send(NUMBER, "hi")),
+            ("voice_otp", "voice", "once", lambda c: c.voice_otp(NUMBER, "1234")),
+            ("balance", "balance", "read", lambda c: c.balance()),
+        ],
+        "esms": [
+            ("send", "send", "dedup", lambda c: c.send(NUMBER, "hi")),
+            ("send GET", "send", "dedup", lambda c: c.send(NUMBER, "hi", method="GET")),
+            ("voice_otp", "voice_otp", "once", lambda c: c.voice_otp(NUMBER, "1234")),
+            ("balance", "balance", "read", lambda c: c.balance()),
+        ],
+        "fibo": [
+            ("send", "send", "once", lambda c: c.send(NUMBER, "hi")),
+            ("balance", "balance", "read", lambda c: c.balance()),
+            ("daily_totals", "totals", "read", lambda c: c.daily_totals()),
+        ],
+    }
+)
 OPERATIONS: list[tuple[str, str, str, str, Call]] = [
-    ("speedsms", "send", "send", "once", lambda c: c.send(NUMBER, "hi")),
-    ("speedsms", "voice_otp", "voice", "once", lambda c: c.voice_otp(NUMBER, "1234")),
-    ("speedsms", "balance", "balance", "read", lambda c: c.balance()),
-    ("esms", "send", "send", "dedup", lambda c: c.send(NUMBER, "hi")),
-    ("esms", "send GET", "send", "dedup", lambda c: c.send(NUMBER, "hi", method="GET")),
-    ("esms", "voice_otp", "voice_otp", "once", lambda c: c.voice_otp(NUMBER, "1234")),
-    ("esms", "balance", "balance", "read", lambda c: c.balance()),
-    ("fibo", "send", "send", "once", lambda c: c.send(NUMBER, "hi")),
-    ("fibo", "balance", "balance", "read", lambda c: c.balance()),
-    ("fibo", "daily_totals", "totals", "read", lambda c: c.daily_totals()),
+    (provider, *case) for provider, cases in CASES.items() for case in cases
 ]
 
 
 def _through(sb: Sandbox, provider: str, port: int) -> Any:
     """A client of ``provider`` whose requests go through the proxy on ``port``."""
-    base = f"http://127.0.0.1:{port}"
-    urls = {
-        "speedsms": {"base_url": base + sb.speedsms_url.removeprefix(sb.url)},
-        "esms": {
-            "base_url": base + sb.esms_url.removeprefix(sb.url),
-            "voice_base_url": base + sb.esms_voice_url.removeprefix(sb.url),
-        },
-        "fibo": {"base_url": base + sb.fibo_url.removeprefix(sb.url)},
-    }[provider]
-    return sb.client(provider, retry=FAST_RETRY, timeout=2.0, **urls)  # type: ignore[call-overload]
+    return client_at(sb, provider, f"http://127.0.0.1:{port}", retry=FAST_RETRY, timeout=2.0)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +162,7 @@ async def test_a_stale_pooled_connection(
     no_duplicates(sb)
 
 
-@pytest.mark.parametrize("provider", ["speedsms", "esms", "fibo"])
+@pytest.mark.parametrize("provider", PROVIDERS)
 async def test_sends_and_reads_around_a_tiny_server_keep_alive(provider: str) -> None:
     """The sandbox closes idle connections after 50 ms; the client alternates sends and reads
     with pauses around that, meeting connections just closed or closing."""

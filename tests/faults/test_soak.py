@@ -27,20 +27,14 @@ import pytest
 
 from smsvn.bulk import BulkOutcome, Outcome
 from smsvn.errors import OutcomeUnknown
-from smsvn.providers.esms import ESMS
-from smsvn.providers.fibo import Fibo
-from smsvn.providers.speedsms import SpeedSMS
 from smsvn.sandbox import Fault, Sandbox
-from smsvn.sandbox import esms as esms_sim
-from smsvn.sandbox import fibo as fibo_sim
-from smsvn.sandbox import speedsms as speedsms_sim
 from smsvn.transport import RetryPolicy
+from tests.conftest import PROVIDERS
 from tests.faults.conftest import accounted, agrees_with_outbox, assert_no_leaks, socket_count
 
 pytestmark = pytest.mark.soak
 
 N = int(os.environ.get("SMSVN_SOAK_RECIPIENTS", "5000"))
-PROVIDERS = ["speedsms", "esms", "fibo"]
 RETRY = RetryPolicy(max_retries=2, backoff_base=0.005, backoff_max=0.02, max_rate_limit_wait=30)
 
 # About 3 % of requests meet a fault, of every kind (hang costs one client timeout, 1 s).
@@ -181,32 +175,9 @@ async def _remote_sandbox() -> AsyncIterator[int]:
 
 
 def _client(provider: str, port: int) -> Any:
-    url = f"http://127.0.0.1:{port}"
-    common: dict[str, Any] = {"rate_limit": None, "retry": RETRY, "timeout": 10.0}
-    if provider == "speedsms":
-        return SpeedSMS(
-            Sandbox.speedsms_token,
-            base_url=url + speedsms_sim.PREFIX,
-            sms_type=3,
-            sender=Sandbox.speedsms_sender,
-            **common,
-        )
-    if provider == "esms":
-        return ESMS(
-            Sandbox.esms_api_key,
-            Sandbox.esms_secret_key,
-            base_url=url + esms_sim.PREFIX,
-            voice_base_url=url + esms_sim.VOICE_PREFIX,
-            brandname=Sandbox.esms_brandname,
-            **common,
-        )
-    return Fibo(
-        Sandbox.fibo_client_no,
-        Sandbox.fibo_client_pass,
-        base_url=url + fibo_sim.PREFIX,
-        sender=Sandbox.fibo_sender,
-        **common,
-    )
+    """A client of ``provider`` for the sandbox served on ``port`` by the child process."""
+    remote = Sandbox(port=port)  # never started: it only knows the clients' options
+    return remote.client(provider, rate_limit=None, retry=RETRY, timeout=10.0)
 
 
 def _plain(n: int) -> Iterator[str]:
