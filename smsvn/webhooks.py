@@ -1,47 +1,44 @@
 """Receive providers' callbacks: delivery reports, inbound SMS and voice-call results.
 
-Providers sign nothing, retry on failure (eSMS up to 5 times) and send duplicates, so the
-receiver built by :func:`app` authenticates each callback by an unguessable secret in its URL
-path (compared in constant time), caps and strictly parses the body, suppresses duplicates, and
-answers 200 only once the user's handler has succeeded (500 otherwise, so the provider retries
-and nothing is lost).
+Providers sign nothing, retry on failure and send duplicates, so the receiver built by
+:func:`app` authenticates each callback by an unguessable secret in its URL path (compared in
+constant time), caps and strictly parses the body, suppresses duplicates, and answers 200 only
+once the user's handler has succeeded (500 otherwise, so the provider retries and nothing is
+lost).
 
-Routes of the application (relative to wherever it is mounted)::
+The receiver knows no provider: it serves one route per registered provider that makes
+callbacks (``smsvn.providers.all_providers()``, those with a ``webhook``), relative to wherever
+it is mounted::
 
-    POST /speedsms/{secret}   SpeedSMS webhook: JSON delivery report or inbound SMS
-    GET  /esms/{secret}       eSMS CallbackUrl: SMS delivery result or voice-call result
+    {methods} /{provider}/{secret}    the provider's parser turns body and query into an event
 
-Answers: 200 ``OK`` (processed, or a duplicate of something processed); 404 with an empty body
-for a wrong secret or an unknown path; 405 for a wrong method (only with the right secret);
-413 for a body over the cap; 400 with a short reason for a malformed callback; 500 when the
-handler raised.
+Each provider module owns its wire format, its parser and its status rules. Answers: 200 ``OK``
+(processed, or a duplicate of something processed); 404 with an empty body for a wrong secret or
+an unknown path; 405 for a wrong method (only with the right secret); 413 for a body over the
+cap; 400 with a short reason for a malformed callback; 500 when the handler raised.
 
-The path holds the secret, and aiohttp's access log prints paths: run the application with
-:class:`MaskedAccessLogger` (``web.run_app(app, access_log_class=MaskedAccessLogger)``,
-``web.AppRunner(app, access_log_class=MaskedAccessLogger)``, or :func:`run`), which writes
-``/speedsms/***`` instead.
+The path holds the secret, and aiohttp logs paths: its access log, and the request line of a
+malformed request (in the exception of an ``aiohttp.server`` ERROR record). :func:`app` and
+:func:`run` therefore attach a filter to the ``aiohttp.access``, ``aiohttp.server`` and
+``aiohttp.web`` loggers (once per process) that writes the segment after ``/{provider}/`` as
+``***``, in any case, in each record's message, arguments, extras and traceback. For an access
+log on another logger, give the runner :class:`MaskedAccessLogger`
+(``web.run_app(app, access_log_class=MaskedAccessLogger)``, ``web.AppRunner(...)``, or
+:func:`run`), which masks before formatting.
 
-eSMS SMS callbacks carry per-number counts (``SendSuccess``, ``SendFailed``) and the message's
-``SendStatus`` (1 waiting approval, 2 waiting to send, 3 sending, 4 rejected, 5 sent,
-6 deleted). They map to a :class:`~smsvn.models.DeliveryState` by the first rule that holds:
-
-1. ``SendSuccess`` >= 1 -> DELIVERED
-2. ``SendFailed`` >= 1, or ``SendStatus`` 4 or 6 -> FAILED
-3. ``SendStatus`` 1, 2, 3, or 5 (handed to the carrier, no handset result yet) -> PENDING
-
-SpeedSMS ``status`` maps 0 -> DELIVERED, 1..63 -> TEMPORARY_FAILURE, 64 and above -> FAILED.
-
-Duplicates: a delivery report is the same as another when (provider, message id, phone, raw
-status, state) agree, a call result when (reference id, status, sent, duration) agree. The key
-is remembered only after the handler succeeded, so a retry after a 500 is processed; a
-duplicate arriving while the first is being handled waits for it. Inbound SMS carry no id and
-are never suppressed (a retry cannot be told from a second identical reply).
+Duplicates: a delivery report is the same as another when (provider, message id, phone, status,
+state) agree, a status written in digits being compared by value (``05`` is ``5``); a call
+result when (reference id, status, sent, duration) agree. The key is remembered only after the
+handler succeeded, so a retry after a 500 is processed; a duplicate arriving while the first is
+being handled waits for it. Inbound SMS carry no id and are never suppressed (a retry cannot be
+told from a second identical reply).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hmac
 import logging
 import math
@@ -49,30 +46,29 @@ import re
 import secrets as _secrets
 import string
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeAlias, cast
 
-import msgspec
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 from yarl import URL
 
-from smsvn import phone
 from smsvn.errors import ValidationError
-from smsvn.models import (
-    CallReport,
-    CallStatus,
-    DeliveryReport,
-    DeliveryState,
-    InboundSms,
-)
+from smsvn.models import CallReport, DeliveryReport, DeliveryState
+from smsvn.providers import all_providers
+from smsvn.providers._spec import Event, Webhook
+from smsvn.providers._webhook import clip
+from smsvn.providers._wire import is_count
+
+# The providers' parsers and wire structs, importable from here as before.
+from smsvn.providers.esms import parse_esms
+from smsvn.providers.speedsms import SpeedSmsInbound, SpeedSmsReport, parse_speedsms
 
 __all__ = [
     "DEFAULT_DEDUP_MAX",
     "DEFAULT_DEDUP_WINDOW",
     "DEFAULT_MAX_BODY",
     "MIN_SECRET_LENGTH",
-    "PROVIDERS",
     "TRACKER_KEY",
     "DeliveryTracker",
     "Event",
@@ -88,9 +84,6 @@ __all__ = [
     "run",
 ]
 
-Event: TypeAlias = DeliveryReport | InboundSms | CallReport
-"""Everything a webhook can deliver to the handler."""
-
 Handler: TypeAlias = Callable[[Event], Awaitable[None]]
 """The user's ``async def handler(event) -> None``; raising makes the provider retry."""
 
@@ -99,18 +92,11 @@ DEFAULT_MAX_BODY: Final = 64 * 1024
 DEFAULT_DEDUP_MAX: Final = 100_000
 DEFAULT_TRACKER_MAX: Final = 100_000
 MIN_SECRET_LENGTH: Final = 16
-PROVIDERS: Final = ("speedsms", "esms")
 
 _log = logging.getLogger("smsvn.webhooks")
 
-_SPEEDSMS: Final = "speedsms"
-_ESMS: Final = "esms"
-_MAX_ID: Final = 256
-_MAX_REASON: Final = 200
 _HISTORY_MAX: Final = 32
 _SECRET_CHARS: Final = frozenset(string.ascii_letters + string.digits + "-_.~")
-# The path segment after /speedsms/ or /esms/ is a secret: mask it wherever it appears.
-_SECRET_SEGMENT: Final = re.compile(r"(?:(?<=/speedsms/)|(?<=/esms/))[^/?#\s]+")
 
 _RANK: Final[dict[DeliveryState, int]] = {
     DeliveryState.PENDING: 0,
@@ -118,256 +104,6 @@ _RANK: Final[dict[DeliveryState, int]] = {
     DeliveryState.DELIVERED: 2,
     DeliveryState.FAILED: 2,
 }
-
-
-# --------------------------------------------------------------------------------------------
-# SpeedSMS
-
-
-class SpeedSmsReport(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="report"):
-    """SpeedSMS delivery-report webhook body, as sent (the ``raw`` of its DeliveryReport)."""
-
-    tran_id: int | str = msgspec.field(name="tranId")
-    phone: str
-    status: int | str
-
-
-class SpeedSmsInbound(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="sms"):
-    """SpeedSMS inbound-SMS webhook body, as sent (the ``raw`` of its InboundSms)."""
-
-    phone: str
-    content: str
-
-
-_speedsms_decoder: Final = msgspec.json.Decoder(SpeedSmsReport | SpeedSmsInbound)
-
-
-def parse_speedsms(body: bytes) -> DeliveryReport | InboundSms:
-    """Decode one SpeedSMS webhook body (JSON, tagged by ``type``) into a typed event.
-
-    ``tranId`` may be a number or a string and is carried as a string; ``status`` may be a
-    number or a numeric string. Anything malformed raises :class:`ValidationError`.
-    """
-    try:
-        wire = _speedsms_decoder.decode(body)
-    except msgspec.MsgspecError as exc:
-        raise _invalid(_SPEEDSMS, f"malformed body: {_clip(str(exc))}") from None
-    number = _phone(_SPEEDSMS, wire.phone)
-    if isinstance(wire, SpeedSmsInbound):
-        return InboundSms(provider=_SPEEDSMS, phone=number, content=wire.content, raw=wire)
-    message_id = _identifier(_SPEEDSMS, "tranId", str(wire.tran_id))
-    status = _speedsms_status(wire.status)
-    return DeliveryReport(
-        provider=_SPEEDSMS,
-        message_id=message_id,
-        phone=number,
-        state=_speedsms_state(status),
-        raw_status=str(status),
-        raw=wire,
-    )
-
-
-def _speedsms_status(value: int | str) -> int:
-    """Read SpeedSMS's ``status`` (a non-negative number, maybe written as a string)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if not (text.isascii() and text.isdigit()) or len(text) > 18:
-            raise _invalid(_SPEEDSMS, "status is not a non-negative integer")
-        return int(text)
-    if value < 0:
-        raise _invalid(_SPEEDSMS, "status is negative")
-    return value
-
-
-def _speedsms_state(status: int) -> DeliveryState:
-    """Map a SpeedSMS status: 0 delivered, 1..63 temporary failure, 64 and above failed."""
-    if status == 0:
-        return DeliveryState.DELIVERED
-    if status < 64:
-        return DeliveryState.TEMPORARY_FAILURE
-    return DeliveryState.FAILED
-
-
-# --------------------------------------------------------------------------------------------
-# eSMS
-
-_SMS_ID: Final = ("SMSID",)
-_SEND_STATUS: Final = ("SendStatus",)
-_SEND_SUCCESS: Final = ("SendSuccess",)
-_SEND_FAILED: Final = ("SendFailed",)
-_TOTAL_PRICE: Final = ("TotalPrice",)
-_PHONE: Final = ("phonenumber", "PhoneNumber", "Phone")
-_REFERENCE_ID: Final = ("ReferenceId", "referenceid")
-_CALL_DURATION: Final = ("CallDuration", "callduration")
-_CALL_STATUS: Final = ("CallStatus", "callstatus")
-_IVR: Final = ("Ivr", "ivr")
-_PRICE: Final = ("Price", "price")
-_SENT_RESULT: Final = ("SentResult", "sentresult")
-_CID: Final = ("CID", "cid")
-
-_CALL_STATUSES: Final[dict[str, CallStatus]] = {
-    "ANSWERED": CallStatus.ANSWERED,
-    "NOANSWER": CallStatus.NO_ANSWER,
-    "NOANSWERED": CallStatus.NO_ANSWER,
-    "PENDING": CallStatus.PENDING,
-}
-_BOOLS: Final[dict[str, bool]] = {"0": False, "1": True, "false": False, "true": True}
-
-
-def parse_esms(query: Mapping[str, str]) -> DeliveryReport | CallReport:
-    """Decode an eSMS CallbackUrl query (SMS delivery result or voice-call result).
-
-    An SMS callback carries ``SMSID`` (and ``SendStatus``); a call callback carries
-    ``ReferenceId``. Accepts any ``Mapping[str, str]``, aiohttp's ``request.query`` included.
-    Empty optional fields mean absent; ``CallDuration`` is whole seconds (a fraction is
-    dropped); a ``CallStatus`` other than ANSWERED / NO ANSWER / PENDING becomes UNKNOWN (the
-    raw query is kept). Anything malformed raises :class:`ValidationError`.
-    """
-    sms_id = _get(query, _SMS_ID)
-    reference_id = _get(query, _REFERENCE_ID)
-    if sms_id is not None and (reference_id is None or _get(query, _SEND_STATUS) is not None):
-        return _esms_delivery(query, sms_id)
-    if reference_id is not None:
-        return _esms_call(query, reference_id)
-    raise _invalid(_ESMS, "neither SMSID nor ReferenceId in the callback")
-
-
-def _esms_delivery(query: Mapping[str, str], sms_id: str) -> DeliveryReport:
-    """Build the DeliveryReport of one number from an eSMS SMS callback."""
-    message_id = _identifier(_ESMS, "SMSID", sms_id)
-    number = _get(query, _PHONE)
-    if number is None:
-        raise _invalid(_ESMS, "phonenumber missing")
-    raw_status = _get(query, _SEND_STATUS)
-    if raw_status is None:
-        raise _invalid(_ESMS, "SendStatus missing")
-    raw_status = raw_status.strip()
-    status = _count(raw_status, "SendStatus")
-    success = _count(_get(query, _SEND_SUCCESS) or "0", "SendSuccess")
-    failed = _count(_get(query, _SEND_FAILED) or "0", "SendFailed")
-    if success >= 1:
-        state = DeliveryState.DELIVERED
-    elif failed >= 1 or status in (4, 6):
-        state = DeliveryState.FAILED
-    elif status in (1, 2, 3, 5):
-        state = DeliveryState.PENDING
-    else:
-        raise _invalid(_ESMS, f"unknown SendStatus {status}")
-    return DeliveryReport(
-        provider=_ESMS,
-        message_id=message_id,
-        phone=_phone(_ESMS, number),
-        state=state,
-        raw_status=raw_status,
-        cost=_amount(_get(query, _TOTAL_PRICE), "TotalPrice"),
-        raw=dict(query),
-    )
-
-
-def _esms_call(query: Mapping[str, str], reference_id: str) -> CallReport:
-    """Build a CallReport from an eSMS voice-call callback."""
-    duration = _amount(_get(query, _CALL_DURATION), "CallDuration")
-    sent = _get(query, _SENT_RESULT)
-    sent_flag: bool | None = None
-    if sent is not None and sent.strip():
-        flag = _BOOLS.get(sent.strip().lower())
-        if flag is None:
-            raise _invalid(_ESMS, "SentResult is not 0 or 1")
-        sent_flag = flag
-    return CallReport(
-        provider=_ESMS,
-        reference_id=_identifier(_ESMS, "ReferenceId", reference_id),
-        status=_call_status(_get(query, _CALL_STATUS)),
-        duration=None if duration is None else int(duration),
-        ivr=_optional_text(_get(query, _IVR)),
-        price=_amount(_get(query, _PRICE), "Price"),
-        sent=sent_flag,
-        caller_id=_optional_text(_get(query, _CID)),
-        raw=dict(query),
-    )
-
-
-def _call_status(value: str | None) -> CallStatus:
-    """Map eSMS ``CallStatus`` (``ANSWERED``, ``NO ANSWER``, ...); unlisted values -> UNKNOWN."""
-    if value is None:
-        return CallStatus.UNKNOWN
-    key = "".join(value.upper().replace("_", " ").split())
-    return _CALL_STATUSES.get(key, CallStatus.UNKNOWN)
-
-
-def _optional_text(value: str | None) -> str | None:
-    """Return a text field stripped, with empty meaning absent."""
-    if value is None:
-        return None
-    return value.strip() or None
-
-
-def _get(query: Mapping[str, str], names: Iterable[str]) -> str | None:
-    """Return the first of ``names`` present in ``query`` (a str), or None."""
-    for name in names:
-        value = query.get(name)
-        if value is not None:
-            if not isinstance(value, str):
-                raise _invalid(_ESMS, f"{name} is not a string")
-            return value
-    return None
-
-
-def _count(text: str, field: str) -> int:
-    """Read a non-negative integer count or status from an eSMS field."""
-    text = text.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise _invalid(_ESMS, f"{field} is not a non-negative integer")
-    return int(text)
-
-
-def _amount(text: str | None, field: str) -> float | None:
-    """Read an optional non-negative finite number (price, duration); empty means absent."""
-    if text is None or not text.strip():
-        return None
-    stripped = text.strip()
-    if not stripped.isascii() or len(stripped) > 32:
-        raise _invalid(_ESMS, f"{field} is not a number")
-    try:
-        value = float(stripped)
-    except ValueError:
-        raise _invalid(_ESMS, f"{field} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise _invalid(_ESMS, f"{field} is not a non-negative finite number")
-    return value
-
-
-# --------------------------------------------------------------------------------------------
-# Shared parsing helpers
-
-
-def _identifier(provider: str, field: str, value: str) -> str:
-    """Check an opaque id (tranId, SMSID, ReferenceId): non-empty, bounded, surrounding
-    whitespace dropped (eSMS has been seen to pad SMSIDs)."""
-    text = value.strip()
-    if not text:
-        raise _invalid(provider, f"{field} is empty")
-    if len(text) > _MAX_ID:
-        raise _invalid(provider, f"{field} is longer than {_MAX_ID} characters")
-    return text
-
-
-def _phone(provider: str, number: str) -> str:
-    """Normalise a callback's phone number, naming the provider on failure."""
-    try:
-        return phone.normalize(number)
-    except ValidationError as exc:
-        raise _invalid(provider, f"bad phone number: {exc.message}") from None
-
-
-def _invalid(provider: str, reason: str) -> ValidationError:
-    """Build the ValidationError of a malformed callback."""
-    return ValidationError(reason, provider=provider, endpoint="webhook")
-
-
-def _clip(text: str) -> str:
-    """Bound attacker-controlled text that goes into an error message."""
-    return text if len(text) <= _MAX_REASON else text[:_MAX_REASON] + "..."
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,7 +191,7 @@ _DedupKey: TypeAlias = tuple[str, str, str, str, str]
 def _dedup_key(event: Event) -> _DedupKey | None:
     """Return what makes two callbacks the same report, or None for inbound SMS.
 
-    The state joins (provider, id, phone, raw status) because eSMS's SendStatus alone does not
+    The state joins (provider, id, phone, status) because a provider's status alone may not
     distinguish "sent, no result yet" from "sent and delivered". Inbound SMS carry no id, so a
     retry cannot be told from a second identical reply: they are never suppressed.
     """
@@ -464,7 +200,7 @@ def _dedup_key(event: Event) -> _DedupKey | None:
             event.provider,
             event.message_id,
             event.phone,
-            event.raw_status,
+            _canonical(event.raw_status),
             event.state.value,
         )
     if isinstance(event, CallReport):
@@ -476,6 +212,16 @@ def _dedup_key(event: Event) -> _DedupKey | None:
             f"{event.sent}:{event.duration}",
         )
     return None
+
+
+def _canonical(status: str) -> str:
+    """A raw status as duplicates compare it: digits by value (``05`` is ``5``), text stripped.
+
+    A provider may write one status two ways in two retries of one callback; whatever the
+    parser kept as ``raw_status``, the key must not tell them apart.
+    """
+    text = status.strip()
+    return str(int(text)) if is_count(text) else text
 
 
 class _Deduplicator:
@@ -523,6 +269,8 @@ class _Deduplicator:
 TRACKER_KEY: Final = web.AppKey("smsvn_delivery_tracker", DeliveryTracker)
 """``application[TRACKER_KEY]`` is the DeliveryTracker the receiver records reports in."""
 
+_Route: TypeAlias = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 class _Body413(Exception):
     """The request body is larger than the cap."""
@@ -537,7 +285,7 @@ def app(
     store: DeliveryTracker | None = None,
     dedup_max: int = DEFAULT_DEDUP_MAX,
 ) -> web.Application:
-    """Build the aiohttp application that receives SpeedSMS and eSMS callbacks.
+    """Build the aiohttp application that receives every registered provider's callbacks.
 
     ``handler`` is awaited once per new event; if it raises, the callback is answered 500 so
     the provider retries. ``secret`` is one secret, or several during a rotation (each at least
@@ -545,6 +293,8 @@ def app(
     seconds are answered 200 without calling the handler. Delivery reports are recorded in
     ``store`` (a new :class:`DeliveryTracker` by default), reachable as ``app[TRACKER_KEY]``.
     Mount it with ``parent.add_subapp("/hooks", app(...))`` or run it alone with :func:`run`.
+    The routes are those of the providers registered now; aiohttp's loggers get the filter
+    that masks secrets (see the module's documentation).
     """
     if not callable(handler):
         raise TypeError("handler must be an async callable taking one event")
@@ -590,40 +340,41 @@ def app(
             finished.set()
         return _ok() if ok else _failed()
 
-    async def speedsms(request: web.Request) -> web.StreamResponse:
-        """POST /speedsms/{secret}: a SpeedSMS delivery report or inbound SMS."""
-        if not authentic(request):
-            _log.info("speedsms webhook: wrong secret from %s", request.remote)
-            return _not_found()
-        if request.method != "POST":
-            return web.Response(status=405, headers={"Allow": "POST"})
-        try:
-            body = await _read_capped(request, max_body)
-        except _Body413:
-            return web.Response(status=413, text="body too large")
-        try:
-            event: Event = parse_speedsms(body)
-        except ValidationError as exc:
-            return _bad_request(exc)
-        return await process(event)
+    def route(name: str, webhook: Webhook) -> _Route:
+        """The request handler of one provider's callbacks: secret, method, cap, parse."""
+        methods = tuple(method.upper() for method in webhook.methods)
+        allow = ", ".join(methods)
 
-    async def esms(request: web.Request) -> web.StreamResponse:
-        """GET /esms/{secret}: an eSMS SMS delivery result or call result."""
-        if not authentic(request):
-            _log.info("esms webhook: wrong secret from %s", request.remote)
-            return _not_found()
-        if request.method != "GET":
-            return web.Response(status=405, headers={"Allow": "GET"})
-        try:
-            event: Event = parse_esms(request.query)
-        except ValidationError as exc:
-            return _bad_request(exc)
-        return await process(event)
+        async def receive(request: web.Request) -> web.StreamResponse:
+            """One callback of the provider ``name``, in one of its ``methods``."""
+            if not authentic(request):
+                _log.info("%s webhook: wrong secret from %s", name, request.remote)
+                return _not_found()
+            if request.method not in methods:
+                return web.Response(status=405, headers={"Allow": allow})
+            try:
+                body = await _read_capped(request, max_body)
+            except _Body413:
+                return web.Response(status=413, text="body too large")
+            try:
+                event = webhook.parse(body, request.query)
+            except ValidationError as exc:
+                return _bad_request(name, exc)
+            return await process(event)
+
+        return receive
 
     application = web.Application(client_max_size=max_body, middlewares=[_quiet_not_found])
     application[TRACKER_KEY] = tracker
-    application.router.add_route("*", "/speedsms/{secret}", speedsms, name="smsvn-speedsms")
-    application.router.add_route("*", "/esms/{secret}", esms, name="smsvn-esms")
+    for provider in all_providers():
+        if provider.webhook is not None:
+            application.router.add_route(
+                "*",
+                f"/{provider.name}/{{secret}}",
+                route(provider.name, provider.webhook),
+                name=f"smsvn-{provider.name}",
+            )
+    _mask_aiohttp_logs()
     return application
 
 
@@ -687,10 +438,10 @@ def _not_found() -> web.Response:
     return web.Response(status=404)
 
 
-def _bad_request(exc: ValidationError) -> web.Response:
+def _bad_request(provider: str, exc: ValidationError) -> web.Response:
     """A 400 naming what was wrong with the callback (no secret can be in it)."""
-    _log.info("%s webhook: rejected malformed callback: %s", exc.provider, exc.message)
-    return web.Response(status=400, text=f"bad request: {_clip(exc.message)}")
+    _log.info("%s webhook: rejected malformed callback: %s", provider, exc.message)
+    return web.Response(status=400, text=f"bad request: {clip(exc.message)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -727,15 +478,23 @@ def _check_secret(secret: object) -> None:
         )
 
 
+def _webhook_names() -> tuple[str, ...]:
+    """The registered providers that make callbacks: the first segment of their routes."""
+    return tuple(provider.name for provider in all_providers() if provider.webhook is not None)
+
+
 def callback_url(base_url: str, provider: str, secret: str) -> str:
-    """Return the URL to register with ``provider`` ("speedsms" or "esms").
+    """Return the URL to register with ``provider`` (a registered provider that makes
+    callbacks, named in any case).
 
     ``base_url`` is where the application is reachable, mount prefix included: for
     ``parent.add_subapp("/hooks", app(...))`` served at https://example.com, pass
     ``"https://example.com/hooks"``.
     """
-    if provider not in PROVIDERS:
-        raise ValidationError(f"provider must be one of {', '.join(PROVIDERS)}")
+    names = _webhook_names()
+    name = provider.lower() if isinstance(provider, str) else None
+    if name not in names:
+        raise ValidationError(f"provider must be one of {', '.join(names)}")
     _check_secret(secret)
     try:
         base = URL(base_url)
@@ -745,12 +504,26 @@ def callback_url(base_url: str, provider: str, secret: str) -> str:
         raise ValidationError("base_url must be an absolute http(s) URL")
     if base.query_string or base.fragment:
         raise ValidationError("base_url must not have a query or a fragment")
-    return f"{str(base).rstrip('/')}/{provider}/{secret}"
+    return f"{str(base).rstrip('/')}/{name}/{secret}"
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_segment(names: tuple[str, ...]) -> re.Pattern[str] | None:
+    """The regex of the path segment after ``/{name}/`` for any of ``names``, in any case.
+
+    It matches text, not routes: a path no route matched (a provider's name in capitals is a
+    404) and a request line quoted in an exception are masked alike; extra slashes go too.
+    """
+    if not names:
+        return None
+    after = "|".join(f"(?<=/{re.escape(name)}/)" for name in names)
+    return re.compile(f"(?:{after})/*[^/?#\\s]+", re.IGNORECASE)
 
 
 def _mask(text: str) -> str:
-    """Replace the secret segment after /speedsms/ or /esms/ with ``***``."""
-    return _SECRET_SEGMENT.sub("***", text)
+    """Replace the secret segment after ``/{provider}/`` with ``***``."""
+    pattern = _secret_segment(_webhook_names())
+    return text if pattern is None else pattern.sub("***", text)
 
 
 class _MaskedRequest:
@@ -779,8 +552,8 @@ class _MaskedRequest:
 
 
 class MaskedAccessLogger(AccessLogger):
-    """aiohttp's access logger, with the secret of ``/speedsms/{secret}`` and
-    ``/esms/{secret}`` written as ``***`` (in the message and the record's extras alike).
+    """aiohttp's access logger, with the secret of each ``/{provider}/{secret}`` path written
+    as ``***`` (in the message and the record's extras alike), whatever its case.
 
     Give it to the runner: ``web.run_app(app, access_log_class=MaskedAccessLogger)`` or
     ``web.AppRunner(app, access_log_class=MaskedAccessLogger)``.
@@ -791,6 +564,71 @@ class MaskedAccessLogger(AccessLogger):
         super().log(cast(web.BaseRequest, _MaskedRequest(request)), response, time)
 
 
+_MASKED_LOGGERS: Final = ("aiohttp.access", "aiohttp.server", "aiohttp.web")
+"""aiohttp's loggers that may quote a request's path: access lines, bad requests, handler errors."""
+_RECORD_FIELDS: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_TRACEBACKS: Final = logging.Formatter()
+
+
+class _SecretFilter(logging.Filter):
+    """Masks webhook secrets in every record of the logger it is attached to.
+
+    aiohttp logs a malformed request line (``GET /{provider}/{secret} HTTP/1.1 garbage``) as
+    the message of the exception of an ``aiohttp.server`` record, before any route or access
+    logger sees the request: only a filter on the logger reaches it, whatever runs the app.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's secret-bearing parts in place; never drop a record."""
+        pattern = _secret_segment(_webhook_names())
+        if pattern is not None:
+            _mask_record(record, pattern)
+        return True
+
+
+def _mask_record(record: logging.LogRecord, pattern: re.Pattern[str]) -> None:
+    """Mask ``pattern`` in a record's message, extras, traceback and stack; a record with
+    nothing to mask is left as it was (its format and arguments intact)."""
+    try:
+        message = record.getMessage()
+    except Exception:
+        # logging would print such a record, arguments included, on stderr: drop them here.
+        record.msg, record.args = "unformattable log record (its arguments dropped)", None
+    else:
+        masked = pattern.sub("***", message)
+        if masked != message:
+            record.msg, record.args = masked, None
+    fields = record.__dict__
+    for key, value in list(fields.items()):
+        if key in _RECORD_FIELDS:
+            continue
+        if isinstance(value, str):
+            fields[key] = pattern.sub("***", value)
+        elif isinstance(value, dict):  # the access log's request_header / response_header
+            fields[key] = {
+                k: pattern.sub("***", v) if isinstance(v, str) else v for k, v in value.items()
+            }
+    if record.exc_info and record.exc_info[1] is not None:
+        text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+        masked = pattern.sub("***", text)
+        if masked != text:
+            # Formatters print exc_text as it is; handlers that read exc_info get nothing.
+            record.exc_text, record.exc_info = masked, None
+    elif record.exc_text:
+        record.exc_text = pattern.sub("***", record.exc_text)
+    if record.stack_info:
+        record.stack_info = pattern.sub("***", record.stack_info)
+
+
+_SECRET_FILTER: Final = _SecretFilter()
+
+
+def _mask_aiohttp_logs() -> None:
+    """Attach the secret filter to aiohttp's loggers (``addFilter`` adds it only once)."""
+    for name in _MASKED_LOGGERS:
+        logging.getLogger(name).addFilter(_SECRET_FILTER)
+
+
 def run(
     application: web.Application,
     *,
@@ -798,6 +636,7 @@ def run(
     port: int = 8080,
     **kwargs: Any,
 ) -> None:
-    """Serve ``application`` alone (blocking), with the masked access log."""
+    """Serve ``application`` alone (blocking), with the masked access log and log filter."""
+    _mask_aiohttp_logs()
     kwargs.setdefault("access_log_class", MaskedAccessLogger)
     web.run_app(application, host=host, port=port, **kwargs)

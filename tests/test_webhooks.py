@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -16,9 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import MultiDict, MultiDictProxy
 
-from smsvn import webhooks
+from smsvn import providers, webhooks
 from smsvn.errors import ValidationError
 from smsvn.models import CallReport, CallStatus, DeliveryReport, DeliveryState, InboundSms
+from smsvn.providers import esms, speedsms
 from smsvn.webhooks import (
     TRACKER_KEY,
     DeliveryTracker,
@@ -370,9 +371,35 @@ def test_esms_call_empty_and_unknown_fields() -> None:
         None,
         None,
     )
-    missing = parse_esms({"ReferenceId": "r1"})
-    assert isinstance(missing, CallReport)
-    assert missing.status is CallStatus.UNKNOWN
+    # No status yet is PENDING, as in ESMS.call_status(): one table, one rule.
+    for query in ({"ReferenceId": "r1"}, {"ReferenceId": "r1", "CallStatus": " "}):
+        missing = parse_esms(query)
+        assert isinstance(missing, CallReport)
+        assert missing.status is CallStatus.PENDING
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        ("ANSWERED", CallStatus.ANSWERED),
+        ("answered", CallStatus.ANSWERED),
+        ("NO ANSWER", CallStatus.NO_ANSWER),
+        ("NO ANSWERED", CallStatus.NO_ANSWER),
+        ("NOANSWER", CallStatus.NO_ANSWER),
+        ("NOANSWERED", CallStatus.NO_ANSWER),
+        ("no_answer", CallStatus.NO_ANSWER),
+        (" No  Answer ", CallStatus.NO_ANSWER),
+        ("PENDING", CallStatus.PENDING),
+        ("", CallStatus.PENDING),
+        (None, CallStatus.PENDING),
+        ("BUSY", CallStatus.UNKNOWN),
+    ],
+)
+def test_esms_call_status_same_in_callback_and_rest(value: str | None, status: CallStatus) -> None:
+    assert esms._call_status(value) is status
+    report = parse_esms(esms_call(CallStatus=value))
+    assert isinstance(report, CallReport)
+    assert report.status is status
 
 
 def test_esms_call_lowercase_keys() -> None:
@@ -538,6 +565,78 @@ def _hooks(handler: Callable[[Event], Any] | None = None, **options: Any) -> web
     return webhooks.app(handler or Recorder(), **options)
 
 
+def _toy_parse(body: bytes, query: Mapping[str, str]) -> Event:
+    """A toy provider's callback: the body is the reply text, ``?from=`` the phone number."""
+    if not body:
+        raise ValidationError("empty", provider="toyhooks", endpoint="webhook")
+    return InboundSms(provider="toyhooks", phone=query.get("from", ""), content=body.decode())
+
+
+@pytest.fixture
+def toy() -> Iterator[providers.Provider]:
+    """A provider registered for one test, whose callbacks are PUT or POST."""
+    spec = providers.register(
+        providers.Provider(
+            name="toyhooks",
+            title="Toy",
+            client=speedsms.SpeedSMS,
+            credentials=(),
+            price=0.0,
+            unit="VND",
+            simulator="tests.nowhere:Toy",
+            webhook=providers.Webhook(methods=("put", "POST"), parse=_toy_parse),
+        )
+    )
+    try:
+        yield spec
+    finally:
+        providers.unregister(spec.name)
+
+
+async def test_routes_come_from_the_registry(
+    toy: providers.Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    recorder = Recorder()
+    application = _hooks(recorder)
+    names = {r.name for r in application.router.resources()}
+    assert names == {"smsvn-speedsms", "smsvn-esms", "smsvn-toyhooks"}  # Fibo makes no callbacks
+    async with serve(application) as client:
+        url = callback_url(str(client.make_url("/")), "ToyHooks", SECRET)
+        assert url.endswith(f"/toyhooks/{SECRET}")
+        resp = await client.session.put(url, data=b"YES", params={"from": "0912345678"})
+        assert resp.status == 200
+        resp = await client.get(f"/toyhooks/{SECRET}")
+        assert resp.status == 405
+        assert resp.headers["Allow"] == "PUT, POST"
+        resp = await client.post(f"/toyhooks/{SECRET}", data=b"")
+        assert resp.status == 400
+        resp = await client.put(f"/toyhooks/{WRONG}", data=b"YES")
+        assert resp.status == 404
+    assert recorder.events == [InboundSms(provider="toyhooks", phone="0912345678", content="YES")]
+    assert not _leaks(caplog.records, "SENTINEL")
+    assert "/toyhooks/***" in caplog.text
+    providers.unregister(toy.name)
+    assert "smsvn-toyhooks" not in {r.name for r in _hooks().router.resources()}
+    with pytest.raises(ValidationError):
+        callback_url("https://example.com", "toyhooks", SECRET)
+    assert "SENTINEL" in webhooks._mask(f"/toyhooks/{SECRET}")  # no longer a webhook route
+
+
+def test_registry_parsers_are_the_public_ones() -> None:
+    assert webhooks.parse_speedsms is speedsms.parse_speedsms
+    assert webhooks.parse_esms is esms.parse_esms
+    assert webhooks.SpeedSmsReport is speedsms.SpeedSmsReport
+    hooks = {p.name: p.webhook for p in providers.all_providers()}
+    assert hooks["fibo"] is None
+    speedsms_hook, esms_hook = hooks["speedsms"], hooks["esms"]
+    assert speedsms_hook is not None and esms_hook is not None
+    assert speedsms_hook.methods == ("POST",)
+    assert esms_hook.methods == ("GET",)
+    assert speedsms_hook.parse(speedsms_body(), {}) == parse_speedsms(speedsms_body())
+    assert esms_hook.parse(b"", esms_sms()) == parse_esms(esms_sms())
+
+
 async def test_speedsms_route_delivers_to_handler() -> None:
     recorder = Recorder()
     application = _hooks(recorder)
@@ -679,6 +778,29 @@ async def test_esms_pending_then_delivered_same_send_status_is_not_a_duplicate()
     ]
 
 
+async def test_numeric_status_spellings_are_one_report() -> None:
+    # Regression: SendStatus "05" and "5" made two dedup keys, so the handler ran twice.
+    recorder = Recorder()
+    async with serve(_hooks(recorder)) as client:
+        for status in ("05", "5", " 005 "):
+            query = esms_sms(SendStatus=status)
+            assert (await client.get(f"/esms/{SECRET}", params=query)).status == 200
+        for number in ("064", 64, "64"):
+            body = speedsms_body(status=number)
+            assert (await client.post(f"/speedsms/{SECRET}", data=body)).status == 200
+    assert [e.provider for e in recorder.events] == ["esms", "speedsms"]
+
+
+def test_dedup_key_compares_digits_by_value() -> None:
+    keys = {webhooks._dedup_key(parse_esms(esms_sms(SendStatus=s))) for s in ("5", "05", "0005")}
+    assert len(keys) == 1
+    opaque = DeliveryReport(
+        provider="toy", message_id="1", phone="0912345678", state=DeliveryState.FAILED,
+        raw_status=" E05 ",
+    )  # fmt: skip
+    assert webhooks._dedup_key(opaque) == ("toy", "1", "0912345678", "E05", "failed")
+
+
 async def test_inbound_sms_are_not_deduplicated() -> None:
     recorder = Recorder()
     body = json.dumps({"type": "sms", "phone": "0912345678", "content": "YES"}).encode()
@@ -802,11 +924,113 @@ async def test_access_log_masks_secret(caplog: pytest.LogCaptureFixture) -> None
     assert records[0].__dict__["first_request_line"] == "POST /speedsms/*** HTTP/1.1"
 
 
-async def test_default_access_log_would_leak(caplog: pytest.LogCaptureFixture) -> None:
+async def test_default_access_log_is_masked_too(caplog: pytest.LogCaptureFixture) -> None:
+    # app() puts a filter on aiohttp's loggers: aiohttp's own AccessLogger leaks nothing either.
     caplog.set_level(logging.INFO, logger="aiohttp.access")
     async with serve(_hooks()) as client:
         assert (await client.post(f"/speedsms/{SECRET}", data=speedsms_body())).status == 200
-    assert any(SECRET in r.getMessage() for r in caplog.records if r.name == "aiohttp.access")
+        assert (await client.post(f"/SpeedSMS/{SECRET}", data=speedsms_body())).status == 404
+    records = [r for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(records) == 2
+    for record in records:
+        assert "SENTINEL" not in record.getMessage() + repr(record.__dict__)
+    assert "POST /speedsms/*** HTTP/1.1" in records[0].getMessage()
+    assert "POST /SpeedSMS/*** HTTP/1.1" in records[1].getMessage()
+    assert records[1].__dict__["first_request_line"] == "POST /SpeedSMS/*** HTTP/1.1"
+
+
+async def test_masked_access_logger_masks_any_case(caplog: pytest.LogCaptureFixture) -> None:
+    # Regression: /SpeedSMS/<secret> matches no route (404) and was logged unmasked. An access
+    # log on a logger of the user's own has no filter: MaskedAccessLogger alone must mask it.
+    own = logging.getLogger("tests.webhooks.access")
+    caplog.set_level(logging.INFO, logger=own.name)
+    async with serve(_hooks(), access_log_class=MaskedAccessLogger, access_log=own) as client:
+        assert (await client.post(f"/SpeedSMS/{SECRET}", data=speedsms_body())).status == 404
+        assert (await client.get(f"/ESMS/{SECRET}", params=esms_sms())).status == 404
+        assert (await client.get(f"/hooks/eSmS/{SECRET}")).status == 404
+        assert (await client.post(f"/speedsms/{SECRET}", data=speedsms_body())).status == 200
+    records = [r for r in caplog.records if r.name == own.name]
+    assert len(records) == 4
+    for record in records:
+        assert "SENTINEL" not in record.getMessage() + repr(record.__dict__)
+    assert "POST /SpeedSMS/*** HTTP/1.1" in records[0].getMessage()
+    assert "GET /ESMS/***?SMSID=" in records[1].getMessage()
+    assert "GET /hooks/eSmS/*** HTTP/1.1" in records[2].getMessage()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"/SPEEDSMS/{SECRET}",
+        f"/hooks/eSMS/{SECRET}?SMSID=1",
+        f"GET /speedsms//{SECRET} HTTP/1.1",
+        f"b'GET /esms/{SECRET}'",
+        f"/esms/esms/{SECRET}",
+        f"http://example.com/hooks/Esms/{SECRET}#x",
+    ],
+)
+def test_mask_ignores_case_and_routes(text: str) -> None:
+    masked = webhooks._mask(text)
+    assert "SENTINEL" not in masked
+    assert "***" in masked
+
+
+async def _send_raw(port: int, data: bytes) -> bytes:
+    """Send raw bytes to 127.0.0.1:port and return whatever comes back until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def _leaks(records: list[logging.LogRecord], text: str) -> list[str]:
+    """Every rendering of the records (message, extras, traceback) that contains ``text``."""
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    rendered = [
+        formatter.format(r) + repr(r.args) + repr(r.__dict__) + (r.exc_text or "") for r in records
+    ]
+    return [line for line in rendered if text in line]
+
+
+async def test_malformed_request_line_never_logs_the_secret(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Regression: aiohttp logs a request line it cannot parse at ERROR on aiohttp.server, the
+    # line (secret included) in the exception, before any route or access logger sees it. The
+    # app is mounted as a user would, on a plain AppRunner with aiohttp's own access logger.
+    caplog.set_level(logging.DEBUG)
+    parent = web.Application()
+    parent.add_subapp("/hooks", _hooks())
+    runner = web.AppRunner(parent)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    lines = [
+        f"GET /hooks/speedsms/{SECRET} HTTP/1.1 garbage",  # junk after the version
+        f"G@T /hooks/esms/{SECRET} HTTP/1.1",  # invalid method (logged at DEBUG)
+        f"POST /hooks/SpeedSMS/{SECRET} HTTP/9.x",  # invalid version, wrong case
+        f"GET /speedsms/{SECRET} HTTP/1.1\r\nbad header",  # valid line, malformed header
+    ]
+    try:
+        for line in lines:
+            answer = await _send_raw(port, line.encode() + b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.0 400 ")
+        await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    errors = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(errors) >= len(lines)  # one per bad request (more if the loop is in debug mode)
+    assert any(r.levelno == logging.ERROR for r in errors)
+    leaked = _leaks(caplog.records, "SENTINEL")
+    assert not leaked, "\n".join(leaked[:3])
+    assert "SENTINEL" not in caplog.text
+    # Masked, not dropped: the request line is still there to debug with.
+    assert "/hooks/speedsms/*** HTTP/1.1 garbage" in caplog.text
 
 
 def test_run_uses_masked_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -818,6 +1042,42 @@ def test_run_uses_masked_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(web, "run_app", fake_run_app)
     webhooks.run(_hooks(), host="127.0.0.1", port=8081)
     assert calls == [{"host": "127.0.0.1", "port": 8081, "access_log_class": MaskedAccessLogger}]
+
+
+def test_run_masks_aiohttp_server_records(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    application = _hooks()
+    server = logging.getLogger("aiohttp.server")
+    monkeypatch.setattr(server, "filters", [])  # as if app() had not installed the filter
+    monkeypatch.setattr(web, "run_app", lambda application, **kwargs: None)
+    webhooks.run(application)
+    caplog.set_level(logging.DEBUG)
+    try:
+        raise ValueError(f"Bad status line 'GET /esms/{SECRET} HTTP/1.1 x'")
+    except ValueError:
+        server.exception(
+            "Error handling %s", f"GET /eSMS/{SECRET}?a=1", extra={"line": f"/speedsms/{SECRET}"}
+        )
+    [record] = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert not _leaks([record], "SENTINEL")
+    assert "SENTINEL" not in caplog.text
+    assert record.getMessage() == "Error handling GET /eSMS/***?a=1"
+    assert "Bad status line 'GET /esms/*** HTTP/1.1 x'" in caplog.text
+
+
+def test_log_filter_leaves_clean_records_alone(caplog: pytest.LogCaptureFixture) -> None:
+    _hooks()
+    caplog.set_level(logging.DEBUG)
+    try:
+        raise ValueError("nothing secret")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request from %s", "1.2.3.4")
+    [record] = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert (record.msg, record.args) == ("Error handling request from %s", ("1.2.3.4",))
+    assert record.exc_info is not None
+    server = logging.getLogger("aiohttp.server")
+    assert server.filters.count(webhooks._SECRET_FILTER) == 1  # installed once, not per app
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Final, Literal, NamedTuple, TypeVar, Unpack
 from urllib.parse import quote
@@ -40,8 +40,11 @@ from smsvn.models import (
     Balance,
     Brandname,
     BrandnameType,
+    CallReport,
     CallResult,
     CallStatus,
+    DeliveryReport,
+    DeliveryState,
     InvalidNumber,
     MessageStatus,
     ReceiverStatus,
@@ -49,6 +52,7 @@ from smsvn.models import (
     SendStatus,
     SentMessage,
 )
+from smsvn.providers import _webhook
 from smsvn.providers._base import (
     BaseClient,
     ClientOptions,
@@ -57,7 +61,7 @@ from smsvn.providers._base import (
     require_recipients,
     split_recipients,
 )
-from smsvn.providers._spec import Credential, Provider
+from smsvn.providers._spec import Credential, Event, Provider, Webhook
 from smsvn.providers._wire import is_count, opt_str, why
 from smsvn.transport import Response
 
@@ -278,13 +282,14 @@ _VOICE_ERRORS: Final[_Table] = {
 _CALL_STATUS_ERRORS: Final[_Table] = {**_VOICE_ERRORS, "105": (InvalidRequest, "call not found")}
 """The voice GetSendStatus uses 105 for a call it cannot find."""
 
-_CALL_STATUSES: Final = {
+_CALL_STATUSES: Final[dict[str, CallStatus]] = {
     "ANSWERED": CallStatus.ANSWERED,
-    "NO ANSWER": CallStatus.NO_ANSWER,
     "NOANSWER": CallStatus.NO_ANSWER,
     "NOANSWERED": CallStatus.NO_ANSWER,
-    "NO ANSWERED": CallStatus.NO_ANSWER,
+    "PENDING": CallStatus.PENDING,
 }
+"""A call's outcome, as the REST ``callstatus`` and the callback's ``CallStatus`` write it, keyed
+by ``_call_status``'s folding (upper case, no spaces or underscores: ``no_answer`` is NOANSWER)."""
 
 
 class ESMS(BaseClient):
@@ -1045,10 +1050,15 @@ def _brandname_type(value: int | None) -> BrandnameType | None:
 
 
 def _call_status(value: str | None) -> CallStatus:
-    """``callstatus`` as the enum: no value yet is PENDING, an undocumented one UNKNOWN."""
-    if value is None or not value.strip():
+    """``callstatus`` (REST) or ``CallStatus`` (callback) as the enum, in any case and spacing
+    (``NO ANSWER``, ``NOANSWERED``, ``no_answer``): no value yet is PENDING, an undocumented
+    one UNKNOWN (``raw`` keeps it)."""
+    if value is None:
         return CallStatus.PENDING
-    return _CALL_STATUSES.get(value.strip().upper(), CallStatus.UNKNOWN)
+    key = "".join(value.upper().replace("_", " ").split())
+    if not key:
+        return CallStatus.PENDING
+    return _CALL_STATUSES.get(key, CallStatus.UNKNOWN)
 
 
 def _sent_status(value: bool | int | str | None) -> str | None:
@@ -1069,6 +1079,123 @@ def _national(number: str | int) -> str:
         return raw
 
 
+# -- webhooks ----------------------------------------------------------------------------------
+# eSMS calls a send's ``CallbackUrl`` with an HTTP GET, signed by nothing, and retries up to 5
+# times until it gets HTTP 200. An SMS callback's query carries ``SMSID, SendFailed, SendStatus,
+# SendSuccess, TotalPrice, TypeId, telcoid, phonenumber``: per-number counts and the message's
+# ``SendStatus`` (1 waiting approval, 2 waiting to send, 3 sending, 4 rejected, 5 sent,
+# 6 deleted), mapped to a DeliveryState by the first rule that holds:
+#   1. ``SendSuccess`` >= 1 -> DELIVERED
+#   2. ``SendFailed`` >= 1, or ``SendStatus`` 4 or 6 -> FAILED
+#   3. ``SendStatus`` 1, 2, 3 or 5 (handed to the carrier, no handset result yet) -> PENDING
+# A call callback carries ``ReferenceId, CallDuration, CallStatus, Ivr, Price, SentResult, CID``
+# (keys seen in either case). Each field lists the spellings of its key.
+
+_CB_SMS_ID: Final = ("SMSID",)
+_CB_SEND_STATUS: Final = ("SendStatus",)
+_CB_SEND_SUCCESS: Final = ("SendSuccess",)
+_CB_SEND_FAILED: Final = ("SendFailed",)
+_CB_TOTAL_PRICE: Final = ("TotalPrice",)
+_CB_PHONE: Final = ("phonenumber", "PhoneNumber", "Phone")
+_CB_REFERENCE_ID: Final = ("ReferenceId", "referenceid")
+_CB_CALL_DURATION: Final = ("CallDuration", "callduration")
+_CB_CALL_STATUS: Final = ("CallStatus", "callstatus")
+_CB_IVR: Final = ("Ivr", "ivr")
+_CB_PRICE: Final = ("Price", "price")
+_CB_SENT_RESULT: Final = ("SentResult", "sentresult")
+_CB_CID: Final = ("CID", "cid")
+_CB_BOOLS: Final[dict[str, bool]] = {"0": False, "1": True, "false": False, "true": True}
+
+
+def parse_esms(query: Mapping[str, str]) -> DeliveryReport | CallReport:
+    """Decode an eSMS CallbackUrl query (SMS delivery result or voice-call result).
+
+    An SMS callback carries ``SMSID`` (and ``SendStatus``); a call callback carries
+    ``ReferenceId``. Accepts any ``Mapping[str, str]``, aiohttp's ``request.query`` included.
+    Empty optional fields mean absent; ``CallDuration`` is whole seconds (a fraction is
+    dropped); ``CallStatus`` maps as in ``ESMS.call_status()`` (absent or empty: PENDING;
+    other than ANSWERED / NO ANSWER / PENDING: UNKNOWN, the raw query kept). Anything malformed
+    raises :class:`ValidationError`.
+    """
+    sms_id = _webhook.get(_PROVIDER, query, _CB_SMS_ID)
+    reference_id = _webhook.get(_PROVIDER, query, _CB_REFERENCE_ID)
+    if sms_id is not None and (
+        reference_id is None or _webhook.get(_PROVIDER, query, _CB_SEND_STATUS) is not None
+    ):
+        return _callback_delivery(query, sms_id)
+    if reference_id is not None:
+        return _callback_call(query, reference_id)
+    raise _webhook.invalid(_PROVIDER, "neither SMSID nor ReferenceId in the callback")
+
+
+def _callback_delivery(query: Mapping[str, str], sms_id: str) -> DeliveryReport:
+    """The DeliveryReport of one number from an SMS callback."""
+    message_id = _webhook.identifier(_PROVIDER, "SMSID", sms_id)
+    number = _webhook.get(_PROVIDER, query, _CB_PHONE)
+    if number is None:
+        raise _webhook.invalid(_PROVIDER, "phonenumber missing")
+    raw_status = _webhook.get(_PROVIDER, query, _CB_SEND_STATUS)
+    if raw_status is None:
+        raise _webhook.invalid(_PROVIDER, "SendStatus missing")
+    raw_status = raw_status.strip()
+    status = _webhook.count(_PROVIDER, raw_status, "SendStatus")
+    success = _callback_count(query, _CB_SEND_SUCCESS, "SendSuccess")
+    failed = _callback_count(query, _CB_SEND_FAILED, "SendFailed")
+    if success >= 1:
+        state = DeliveryState.DELIVERED
+    elif failed >= 1 or status in (4, 6):
+        state = DeliveryState.FAILED
+    elif status in (1, 2, 3, 5):
+        state = DeliveryState.PENDING
+    else:
+        raise _webhook.invalid(_PROVIDER, f"unknown SendStatus {status}")
+    return DeliveryReport(
+        provider=_PROVIDER,
+        message_id=message_id,
+        phone=_webhook.phone(_PROVIDER, number),
+        state=state,
+        raw_status=raw_status,
+        cost=_webhook.amount(
+            _PROVIDER, _webhook.get(_PROVIDER, query, _CB_TOTAL_PRICE), "TotalPrice"
+        ),
+        raw=dict(query),
+    )
+
+
+def _callback_count(query: Mapping[str, str], names: tuple[str, ...], field: str) -> int:
+    """An optional per-number count of an SMS callback; absent or empty means 0."""
+    return _webhook.count(_PROVIDER, _webhook.get(_PROVIDER, query, names) or "0", field)
+
+
+def _callback_call(query: Mapping[str, str], reference_id: str) -> CallReport:
+    """The CallReport of a voice-call callback."""
+    duration = _webhook.amount(
+        _PROVIDER, _webhook.get(_PROVIDER, query, _CB_CALL_DURATION), "CallDuration"
+    )
+    sent = opt_str(_webhook.get(_PROVIDER, query, _CB_SENT_RESULT))
+    sent_flag: bool | None = None
+    if sent is not None:
+        sent_flag = _CB_BOOLS.get(sent.lower())
+        if sent_flag is None:
+            raise _webhook.invalid(_PROVIDER, "SentResult is not 0 or 1")
+    return CallReport(
+        provider=_PROVIDER,
+        reference_id=_webhook.identifier(_PROVIDER, "ReferenceId", reference_id),
+        status=_call_status(_webhook.get(_PROVIDER, query, _CB_CALL_STATUS)),
+        duration=None if duration is None else int(duration),
+        ivr=opt_str(_webhook.get(_PROVIDER, query, _CB_IVR)),
+        price=_webhook.amount(_PROVIDER, _webhook.get(_PROVIDER, query, _CB_PRICE), "Price"),
+        sent=sent_flag,
+        caller_id=opt_str(_webhook.get(_PROVIDER, query, _CB_CID)),
+        raw=dict(query),
+    )
+
+
+def _parse_callback(body: bytes, query: Mapping[str, str]) -> Event:
+    """The registry's webhook parser: eSMS puts everything in the GET's query string."""
+    return parse_esms(query)
+
+
 PROVIDER: Final = Provider(
     name=_PROVIDER,
     title="eSMS",
@@ -1081,5 +1208,6 @@ PROVIDER: Final = Provider(
     unit="VND",
     simulator="smsvn.sandbox.esms:ESMSSimulator",
     sender_option="brandname",
+    webhook=Webhook(methods=("GET",), parse=_parse_callback),
 )
 """eSMS in the provider registry."""

@@ -25,7 +25,15 @@ from smsvn.errors import (
     ValidationError,
 )
 from smsvn.limits import RateLimit
-from smsvn.models import Balance, InvalidNumber, SendResult
+from smsvn.models import (
+    Balance,
+    DeliveryReport,
+    DeliveryState,
+    InboundSms,
+    InvalidNumber,
+    SendResult,
+)
+from smsvn.providers import _webhook
 from smsvn.providers._base import (
     BaseClient,
     ClientOptions,
@@ -33,8 +41,8 @@ from smsvn.providers._base import (
     require_recipients,
     split_recipients,
 )
-from smsvn.providers._spec import Credential, Provider
-from smsvn.providers._wire import why
+from smsvn.providers._spec import Credential, Event, Provider, Webhook
+from smsvn.providers._wire import is_count, why
 from smsvn.transport import Response
 
 __all__ = [
@@ -451,6 +459,81 @@ def _reset_seconds(response: Response) -> float | None:
         return None
 
 
+# -- webhooks ----------------------------------------------------------------------------------
+# SpeedSMS POSTs JSON to the one URL registered in its dashboard, signed by nothing: a delivery
+# report {"type": "report", "tranId": 1234, "phone": "0912345678", "status": 0} or an inbound SMS
+# {"type": "sms", "phone": "0912345678", "content": "text"}. ``tranId`` may be a number or a
+# string; ``status`` maps 0 -> DELIVERED, 1..63 -> TEMPORARY_FAILURE, 64 and above -> FAILED.
+
+
+class SpeedSmsReport(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="report"):
+    """SpeedSMS delivery-report webhook body, as sent (the ``raw`` of its DeliveryReport)."""
+
+    tran_id: int | str = msgspec.field(name="tranId")
+    phone: str
+    status: int | str
+
+
+class SpeedSmsInbound(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="sms"):
+    """SpeedSMS inbound-SMS webhook body, as sent (the ``raw`` of its InboundSms)."""
+
+    phone: str
+    content: str
+
+
+_CALLBACK: Final = msgspec.json.Decoder(SpeedSmsReport | SpeedSmsInbound)
+
+
+def parse_speedsms(body: bytes) -> DeliveryReport | InboundSms:
+    """Decode one SpeedSMS webhook body (JSON, tagged by ``type``) into a typed event.
+
+    ``tranId`` may be a number or a string and is carried as a string; ``status`` may be a
+    number or a numeric string. Anything malformed raises :class:`ValidationError`.
+    """
+    try:
+        wire = _CALLBACK.decode(body)
+    except msgspec.MsgspecError as exc:
+        raise _webhook.invalid(_PROVIDER, f"malformed body: {why(exc)}") from None
+    number = _webhook.phone(_PROVIDER, wire.phone)
+    if isinstance(wire, SpeedSmsInbound):
+        return InboundSms(provider=_PROVIDER, phone=number, content=wire.content, raw=wire)
+    status = _report_status(wire.status)
+    return DeliveryReport(
+        provider=_PROVIDER,
+        message_id=_webhook.identifier(_PROVIDER, "tranId", str(wire.tran_id)),
+        phone=number,
+        state=_report_state(status),
+        raw_status=str(status),
+        raw=wire,
+    )
+
+
+def _report_status(value: int | str) -> int:
+    """A report's ``status``: a non-negative number, maybe written as a string."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not is_count(text):
+            raise _webhook.invalid(_PROVIDER, "status is not a non-negative integer")
+        return int(text)
+    if value < 0:
+        raise _webhook.invalid(_PROVIDER, "status is negative")
+    return value
+
+
+def _report_state(status: int) -> DeliveryState:
+    """Map a report's status: 0 delivered, 1..63 temporary failure, 64 and above failed."""
+    if status == 0:
+        return DeliveryState.DELIVERED
+    if status < 64:
+        return DeliveryState.TEMPORARY_FAILURE
+    return DeliveryState.FAILED
+
+
+def _parse_callback(body: bytes, query: Mapping[str, str]) -> Event:
+    """The registry's webhook parser: SpeedSMS puts everything in the POSTed body."""
+    return parse_speedsms(body)
+
+
 PROVIDER: Final = Provider(
     name=_PROVIDER,
     title="SpeedSMS",
@@ -462,5 +545,6 @@ PROVIDER: Final = Provider(
     unit="VND",
     simulator="smsvn.sandbox.speedsms:SpeedSMSSimulator",
     sender_option="sender",
+    webhook=Webhook(methods=("POST",), parse=_parse_callback),
 )
 """SpeedSMS in the provider registry."""
