@@ -1,10 +1,12 @@
-"""``smsvn demo`` / ``make demo``: a bulk campaign through all three providers, on the simulator.
+"""``smsvn demo`` / ``make demo``: a bulk campaign through every simulated provider.
 
 It starts the simulator and a webhook receiver on 127.0.0.1, generates a campaign of tens of
 thousands of numbers in every written form (some invalid, some repeated, some in the old 11-digit
-form), splits it between SpeedSMS (batches of 100 under a compressed rate limit), eSMS and Fibo
-(one number a request, bounded concurrency), sends the three parts at once with progress bars,
-waits for the delivery reports, and ends with a table per provider.
+form), splits it between the registered providers the simulator serves (SpeedSMS in batches of
+100 under a compressed rate limit, eSMS and Fibo one number a request at bounded concurrency),
+sends the parts at once with progress bars, waits for the delivery reports, and ends with a
+table, one row a provider. A registered provider the simulator does not serve is named and left
+out.
 """
 
 from __future__ import annotations
@@ -13,17 +15,28 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any, Final, TextIO
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from aiohttp import web
 
-from smsvn import webhooks
+from smsvn import providers, webhooks
+from smsvn._console import (
+    DailyTotalsLookup,
+    join_titles,
+    print_report,
+    print_table,
+    progress_bars,
+)
 from smsvn.bulk import BulkReport
 from smsvn.limits import RateLimit
 from smsvn.models import CallReport, DeliveryReport, DeliveryState, InboundSms
+from smsvn.providers import Provider
 from smsvn.providers._base import BaseClient
-from smsvn.providers.fibo import Fibo
+
+if TYPE_CHECKING:
+    from smsvn.sandbox import Sandbox
 
 __all__ = ["campaign", "run_demo"]
 
@@ -31,7 +44,26 @@ CONTENT: Final = "Ưu đãi 20% cho khách hàng thân thiết đến hết 30/1
 """The campaign's message: Vietnamese with diacritics, so UCS-2, one segment."""
 DEMO_RATE_LIMIT: Final = RateLimit(requests=60, period=1.0)
 """SpeedSMS's 60 requests a minute, compressed to a second so the demo ends in seconds."""
-_CONCURRENCY: Final = {"speedsms": 8, "esms": 48, "fibo": 48}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Tuning:
+    """How the demo drives one provider's part of the campaign."""
+
+    concurrency: int = 32
+    """Requests in flight: few where batches are large and rate-limited, many for one number
+    a request."""
+    callback_per_send: bool = False
+    """Delivery reports are asked for with each send (``callback_url``), rather than set up
+    once for the account (SpeedSMS: the sandbox's webhook URL)."""
+
+
+_TUNING: Final = {
+    "speedsms": _Tuning(concurrency=8),
+    "esms": _Tuning(concurrency=48, callback_per_send=True),
+    "fibo": _Tuning(concurrency=48),
+}
+"""The demo's settings for the providers it knows; any other one gets ``_Tuning()``."""
 _NEW_TO_OLD: Final = {
     "032": "0162", "033": "0163", "034": "0164", "035": "0165", "036": "0166", "037": "0167",
     "038": "0168", "039": "0169", "070": "0120", "079": "0121", "077": "0122", "076": "0126",
@@ -110,6 +142,25 @@ class _Reports:
         return self.final.get(provider, Counter())[state]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Row:
+    """One provider's part of the campaign: what was sent, and what the account shows after."""
+
+    provider: Provider
+    report: BulkReport
+    delivered: int | None
+    """Numbers that reached the handset (None: the demo has no way to know)."""
+    undelivered: int | None
+    counted_by: str | None
+    """Where the delivery counts come from: ``_BY_TOTALS``, ``_BY_WEBHOOK`` or None."""
+    cost: float
+    outbox: int
+
+
+_BY_TOTALS: Final = "the account's daily totals"
+_BY_WEBHOOK: Final = "the webhook receiver"
+
+
 async def _receiver(reports: _Reports, secret: str) -> tuple[web.AppRunner, str]:
     """The webhook receiver on a free loopback port, and its base URL."""
     runner = web.AppRunner(webhooks.app(reports, secret=secret), access_log=None)
@@ -120,9 +171,92 @@ async def _receiver(reports: _Reports, secret: str) -> tuple[web.AppRunner, str]
     return runner, f"http://127.0.0.1:{port}"
 
 
+def _simulated_clients(sb: Sandbox) -> tuple[list[tuple[Provider, BaseClient]], list[Provider]]:
+    """A client on the sandbox ``sb`` for each registered provider it simulates, in
+    registration order; and the registered providers it does not simulate (those registered
+    after it was made)."""
+    clients: list[tuple[Provider, BaseClient]] = []
+    missing: list[Provider] = []
+    for provider in providers.all_providers():
+        try:
+            clients.append((provider, sb.client(provider.name)))
+        except ValueError:  # the sandbox has no simulator for it
+            missing.append(provider)
+    return clients, missing
+
+
+def _split(count: int, numbers: int, seed: int) -> list[list[str]]:
+    """The campaign of ``numbers`` dealt out in turn into ``count`` parts."""
+    parts: list[list[str]] = [[] for _ in range(count)]
+    for i, number in enumerate(campaign(numbers, seed)):
+        parts[i % count].append(number)
+    return parts
+
+
+async def _send(
+    clients: list[tuple[Provider, BaseClient]],
+    parts: list[list[str]],
+    callback: Callable[[str], str],
+    progress: bool,
+    out: TextIO,
+) -> list[BulkReport]:
+    """Send every part through its client at once, with a progress bar each; ``callback``
+    gives a provider's webhook URL, for those that take one with each send."""
+    with progress_bars(progress, out) as bars:
+        runs = []
+        for (provider, client), part in zip(clients, parts, strict=True):
+            tuning = _TUNING.get(provider.name, _Tuning())
+            options: dict[str, Any] = {}
+            if tuning.callback_per_send:
+                options["callback_url"] = callback(provider.name)
+            runs.append(
+                client.send_bulk(
+                    part,
+                    CONTENT,
+                    concurrency=tuning.concurrency,
+                    on_progress=bars(provider.name, len(part)),
+                    keep_results=False,
+                    **options,
+                )
+            )
+        return list(await asyncio.gather(*runs))
+
+
+async def _row(
+    sb: Sandbox,
+    provider: Provider,
+    client: BaseClient,
+    report: BulkReport,
+    spent: float,
+    reports: _Reports,
+) -> _Row:
+    """``provider``'s row, once the sandbox has settled: deliveries from the account's daily
+    totals where the client has them, else from the reports the webhook receiver got where the
+    provider sends any; ``spent`` is what its balance lost."""
+    name = provider.name
+    delivered: int | None = None
+    undelivered: int | None = None
+    counted_by: str | None = None
+    if isinstance(client, DailyTotalsLookup):
+        totals = await client.daily_totals()
+        delivered, undelivered, counted_by = totals.success, totals.failed, _BY_TOTALS
+    elif provider.webhook is not None:
+        delivered = reports.count(name, DeliveryState.DELIVERED)
+        undelivered = reports.count(name, DeliveryState.FAILED)
+        counted_by = _BY_WEBHOOK
+    return _Row(
+        provider=provider,
+        report=report,
+        delivered=delivered,
+        undelivered=undelivered,
+        counted_by=counted_by,
+        cost=spent,
+        outbox=len(sb.outbox.for_provider(name)),
+    )
+
+
 async def run_demo(*, numbers: int, seed: int, progress: bool, out: TextIO) -> int:
     """Run the demo campaign; returns the exit code (0 when every part ran to the end)."""
-    from smsvn.cli import _print_report, _progress_bars
     from smsvn.sandbox import Sandbox
 
     reports = _Reports()
@@ -137,117 +271,92 @@ async def run_demo(*, numbers: int, seed: int, progress: bool, out: TextIO) -> i
             seed=seed,
         )
         async with sandbox as sb:
-            print(
-                f"smsvn demo: {numbers:,} numbers split between SpeedSMS, eSMS and Fibo "
-                f"on the simulator at {sb.url}",
-                file=out,
-            )
-            print(f"message: {CONTENT!r}", file=out)
-            clients: dict[str, BaseClient] = {
-                "speedsms": sb.client("speedsms", rate_limit=DEMO_RATE_LIMIT),
-                "esms": sb.client("esms"),
-                "fibo": sb.client("fibo"),
-            }
-            options: dict[str, dict[str, Any]] = {
-                "speedsms": {},
-                "esms": {"callback_url": webhooks.callback_url(hooks_url, "esms", secret)},
-                "fibo": {},
-            }
-            parts: dict[str, list[str]] = {name: [] for name in clients}
-            names = list(clients)
-            for i, number in enumerate(campaign(numbers, seed)):
-                parts[names[i % 3]].append(number)
-            before = {name: sb.balance(name) for name in clients}
-            started = time.monotonic()
-            with _progress_bars(progress, out) as bars:
-                runs = [
-                    clients[name].send_bulk(
-                        parts[name],
-                        CONTENT,
-                        concurrency=_CONCURRENCY[name],
-                        on_progress=bars(name, len(parts[name])),
-                        keep_results=False,
-                        **options[name],
-                    )
-                    for name in names
+            clients, missing = _simulated_clients(sb)
+            try:
+                if not clients:
+                    print("smsvn demo: the simulator serves no registered provider", file=out)
+                    return 1
+                titles = join_titles(provider for provider, _ in clients)
+                print(
+                    f"smsvn demo: {numbers:,} numbers split between {titles} "
+                    f"on the simulator at {sb.url}",
+                    file=out,
+                )
+                print(f"message: {CONTENT!r}", file=out)
+                parts = _split(len(clients), numbers, seed)
+                before = [sb.balance(provider.name) for provider, _ in clients]
+                started = time.monotonic()
+                results = await _send(
+                    clients,
+                    parts,
+                    lambda name: webhooks.callback_url(hooks_url, name, secret),
+                    progress,
+                    out,
+                )
+                sent_in = time.monotonic() - started
+                print(f"all sent in {sent_in:.1f} s; waiting for delivery reports...", file=out)
+                await sb.settle(within=30.0)
+                rows = [
+                    await _row(sb, p, client, report, balance - sb.balance(p.name), reports)
+                    for (p, client), report, balance in zip(clients, results, before, strict=True)
                 ]
-                results: list[BulkReport] = await asyncio.gather(*runs)
-            sent_in = time.monotonic() - started
-            print(f"all three sent in {sent_in:.1f} s; waiting for delivery reports...", file=out)
-            await sb.settle(within=30.0)
-            fibo = clients["fibo"]
-            assert isinstance(fibo, Fibo)
-            totals = await fibo.daily_totals()
-            for client in clients.values():
-                await client.aclose()
-            costs = {name: before[name] - sb.balance(name) for name in clients}
-            outbox = {name: len(sb.outbox.for_provider(name)) for name in clients}
+            finally:
+                for _, client in clients:
+                    await client.aclose()
     finally:
         await runner.cleanup()
-    delivered = {
-        "speedsms": reports.count("speedsms", DeliveryState.DELIVERED),
-        "esms": reports.count("esms", DeliveryState.DELIVERED),
-        "fibo": totals.success,
-    }
-    undelivered = {
-        "speedsms": reports.count("speedsms", DeliveryState.FAILED),
-        "esms": reports.count("esms", DeliveryState.FAILED),
-        "fibo": totals.failed,
-    }
-    _table(results, delivered, undelivered, costs, outbox, out)
-    for report in results:
-        if report.aborted is not None or report.failed or report.unknown:
-            _print_report(report, out)
-    ok = all(r.aborted is None and not r.failed and not r.unknown for r in results)
+    _table(rows, out)
+    if missing:
+        print(f"not simulated, so left out: {join_titles(missing)}", file=out)
+    for row in rows:
+        if row.report.aborted is not None or row.report.failed or row.report.unknown:
+            print_report(row.report, out)
+    ok = all(
+        r.report.aborted is None and not r.report.failed and not r.report.unknown for r in rows
+    )
     return 0 if ok else 1
 
 
-def _table(
-    results: list[BulkReport],
-    delivered: dict[str, int],
-    undelivered: dict[str, int],
-    costs: dict[str, float],
-    outbox: dict[str, int],
-    out: TextIO,
-) -> None:
-    """The summary: one row a provider."""
+def _table(rows: list[_Row], out: TextIO) -> None:
+    """The summary: one row a provider, then what the columns mean."""
     headers = (
         "provider", "numbers", "accepted", "refused locally", "failed", "delivered",
         "undelivered", "cost", "requests", "elapsed", "msg/s",
     )  # fmt: skip
-    rows: list[tuple[str, ...]] = []
-    units = {"speedsms": "VND", "esms": "VND", "fibo": "msgs"}
-    for report in results:
-        name = report.provider
+    cells: list[tuple[str, ...]] = []
+    for row in rows:
+        report, name = row.report, row.provider.name
         refused = len(report.invalid) + report.duplicates
         failed = report.failed_count + report.unknown_count
         rate = report.accepted / report.elapsed if report.elapsed else 0.0
-        rows.append(
+        cells.append(
             (
                 name,
                 f"{report.taken:,}",
                 f"{report.accepted:,}",
                 f"{refused:,}",
                 f"{failed:,}",
-                f"{delivered[name]:,}",
-                f"{undelivered[name]:,}",
-                f"{costs[name]:,.0f} {units[name]}",
+                "-" if row.delivered is None else f"{row.delivered:,}",
+                "-" if row.undelivered is None else f"{row.undelivered:,}",
+                f"{row.cost:,.0f} {row.provider.unit}",
                 f"{report.requests:,}",
                 f"{report.elapsed:.1f} s",
                 f"{rate:,.0f}",
             )
         )
-        if outbox[name] != report.accepted:
-            rows.append((f"  ! outbox holds {outbox[name]:,} for {name}",))
-    widths = [max(len(h), *(len(r[i]) for r in rows if len(r) > i)) for i, h in enumerate(headers)]
+        if row.outbox != report.accepted:
+            cells.append((f"  ! outbox holds {row.outbox:,} for {name}",))
     print(file=out)
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)), file=out)
+    print_table(headers, cells, out)
+    sources = [
+        f"{source} ({join_titles(row.provider for row in rows if row.counted_by == source)})"
+        for source in (_BY_WEBHOOK, _BY_TOTALS)
+        if any(row.counted_by == source for row in rows)
+    ]
     print(
         "\nrefused locally = invalid numbers + repeats (never sent); undelivered = numbers "
-        "ending 0000, which the simulator fails; delivered comes from the webhook receiver "
-        "(SpeedSMS, eSMS) and Fibo's SOAP GetTotalMt.",
+        "ending 0000, which the simulator fails",
+        end="",
         file=out,
     )
+    print(f"; delivered comes from {' and '.join(sources)}." if sources else ".", file=out)

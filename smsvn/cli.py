@@ -14,98 +14,136 @@ import csv
 import logging
 import os
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import IO, Any, Final, NoReturn, TextIO
 
-from smsvn import text
-from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport
+from smsvn import providers, text
+from smsvn._console import (
+    CallLookup,
+    DailyTotalsLookup,
+    MessageLookup,
+    join_titles,
+    print_report,
+    progress_bars,
+)
+from smsvn.bulk import BulkOutcome
 from smsvn.errors import SmsError, ValidationError
 from smsvn.limits import RateLimit
+from smsvn.providers import Credential, Provider
 from smsvn.providers._base import BaseClient
-from smsvn.providers.esms import ESMS
-from smsvn.providers.fibo import Fibo
-from smsvn.providers.speedsms import SpeedSMS
 
 __all__ = ["main"]
 
-PROVIDERS: Final = ("speedsms", "esms", "fibo")
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
-
-PRICES: Final = {"speedsms": 250.0, "esms": 350.0, "fibo": 1.0}
-"""Default price per segment for the estimate printed before a send (override with --price);
-Fibo counts messages, not VND."""
-_UNITS: Final = {"speedsms": "VND", "esms": "VND", "fibo": "messages"}
-
-_ENV: Final = {
-    "token": "SMSVN_SPEEDSMS_TOKEN",
-    "api_key": "SMSVN_ESMS_API_KEY",
-    "secret_key": "SMSVN_ESMS_SECRET_KEY",
-    "client_no": "SMSVN_FIBO_CLIENT_NO",
-    "client_pass": "SMSVN_FIBO_CLIENT_PASS",
-}
 
 
 class UsageError(Exception):
     """A mistake in the command line: exit 2 with a one-line message."""
 
 
+# -- the registry, as the command line shows it ---------------------------------------------
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of a credential or option name: ``api_key`` -> ``--api-key``."""
+    return "--" + name.replace("_", "-")
+
+
+def _offering(capability: type) -> tuple[Provider, ...]:
+    """The registered providers whose client class has ``capability`` (a protocol of
+    ``_console``): the CLI asks the client what it can do, never the provider's name."""
+    return tuple(p for p in providers.all_providers() if issubclass(p.client, capability))
+
+
+def _credentials() -> dict[str, list[Credential]]:
+    """Every provider's credentials by argument name, in registration order: one flag each,
+    even where two providers share a name (each still reads its own variable)."""
+    by_name: dict[str, list[Credential]] = {}
+    for provider in providers.all_providers():
+        for credential in provider.credentials:
+            by_name.setdefault(credential.name, []).append(credential)
+    return by_name
+
+
+def _sender_options() -> dict[str, list[Provider]]:
+    """The providers taking each sender option (``sender``, ``brandname``): one flag each."""
+    by_option: dict[str, list[Provider]] = {}
+    for provider in providers.all_providers():
+        if provider.sender_option is not None:
+            by_option.setdefault(provider.sender_option, []).append(provider)
+    return by_option
+
+
+def _default_provider() -> str:
+    """``-p``'s default: ``$SMSVN_PROVIDER``, else the first registered provider."""
+    return os.environ.get("SMSVN_PROVIDER") or providers.names()[0]
+
+
 # -- argument parsing -----------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The command line, its provider-specific parts built from the provider registry."""
+    everyone = providers.all_providers()
+    credentials = _credentials()
+    environment = [c.env for same_name in credentials.values() for c in same_name]
     parser = argparse.ArgumentParser(
         prog="smsvn",
-        description="Send SMS and voice OTPs through SpeedSMS, eSMS and Fibo.",
-        epilog="Credentials: SMSVN_SPEEDSMS_TOKEN, SMSVN_ESMS_API_KEY, SMSVN_ESMS_SECRET_KEY, "
-        "SMSVN_FIBO_CLIENT_NO, SMSVN_FIBO_CLIENT_PASS (or the flags of the same names).",
+        description=f"Send SMS and voice OTPs through {join_titles(everyone)}.",
+        epilog=f"Credentials: {', '.join(environment)} (or the flags of the same names).",
     )
     parser.add_argument("--debug", action="store_true", help="log at DEBUG; tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    default_provider = _default_provider()
 
     def provider_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument(
             "-p",
             "--provider",
-            choices=PROVIDERS,
-            default=os.environ.get("SMSVN_PROVIDER", "speedsms"),
-            help="provider (default: $SMSVN_PROVIDER or speedsms)",
+            choices=providers.names(),
+            default=default_provider,
+            help=f"provider (default: $SMSVN_PROVIDER or {providers.names()[0]})",
         )
         sub.add_argument(
             "--sandbox", action="store_true", help="use an embedded simulator (no account)"
         )
         sub.add_argument("--base-url", help="the provider's base URL")
-        sub.add_argument("--token", help="SpeedSMS access token")
-        sub.add_argument("--api-key", help="eSMS ApiKey")
-        sub.add_argument("--secret-key", help="eSMS SecretKey")
-        sub.add_argument("--client-no", help="Fibo clientNo")
-        sub.add_argument("--client-pass", help="Fibo clientPass")
+        for argument, same_name in credentials.items():
+            helps = " / ".join(dict.fromkeys(c.help for c in same_name))
+            variables = ", ".join(f"${c.env}" for c in same_name)
+            sub.add_argument(_flag(argument), dest=argument, help=f"{helps} (or {variables})")
         sub.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
         return sub
 
     def sending_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("-m", "--text", required=True, help="the message content")
-        sub.add_argument("--sender", help="SpeedSMS sender / Fibo sender name")
-        sub.add_argument("--brandname", help="eSMS brandname")
-        sub.add_argument("--sms-type", type=int, help="SpeedSMS 2-5 / eSMS 1, 2 or 8")
+        for option, takers in _sender_options().items():
+            names = " / ".join(p.title for p in takers)
+            sub.add_argument(_flag(option), dest=option, help=f"{names} {option}")
+        sub.add_argument("--sms-type", type=int, help="the SMS type, numbered as the provider does")
         sub.add_argument(
             "--strip-diacritics", action="store_true", help="send without Vietnamese marks"
         )
         sub.add_argument("--price", type=float, help="price per segment, for the estimate")
 
-    send = provider_command("send", "send one SMS (to up to 100 numbers on SpeedSMS)")
+    send = provider_command("send", "send one SMS to one number or more")
     send.add_argument("--to", action="append", required=True, help="a number (repeatable)")
     sending_options(send)
 
     provider_command("balance", "print the account balance")
 
-    status = provider_command("status", "look up a message (eSMS) or today's totals (Fibo)")
-    status.add_argument("id", nargs="?", help="eSMS SMSID (or call id with --call)")
-    status.add_argument("--call", action="store_true", help="an eSMS voice call's status")
+    lookups = join_titles(_offering(MessageLookup))
+    totals = join_titles(_offering(DailyTotalsLookup))
+    calls = join_titles(_offering(CallLookup))
+    status = provider_command(
+        "status", f"look up a message ({lookups}) or today's totals ({totals})"
+    )
+    status.add_argument("id", nargs="?", help="the message id (or call id with --call)")
+    status.add_argument("--call", action="store_true", help=f"a voice call's status ({calls})")
 
     bulk = provider_command("bulk", "send one content to numbers from a file or stdin")
     bulk.add_argument("-f", "--file", help="numbers, one a line (first CSV column); default stdin")
@@ -125,8 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--delivery-delay", type=float, default=0.05)
     sandbox.add_argument("--webhook-url", help="where SpeedSMS delivery reports are POSTed")
 
-    demo = commands.add_parser("demo", help="a bulk campaign through all three providers")
-    demo.add_argument("--numbers", type=int, default=30_000, help="campaign size (split 3 ways)")
+    demo = commands.add_parser("demo", help="a bulk campaign through every simulated provider")
+    demo.add_argument(
+        "--numbers", type=int, default=30_000, help="campaign size (split between the providers)"
+    )
     demo.add_argument("--seed", type=int, default=2026)
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -145,47 +185,52 @@ def _rate_limit(value: str) -> RateLimit | None:
 # -- clients ----------------------------------------------------------------------------------
 
 
-def _credential(args: argparse.Namespace, name: str) -> str:
-    value: str | None = getattr(args, name, None) or os.environ.get(_ENV[name])
+def _provider(args: argparse.Namespace) -> Provider:
+    """The registry entry ``-p`` names (``$SMSVN_PROVIDER`` may name any; argparse checks only
+    the flag): ``ValidationError`` listing the known ones when it is not registered."""
+    return providers.get(args.provider)
+
+
+def _credential(args: argparse.Namespace, credential: Credential) -> str:
+    """One credential from its flag or, failing that, its environment variable."""
+    value: str | None = getattr(args, credential.name, None) or os.environ.get(credential.env)
     if not value:
-        flag = "--" + name.replace("_", "-")
-        raise UsageError(f"no {flag} given and ${_ENV[name]} is not set (or use --sandbox)")
+        raise UsageError(
+            f"no {_flag(credential.name)} given and ${credential.env} is not set (or use --sandbox)"
+        )
     return value
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
+def _options(args: argparse.Namespace, provider: Provider) -> dict[str, Any]:
+    """The client's keyword options the flags set. A sender flag other than the provider's own
+    ``sender_option`` (``--brandname`` on SpeedSMS) is ignored."""
     options: dict[str, Any] = {"timeout": args.timeout}
     if args.base_url:
         options["base_url"] = args.base_url
     if getattr(args, "sms_type", None) is not None:
         options["sms_type"] = args.sms_type
-    if args.provider in ("speedsms", "fibo") and getattr(args, "sender", None):
-        options["sender"] = args.sender
-    if args.provider == "esms" and getattr(args, "brandname", None):
-        options["brandname"] = args.brandname
+    option = provider.sender_option
+    if option is not None and getattr(args, option, None):
+        options[option] = getattr(args, option)
     return options
 
 
 @asynccontextmanager
 async def _open_client(args: argparse.Namespace) -> AsyncIterator[BaseClient]:
     """The client the flags describe, on the real provider or an embedded simulator."""
-    options = _options(args)
+    provider = _provider(args)
+    options = _options(args, provider)
     if args.sandbox:
         from smsvn.sandbox import Sandbox
 
         async with Sandbox() as sb:
             options.pop("base_url", None)
-            async with sb.client(args.provider, **options) as simulated:
+            async with sb.client(provider.name, **options) as simulated:
                 yield simulated
         return
-    client: BaseClient
-    if args.provider == "speedsms":
-        client = SpeedSMS(_credential(args, "token"), **options)
-    elif args.provider == "esms":
-        client = ESMS(_credential(args, "api_key"), _credential(args, "secret_key"), **options)
-    else:
-        client = Fibo(_credential(args, "client_no"), _credential(args, "client_pass"), **options)
-    async with client:
+    credentials = [_credential(args, credential) for credential in provider.credentials]
+    build: Callable[..., BaseClient] = provider.client
+    async with build(*credentials, **options) as client:
         yield client
 
 
@@ -197,7 +242,8 @@ def _estimate_line(args: argparse.Namespace, recipients: int | None) -> str:
     """Segments and estimated cost of the content, printed before sending."""
     content = text.strip_diacritics(args.text) if args.strip_diacritics else args.text
     count = text.segments(content)
-    price = args.price if args.price is not None else PRICES[args.provider]
+    provider = _provider(args)
+    price = args.price if args.price is not None else provider.price
     line = (
         f"{count.characters} characters, {count.encoding.value}: "
         f"{count.segments} segment{'s' if count.segments != 1 else ''} a message"
@@ -208,7 +254,7 @@ def _estimate_line(args: argparse.Namespace, recipients: int | None) -> str:
     else:
         cost = count.segments * price
         line += " each"
-    line += f"; estimated cost {cost:,.0f} {_UNITS[args.provider]} at {price:g} a segment"
+    line += f"; estimated cost {cost:,.0f} {provider.unit} at {price:g} a segment"
     if count.unicode and not args.strip_diacritics:
         plain = text.segments(text.strip_diacritics(args.text))
         line += (
@@ -242,40 +288,63 @@ async def _cmd_balance(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _status_lookup(args: argparse.Namespace) -> type:
+    """What ``status`` asks the client for (a protocol of ``_console``), decided from its class
+    before any credential is read or request made: a message or call lookup when given an id
+    (and the client has one), else today's totals, else a usage error saying what is missing."""
+    provider = _provider(args)
+    cls = provider.client
+    wanted: type = CallLookup if args.call else MessageLookup
+    if args.id and issubclass(cls, wanted):
+        return wanted
+    if issubclass(cls, DailyTotalsLookup):
+        return DailyTotalsLookup
+    if issubclass(cls, wanted):
+        ids = "message (or call) id" if issubclass(cls, CallLookup) else "message id"
+        raise UsageError(f"{provider.title} status needs the {ids}")
+    if issubclass(cls, MessageLookup | CallLookup):
+        kind = "call" if args.call else "message"
+        raise UsageError(f"{provider.title} has no {kind} status lookup")
+    hint = ": receive delivery reports by webhook" if provider.webhook is not None else ""
+    raise UsageError(f"{provider.title} has no status lookup{hint}")
+
+
 async def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    if args.provider == "speedsms":
-        raise UsageError("SpeedSMS has no status lookup: receive delivery reports by webhook")
+    lookup = _status_lookup(args)
     async with _open_client(args) as client:
-        if isinstance(client, Fibo):
+        if lookup is DailyTotalsLookup and isinstance(client, DailyTotalsLookup):
             totals = await client.daily_totals()
             print(
-                f"fibo today: {totals.success} succeeded, {totals.failed} failed, "
+                f"{totals.provider} today: {totals.success} succeeded, {totals.failed} failed, "
                 f"{totals.pending} pending",
                 file=out,
             )
-            return EXIT_OK
-        assert isinstance(client, ESMS)
-        if not args.id:
-            raise UsageError("eSMS status needs the message (or call) id")
-        if args.call:
+        elif lookup is CallLookup and isinstance(client, CallLookup):
             call = await client.call_status(args.id)
             print(
                 f"call {call.reference_id}: {call.status.value}, {call.duration or 0} s, "
                 f"ivr {call.ivr or '-'}",
                 file=out,
             )
-            return EXIT_OK
-        status = await client.status(args.id)
-        state = status.status.name.lower().replace("_", " ") if status.status else "unknown"
-        print(
-            f"message {status.message_id}: {state}; {status.succeeded} succeeded, "
-            f"{status.failed} failed of {status.total_receivers}",
-            file=out,
-        )
-        for receiver in await client.receivers(args.id):
-            outcome = {True: "delivered", False: "failed", None: "pending"}[receiver.succeeded]
-            print(f"  {receiver.phone}: {outcome}", file=out)
+        elif lookup is MessageLookup and isinstance(client, MessageLookup):
+            await _print_message_status(client, args.id, out)
+        else:  # the registry's class and the client built differ: a registry mistake
+            raise TypeError(f"{type(client).__name__} lacks the {lookup.__name__} its class has")
     return EXIT_OK
+
+
+async def _print_message_status(client: MessageLookup, sms_id: str, out: TextIO) -> None:
+    """A sent message's state and counts, then each receiver's outcome."""
+    status = await client.status(sms_id)
+    state = status.status.name.lower().replace("_", " ") if status.status else "unknown"
+    print(
+        f"message {status.message_id}: {state}; {status.succeeded} succeeded, "
+        f"{status.failed} failed of {status.total_receivers}",
+        file=out,
+    )
+    for receiver in await client.receivers(sms_id):
+        outcome = {True: "delivered", False: "failed", None: "pending"}[receiver.succeeded]
+        print(f"  {receiver.phone}: {outcome}", file=out)
 
 
 def _read_numbers(source: IO[str]) -> Iterator[str]:
@@ -318,7 +387,7 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO) -> int:
         source, csv_out = _open_files(args, stack)
         on_result = _CsvOutcomes(csv_out) if csv_out else None
         async with _open_client(args) as client:
-            with _progress_bars(not args.no_progress, out) as bars:
+            with progress_bars(not args.no_progress, out) as bars:
                 bar = bars(client.provider, None)
                 report = await client.send_bulk(
                     _read_numbers(source),
@@ -330,27 +399,11 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO) -> int:
                     **_send_options(args),
                 )
                 bar(None)
-    _print_report(report, out)
+    print_report(report, out)
     if args.csv_out:
         print(f"per-recipient outcomes: {args.csv_out}", file=out)
     failed = report.aborted is not None or report.failed or report.unknown
     return EXIT_ERROR if failed else EXIT_OK
-
-
-def _print_report(report: BulkReport, out: TextIO) -> None:
-    rate = report.accepted / report.elapsed if report.elapsed else 0.0
-    print(
-        f"{report.provider}: {report.accepted} accepted, {len(report.invalid)} invalid, "
-        f"{report.duplicates} duplicates, {report.failed_count} failed, "
-        f"{report.unknown_count} unknown, {len(report.skipped)} skipped; "
-        f"{report.requests} requests in {report.elapsed:.1f} s ({rate:,.0f}/s); "
-        f"cost {report.cost:,.0f}",
-        file=out,
-    )
-    if report.aborted is not None:
-        print(f"stopped: {report.aborted}", file=out)
-    for numbers, error in report.unknown[:5]:
-        print(f"unknown (may have been sent; not resent): {numbers[0]}...: {error}", file=out)
 
 
 async def _cmd_sandbox(args: argparse.Namespace, out: TextIO) -> int:
@@ -383,90 +436,6 @@ _COMMANDS: Final[dict[str, Callable[[argparse.Namespace, TextIO], Any]]] = {
     "sandbox": _cmd_sandbox,
     "demo": _cmd_demo,
 }
-
-
-# -- progress bars ----------------------------------------------------------------------------
-
-ProgressCallback = Callable[[BulkProgress | None], None]
-
-
-class _Bars:
-    """Progress bars with rich when it is installed (the ``cli`` extra), plain lines otherwise."""
-
-    def __init__(self, enabled: bool, out: TextIO) -> None:
-        self._out = out
-        self._rich: Any = None
-        if enabled:
-            try:
-                from rich.progress import (
-                    BarColumn,
-                    MofNCompleteColumn,
-                    Progress,
-                    TextColumn,
-                    TimeElapsedColumn,
-                )
-            except ImportError:  # pragma: no cover - rich is in the cli extra
-                self._rich = None
-            else:
-                self._rich = Progress(
-                    TextColumn("{task.description:<9}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TextColumn("{task.fields[detail]}"),
-                    TimeElapsedColumn(),
-                    console=_console(out),
-                )
-
-    def __enter__(self) -> Callable[[str, int | None], ProgressCallback]:
-        if self._rich is not None:
-            self._rich.start()
-        return self.bar
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._rich is not None:
-            self._rich.stop()
-
-    def bar(self, name: str, total: int | None) -> ProgressCallback:
-        """A callback for ``on_progress``; call it with None at the end."""
-        if self._rich is None:
-            last = [0.0]
-
-            def plain(snapshot: BulkProgress | None) -> None:
-                now = time.monotonic()
-                if snapshot is not None and now - last[0] >= 2.0:
-                    last[0] = now
-                    print(
-                        f"{name}: {snapshot.done} done, {snapshot.accepted} accepted, "
-                        f"{snapshot.rate:,.0f}/s",
-                        file=self._out,
-                        flush=True,
-                    )
-
-            return plain
-        task = self._rich.add_task(name, total=total, detail="")
-
-        def update(snapshot: BulkProgress | None) -> None:
-            if snapshot is None:
-                done = self._rich.tasks[task].completed
-                self._rich.update(task, total=done if total is None else total, completed=done)
-                return
-            self._rich.update(
-                task,
-                completed=snapshot.done,
-                detail=f"{snapshot.accepted:,} accepted  {snapshot.rate:,.0f}/s",
-            )
-
-        return update
-
-
-def _console(out: TextIO) -> Any:
-    from rich.console import Console
-
-    return Console(file=out)
-
-
-def _progress_bars(enabled: bool, out: TextIO) -> _Bars:
-    return _Bars(enabled and out.isatty(), out)
 
 
 # -- entry point ------------------------------------------------------------------------------

@@ -1,17 +1,31 @@
-"""The ``smsvn`` command, run for real (subprocesses) against the simulator: output and exits."""
+"""The ``smsvn`` command, run for real (subprocesses) against the simulator: output and exits;
+and, in this process, with a toy fourth provider registered: the command and the demo take
+everything provider-specific from the registry."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import os
+import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any, ClassVar, Unpack
 
 import pytest
+from aiohttp import web
 
+from smsvn import providers
+from smsvn._demo import _simulated_clients, run_demo
+from smsvn.bulk import BatchSender
+from smsvn.cli import main
+from smsvn.models import Balance, DailyTotals, SendResult
+from smsvn.providers import Credential, Provider
+from smsvn.providers._base import BaseClient, ClientOptions, split_recipients
 from smsvn.sandbox import Sandbox
+from smsvn.sandbox._base import Handler, Route
 
 
 async def smsvn(
@@ -148,6 +162,7 @@ async def test_bulk_from_stdin_writes_a_csv_of_outcomes(tmp_path: Path) -> None:
     assert code == 0, err
     assert "GSM-7: 1 segment a message each" in out
     assert "150 accepted, 1 invalid, 1 duplicates, 0 failed" in out
+    assert re.search(r"^speedsms: \d+ done, \d+ accepted, ", out, re.M)  # progress, plain
     with report.open() as f:
         rows = list(csv.DictReader(f))
     outcomes = [row["outcome"] for row in rows]
@@ -201,3 +216,241 @@ async def test_demo_runs_a_small_campaign_through_all_three() -> None:
         assert any(line.startswith(provider) for line in out.splitlines())
     assert "refused locally" in out
     assert "! outbox" not in out
+    assert " done, " not in out  # --no-progress: no progress lines either
+
+
+# -- a toy fourth provider, registered by the tests below ---------------------------------------
+# Everything the CLI and the demo know of a provider comes from the registry: a provider they
+# have never heard of must get its -p choice, its credential flag and variable, its price and
+# unit, its sender option and its status behaviour, and a row in the demo's table.
+
+TOY = "toysms"
+TOY_ENV = "SMSVN_TOY_KEY"
+TOY_SIMULATOR_KEY = "toy-simulator-key"
+
+
+class ToyClient(BaseClient):
+    """A client that sends nowhere: it accepts every valid number and remembers how it was
+    built, so that a test can see what the command line gave it."""
+
+    provider: ClassVar[str] = TOY
+    batch_size: ClassVar[int] = 10
+    built: ClassVar[list[ToyClient]] = []
+
+    def __init__(
+        self,
+        toy_key: str,
+        *,
+        base_url: str = "https://toy.invalid",
+        sender: str | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> None:
+        self.toy_key = toy_key
+        self.sender = sender
+        self.options = dict(options)
+        super().__init__(base_url=base_url, account=toy_key, secrets=(toy_key,), options=options)
+        ToyClient.built.append(self)
+
+    async def send(self, to: str | Sequence[str], content: str) -> SendResult:
+        """Accept the valid numbers of ``to``."""
+        numbers = split_recipients(to)
+        return SendResult(
+            provider=TOY,
+            message_id="toy-1",
+            recipients=tuple(numbers.valid),
+            invalid=tuple(numbers.invalid),
+        )
+
+    async def balance(self) -> Balance:
+        """A fixed balance, counted in messages."""
+        return Balance(provider=TOY, amount=42.0, currency=None)
+
+    def batch_sender(self, *, content: str | None) -> BatchSender:
+        """Batches are accepted whole."""
+
+        async def send_batch(numbers: list[str], text: str, request_id: str | None) -> SendResult:
+            return SendResult(provider=TOY, message_id=request_id, recipients=tuple(numbers))
+
+        return send_batch
+
+
+class ToyTotalsClient(ToyClient):
+    """The toy client, able to count today's messages (as Fibo's can)."""
+
+    async def daily_totals(self) -> DailyTotals:
+        """Fixed counts."""
+        return DailyTotals(provider=TOY, success=3, failed=1, pending=0)
+
+
+class ToySimulator:
+    """The toy's simulator: it serves nothing (its client sends nowhere), but gives the sandbox
+    what every simulator gives it, so that the sandbox and the demo take the toy in."""
+
+    provider: ClassVar[str] = TOY
+    default_balance: ClassVar[float] = 1000.0
+    default_prices: ClassVar[Mapping[str, float]] = {TOY: 2.0}
+
+    def __init__(self, engine: object, settings: object) -> None:
+        self.engine = engine
+
+    def routes(self) -> list[Route]:
+        return []
+
+    def fallbacks(self) -> list[tuple[str, str, Handler]]:
+        return []
+
+    def too_many(self, seconds: float) -> web.Response:
+        return web.Response(status=429, headers={"Retry-After": f"{seconds:g}"})
+
+    def client_options(self, root: str) -> dict[str, Any]:
+        return {"toy_key": TOY_SIMULATOR_KEY, "base_url": f"{root}/{TOY}"}
+
+    def describe(self, root: str) -> list[str]:
+        return [f"base_url={root}/{TOY}  toy_key={TOY_SIMULATOR_KEY}"]
+
+
+@pytest.fixture
+def register_toy() -> Iterator[Callable[[type[ToyClient]], Provider]]:
+    """Registers the toy provider with the given client class; unregisters it afterwards."""
+    ToyClient.built.clear()
+
+    def register(client: type[ToyClient]) -> Provider:
+        return providers.register(
+            Provider(
+                name=TOY,
+                title="ToySMS",
+                client=client,
+                credentials=(Credential(name="toy_key", env=TOY_ENV, help="ToySMS key"),),
+                price=2.0,
+                unit="messages",
+                simulator=f"{__name__}:ToySimulator",
+                sender_option="sender",
+            )
+        )
+
+    try:
+        yield register
+    finally:
+        providers.unregister(TOY)
+        ToyClient.built.clear()
+
+
+def run(argv: list[str]) -> int:
+    """``smsvn ARGV`` in this process (where the toy is registered): the exit code, whether
+    main returns it or exits with it (argparse's --help, usage errors)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def test_help_lists_the_registered_providers_and_their_credentials(
+    register_toy: Callable[[type[ToyClient]], Provider],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one help entry a line
+    register_toy(ToyClient)
+    assert run(["--help"]) == 0
+    top = capsys.readouterr().out
+    assert "through SpeedSMS, eSMS, Fibo and ToySMS." in top
+    assert f"SMSVN_FIBO_CLIENT_PASS, {TOY_ENV} (or the flags" in top
+
+    assert run(["send", "--help"]) == 0
+    send = capsys.readouterr().out
+    assert "{speedsms,esms,fibo,toysms}" in send
+    assert re.search(rf"--toy-key TOY_KEY +ToySMS key \(or \${TOY_ENV}\)\n", send)
+    assert "--client-pass CLIENT_PASS" in send
+    assert "SpeedSMS / Fibo / ToySMS sender" in send
+
+    providers.unregister(TOY)
+    assert run(["send", "--help"]) == 0
+    without = capsys.readouterr().out
+    assert "toysms" not in without
+    assert "--toy-key" not in without
+    assert "{speedsms,esms,fibo}" in without
+
+
+def test_a_registered_provider_is_built_from_its_flags_and_variables(
+    register_toy: Callable[[type[ToyClient]], Provider],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    register_toy(ToyClient)
+    monkeypatch.setenv(TOY_ENV, "key-from-the-environment")
+    send = ["send", "-p", TOY, "--to", "0912345678", "-m", "hi", "--timeout", "5"]
+    assert run([*send, "--sender", "TOY", "--brandname", "NOT-MINE"]) == 0
+    out = capsys.readouterr().out
+    assert "estimated cost 2 messages at 2 a segment" in out
+    assert "sent via toysms: message id toy-1" in out
+    (client,) = ToyClient.built
+    assert client.toy_key == "key-from-the-environment"
+    assert client.sender == "TOY"
+    assert client.options == {"timeout": 5.0}  # --brandname is eSMS's, not the toy's
+
+    assert run(["balance", "-p", TOY, "--toy-key", "key-from-the-flag"]) == 0
+    assert capsys.readouterr().out == "toysms: 42 messages\n"
+    assert ToyClient.built[-1].toy_key == "key-from-the-flag"
+
+
+def test_a_missing_credential_names_its_flag_and_variable(
+    register_toy: Callable[[type[ToyClient]], Provider],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    register_toy(ToyClient)
+    monkeypatch.delenv(TOY_ENV, raising=False)
+    assert run(["balance", "-p", TOY]) == 2
+    err = capsys.readouterr().err
+    assert err == f"smsvn: error: no --toy-key given and ${TOY_ENV} is not set (or use --sandbox)\n"
+    assert ToyClient.built == []
+
+
+def test_status_follows_what_the_client_offers(
+    register_toy: Callable[[type[ToyClient]], Provider],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(TOY_ENV, "toy")
+    register_toy(ToyClient)
+    assert run(["status", "-p", TOY, "some-id"]) == 2
+    assert capsys.readouterr().err == "smsvn: error: ToySMS has no status lookup\n"
+    assert ToyClient.built == []  # refused before any client was built
+
+    providers.unregister(TOY)
+    register_toy(ToyTotalsClient)
+    assert run(["status", "-p", TOY]) == 0
+    assert capsys.readouterr().out == "toysms today: 3 succeeded, 1 failed, 0 pending\n"
+
+
+async def test_the_demo_takes_in_a_provider_it_does_not_know(
+    register_toy: Callable[[type[ToyClient]], Provider],
+) -> None:
+    register_toy(ToyClient)
+    out = io.StringIO()
+    code = await run_demo(numbers=400, seed=3, progress=False, out=out)
+    text = out.getvalue()
+    assert code == 0, text
+    assert "split between SpeedSMS, eSMS, Fibo and ToySMS" in text
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith(
+        ("speedsms ", "esms ", "fibo ", "toysms "))}  # fmt: skip
+    assert set(rows) == {"speedsms", "esms", "fibo", TOY}
+    assert rows[TOY][1] == "100"  # a quarter of the campaign
+    assert rows[TOY][7:9] == ["0", "messages"]  # the toy's client sends nowhere: no cost
+    # ... and nothing reached the simulator's outbox, which the demo points out.
+    assert "! outbox holds 0 for toysms" in text
+    assert "! outbox holds 0 for speedsms" not in text
+
+
+async def test_the_demo_leaves_out_a_provider_the_sandbox_does_not_simulate(
+    register_toy: Callable[[type[ToyClient]], Provider],
+) -> None:
+    async with Sandbox() as sb:
+        register_toy(ToyClient)  # after the sandbox was made: it does not simulate the toy
+        clients, missing = _simulated_clients(sb)
+        try:
+            assert [provider.name for provider, _ in clients] == ["speedsms", "esms", "fibo"]
+            assert [provider.name for provider in missing] == [TOY]
+        finally:
+            for _, client in clients:
+                await client.aclose()
