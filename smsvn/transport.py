@@ -25,11 +25,13 @@ import asyncio
 import logging
 import math
 import random
+import select
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import msgspec
@@ -45,7 +47,14 @@ from smsvn.errors import (
     SmsError,
     ValidationError,
 )
-from smsvn.limits import AccountLimiter, RateLimit, account_key, limiter_for
+from smsvn.limits import (
+    AccountLimit,
+    InProcessLimiter,
+    LimiterBackend,
+    RateLimit,
+    WaitTooLong,
+    account_key,
+)
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -78,6 +87,7 @@ DEFAULT_MAX_BODY = 1024 * 1024
 request (a proxy's page, a download) and is refused as malformed instead of filling memory."""
 
 _USER_AGENT = "smsvn/0.1"
+_IN_PROCESS: Final = InProcessLimiter()
 
 T = TypeVar("T")
 
@@ -123,17 +133,24 @@ class Hooks(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Response:
-    """A provider's answer: status, headers, the whole body, and which attempt got it."""
+    """A provider's answer: status, headers, the whole body, which attempt got it, and whether
+    an earlier attempt of the same call may have been processed (``resent``)."""
 
-    __slots__ = ("attempt", "body", "headers", "status")
+    __slots__ = ("attempt", "body", "headers", "resent", "status")
 
     def __init__(
-        self, status: int, headers: CIMultiDictProxy[str], body: bytes, attempt: int
+        self,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        attempt: int,
+        resent: bool = False,
     ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.attempt = attempt
+        self.resent = resent
 
 
 class Departure:
@@ -142,10 +159,13 @@ class Departure:
     ``departure`` around a send (the bulk engine does, per batch) can then tell a send cancelled
     before that moment, which certainly sent nothing, from one whose outcome is unknown."""
 
-    __slots__ = ("left",)
+    __slots__ = ("left", "unbounded")
 
-    def __init__(self) -> None:
+    def __init__(self, *, unbounded: bool = False) -> None:
         self.left = False
+        self.unbounded = unbounded
+        """Set by a bulk run: its batches wait for the account's turn however long it is, so the
+        client's ``max_wait`` and ``deadline`` (bounds for a web request) do not apply."""
 
 
 departure: ContextVar[Departure | None] = ContextVar("smsvn_departure", default=None)
@@ -179,6 +199,46 @@ async def _no_resend(
 _NO_RESEND = (_no_resend,)
 
 
+class _CleanConnector(aiohttp.TCPConnector):
+    """A connector that never lends a connection holding unread bytes.
+
+    A server or a proxy may write an unsolicited answer (a 429, a timeout page) on an idle
+    keep-alive connection; aiohttp parses it into the connection's buffer and the next request
+    on that connection would read it as its own answer, concluding "rate limited, not
+    processed" about a request that was. So a pooled connection that holds parsed but unread
+    data (``should_close``), or whose socket has bytes the event loop has not read yet, is
+    closed here and another one taken, before any request is written on it.
+    """
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Any],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
+    ) -> Any:
+        while True:
+            conn = await super().connect(req, traces, timeout)
+            proto = conn.protocol
+            if proto is None or not (proto.should_close or _readable(proto.transport)):
+                return conn
+            _log.info("%s: a pooled connection held unread bytes; closed it", req.url.host)
+            conn.close()
+
+
+def _readable(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether the socket under ``transport`` has bytes (or an EOF) the loop has not read."""
+    if transport is None:
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        ready, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)
+
+
 class Transport:
     """One provider client's HTTP: a lazily created session, the limiter, retries and hooks."""
 
@@ -198,8 +258,15 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         retry_after: Callable[[Response], float | None] | None = None,
+        limiter: LimiterBackend | None = None,
+        max_wait: float | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.provider = provider
+        self._backend: LimiterBackend = limiter if limiter is not None else _IN_PROCESS
+        self.max_wait = max_wait
+        self.deadline = deadline
+        self._connect_timeout = connect_timeout
         self._retry_after = retry_after or _no_hint
         self._max_body = max_body
         self._session = session
@@ -215,9 +282,11 @@ class Transport:
         self.retry = retry or RetryPolicy()
         self.rate_limit = rate_limit
         self._account = account_key(account)
-        self._limiter: AccountLimiter | None = None
+        self._limiter: AccountLimit | None = None
         self._hooks = hooks
-        self._headers = dict(headers or {})
+        # Answers are a few hundred bytes: compression saves nothing and a compressed body is
+        # the one whose size is not known before it is inflated (see ``_read_capped``).
+        self._headers = {"Accept-Encoding": "identity", **(headers or {})}
         self.redactor = Redactor(secrets)
         self._closed = False
 
@@ -228,7 +297,7 @@ class Transport:
         if self._session is None:
             if self._closed:
                 raise ValidationError("the client is closed", provider=self.provider)
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+            connector = _CleanConnector(limit=self._max_connections, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
@@ -244,10 +313,11 @@ class Transport:
             await session.close()
 
     @property
-    def limiter(self) -> AccountLimiter | None:
-        """The account's shared limiter (created in the running loop), or None when off."""
+    def limiter(self) -> AccountLimit | None:
+        """The account's limiter from the limiter backend (in-process by default), or None when
+        the client has no rate limit."""
         if self._limiter is None and self.rate_limit is not None:
-            self._limiter = limiter_for(self.provider, self._account, self.rate_limit)
+            self._limiter = self._backend.for_account(self.provider, self._account, self.rate_limit)
         return self._limiter
 
     # -- redaction -------------------------------------------------------------------------
@@ -306,6 +376,12 @@ class Transport:
         middlewares = _NO_RESEND if method in ("GET", "HEAD") else None
         all_headers = {**self._headers, **headers} if headers else self._headers
         limiter = self.limiter
+        mark = departure.get()
+        bounded = mark is None or not mark.unbounded
+        max_wait = self.max_wait if bounded else None
+        end: float | None = None
+        if bounded and self.deadline is not None:
+            end = asyncio.get_running_loop().time() + self.deadline
         retries = 0
         attempt = 0
         limited = 0
@@ -313,19 +389,37 @@ class Transport:
         # A send retried after an unknown outcome (eSMS) may already have been processed: then
         # however a later attempt ends, the call's outcome is unknown, never "nothing sent".
         uncertain: OutcomeUnknown | None = None
+        # Whether an earlier attempt may have been processed (an unknown outcome, or an answer
+        # that was not a 429): an eSMS "RequestId already received" means "sent" only then.
+        resent = False
+        last: SmsError | None = None
         while True:
             attempt += 1
+            timeout = self._timeout
+            wait_cap: float | None = max_wait
+            if end is not None:
+                left = end - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise self._out_of_time(endpoint, attempt, last, uncertain)
+                wait_cap = left if max_wait is None else min(max_wait, left)
+                timeout = self._attempt_timeout(left)
             if limiter is not None:
-                await limiter.acquire()
+                try:
+                    await limiter.acquire(wait_cap)
+                except WaitTooLong as exc:
+                    raise self._no_turn(endpoint, attempt, exc.wait, last, uncertain) from None
             try:
                 response = await self._send_once(
-                    method, url, endpoint, attempt, params, data, all_headers, middlewares
-                )
+                    method, url, endpoint, attempt, params, data, all_headers, middlewares,
+                    timeout, resent,
+                )  # fmt: skip
                 if response.status == 429:
                     raise self._rate_limited(endpoint, response)
+                resent = True
                 return parse(response)
             except RateLimited as exc:
                 self._scrub(exc)
+                last = exc
                 hint = exc.retry_after if exc.retry_after is not None else retry.backoff(limited)
                 if limited:
                     # A storm of 429s: back off even when the hint says "now" (or nothing).
@@ -345,6 +439,7 @@ class Transport:
             except SmsError as exc:
                 exc.attempts = attempt
                 self._scrub(exc)
+                last = exc
                 safe = isinstance(exc, ConnectError) or (
                     retry_unknown and isinstance(exc, OutcomeUnknown | ProviderUnavailable)
                 )
@@ -352,13 +447,65 @@ class Transport:
                     if uncertain is not None and not isinstance(exc, OutcomeUnknown):
                         raise self._still_unknown(uncertain, exc) from exc
                     raise
-                if not idempotent and isinstance(exc, OutcomeUnknown):
-                    uncertain = exc
+                if isinstance(exc, OutcomeUnknown):
+                    resent = True
+                    if not idempotent:
+                        uncertain = exc
                 delay = retry.backoff(retries)
                 retries += 1
             self._hook_retry(endpoint, method, attempt, delay)
             if delay:
+                if end is not None and asyncio.get_running_loop().time() + delay >= end:
+                    raise self._out_of_time(endpoint, attempt, last, uncertain)
                 await asyncio.sleep(delay)
+
+    def _attempt_timeout(self, left: float) -> aiohttp.ClientTimeout:
+        """This attempt's timeouts when the call's deadline is nearer than ``timeout``."""
+        total = self._timeout.total
+        if total is not None and total <= left:
+            return self._timeout
+        return aiohttp.ClientTimeout(total=left, connect=min(self._connect_timeout, left / 2))
+
+    def _no_turn(
+        self,
+        endpoint: str,
+        attempt: int,
+        wait: float,
+        last: SmsError | None,
+        uncertain: OutcomeUnknown | None,
+    ) -> SmsError:
+        """The account's turn is further away than ``max_wait`` (or the deadline): nothing of
+        this attempt was sent, so ``RateLimited`` (Failover moves on), unless an earlier
+        attempt may have been processed."""
+        error = RateLimited(
+            f"the account's next turn is {wait:.1f} s away, more than this call may wait "
+            f"(max_wait / deadline); nothing was sent",
+            retry_after=wait,
+            provider=self.provider,
+            endpoint=endpoint,
+            attempts=attempt - 1,
+        )
+        return error if uncertain is None else self._still_unknown(uncertain, error)
+
+    def _out_of_time(
+        self,
+        endpoint: str,
+        attempt: int,
+        last: SmsError | None,
+        uncertain: OutcomeUnknown | None,
+    ) -> SmsError:
+        """The call's deadline came before another attempt could be made: the last attempt's
+        error stands (what it proved about sending still holds)."""
+        if uncertain is not None:
+            return uncertain if last is None else self._still_unknown(uncertain, last)
+        if last is not None:
+            return last
+        return RateLimited(
+            "the call's deadline passed before its first attempt; nothing was sent",
+            provider=self.provider,
+            endpoint=endpoint,
+            attempts=attempt - 1,
+        )
 
     def _rate_limited(self, endpoint: str, response: Response) -> RateLimited:
         """An HTTP 429, whatever its body: not processed, so it is sent again after the
@@ -396,8 +543,15 @@ class Transport:
         data: bytes | None,
         headers: Mapping[str, str],
         middlewares: tuple[Any, ...] | None,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's, per attempt)
+        resent: bool,
     ) -> Response:
-        """One attempt, with every aiohttp failure classified into a redacted smsvn error."""
+        """One attempt, with every aiohttp failure classified into a redacted smsvn error.
+
+        aiohttp's exceptions carry the full URL (credentials in its query string), so none is
+        ever chained to ours: the error is raised after the ``except`` block, not inside it,
+        which leaves its ``__context__`` empty too.
+        """
         hooks = self._hooks
         if hooks is not None and hooks.on_request is not None:
             hooks.on_request(
@@ -412,6 +566,7 @@ class Transport:
         mark = departure.get()
         if mark is not None:
             mark.left = True
+        error: SmsError
         try:
             async with self.session().request(
                 method,
@@ -419,40 +574,80 @@ class Transport:
                 params=params,
                 data=data,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=timeout,
                 allow_redirects=False,
+                auto_decompress=False,
                 **kwargs,
             ) as resp:
-                length = resp.content_length
-                if length is not None and length > self._max_body:
-                    raise self._too_large(endpoint, resp.status, attempt)
-                body = await resp.read()
-                if len(body) > self._max_body:
-                    raise self._too_large(endpoint, resp.status, attempt)
-                response = Response(resp.status, resp.headers, body, attempt)
+                body = await self._read_capped(resp, endpoint, attempt)
+                response = Response(resp.status, resp.headers, body, attempt, resent)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             self._hook_response(endpoint, method, attempt, started, None, type(exc).__name__)
-            raise ConnectError(
+            error = ConnectError(
                 f"could not connect ({_describe(exc)}); the request was not sent",
                 provider=self.provider,
                 endpoint=endpoint,
                 attempts=attempt,
-            ) from None
+            )
         except aiohttp.InvalidURL:
-            raise ValidationError(
+            error = ValidationError(
                 "the base URL is not valid", provider=self.provider, endpoint=endpoint
-            ) from None
+            )
         except (TimeoutError, aiohttp.ClientError, _Dropped, OSError) as exc:
             self._hook_response(endpoint, method, attempt, started, None, type(exc).__name__)
-            raise OutcomeUnknown(
+            error = OutcomeUnknown(
                 f"no answer after the request was sent ({_describe(exc)}); "
                 "it may have been processed",
                 provider=self.provider,
                 endpoint=endpoint,
                 attempts=attempt,
-            ) from None
-        self._hook_response(endpoint, method, attempt, started, response.status, None)
-        return response
+            )
+        else:
+            self._hook_response(endpoint, method, attempt, started, response.status, None)
+            return response
+        raise error
+
+    async def _read_capped(
+        self, resp: aiohttp.ClientResponse, endpoint: str, attempt: int
+    ) -> bytes:
+        """The whole body, never holding more than ``max_body`` bytes of it, compressed or not.
+
+        A declared length over the cap is refused unread; a chunked or compressed body is read
+        with a running count and inflated here with a bound (aiohttp's own decompression is
+        off for smsvn's requests: it would inflate a chunk of a zip bomb whole first).
+        """
+        cap = self._max_body
+        length = resp.content_length
+        if length is not None and length > cap:
+            raise self._too_large(endpoint, resp.status, attempt)
+        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+        if length is not None and encoding in ("", "identity"):
+            return await resp.read()  # at most ``length`` bytes: the parser stops there
+        raw = bytearray()
+        async for chunk in resp.content.iter_any():
+            raw += chunk
+            if len(raw) > cap:
+                raise self._too_large(endpoint, resp.status, attempt)
+        if encoding in ("", "identity"):
+            return bytes(raw)
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            # 32 + 15: a gzip or zlib header, detected; raw deflate (-15) as some servers send.
+            for wbits in (47, -15):
+                inflater = zlib.decompressobj(wbits)
+                try:
+                    body = inflater.decompress(bytes(raw), cap + 1)
+                except zlib.error:
+                    continue
+                if len(body) > cap or inflater.unconsumed_tail:
+                    raise self._too_large(endpoint, resp.status, attempt)
+                return body
+        raise MalformedResponse(
+            f"unexpected answer (Content-Encoding {encoding[:40]!r} cannot be read)",
+            provider=self.provider,
+            endpoint=endpoint,
+            http_status=resp.status,
+            attempts=attempt,
+        )
 
     # -- observability -----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import aiohttp
 from smsvn import bulk, phone, text
 from smsvn.bulk import BatchSender, BulkOutcome, BulkProgress, BulkReport
 from smsvn.errors import ValidationError
-from smsvn.limits import RateLimit
+from smsvn.limits import LimiterBackend, RateLimit
 from smsvn.models import Balance, InvalidNumber, Message, SendResult
 from smsvn.transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -36,6 +36,7 @@ __all__ = [
     "checked_content",
     "checked_seconds",
     "checked_url",
+    "recipient_list",
     "split_recipients",
 ]
 
@@ -58,6 +59,14 @@ class ClientOptions(TypedDict, total=False):
     """When and how long to wait before trying a call again."""
     hooks: Hooks | None
     """Per-attempt callbacks for metrics and tracing."""
+    limiter: LimiterBackend | None
+    """Where the account's limit is counted: this process (the default) or shared by every
+    process, such as ``smsvn.RedisLimiter``. The limit itself is still ``rate_limit``."""
+    max_wait: float | None
+    """The longest one call may wait for the account's turn; past it ``RateLimited`` is raised
+    at once, before anything is sent. None (the default): as long as the turn takes."""
+    deadline: float | None
+    """A bound on a whole call, attempts and backoff included. None (the default): none."""
 
 
 class Recipients:
@@ -72,6 +81,20 @@ class Recipients:
         self.valid: list[str] = []
         self.given: dict[str, str] = {}
         self.invalid: list[InvalidNumber] = []
+
+
+def recipient_list(to: object, provider: str, endpoint: str) -> Sequence[str]:
+    """``to`` as a sequence of what was given: one number (a ``str``) or a list or tuple of them;
+    anything else (None, an int, bytes, a dict) is a ``ValidationError``, not a ``TypeError``."""
+    if isinstance(to, str):
+        return (to,)
+    if isinstance(to, list | tuple):
+        return to
+    raise ValidationError(
+        f"to must be a phone number (str) or a list or tuple of them, not {type(to).__name__}",
+        provider=provider,
+        endpoint=endpoint,
+    )
 
 
 def split_recipients(to: str | Iterable[str]) -> Recipients:
@@ -183,6 +206,18 @@ class BaseClient(abc.ABC):
         max_connections = options.get("max_connections", DEFAULT_MAX_CONNECTIONS)
         if not isinstance(max_connections, int) or max_connections < 1:
             raise ValidationError("max_connections must be a positive int", provider=self.provider)
+        max_wait = options.get("max_wait")
+        if max_wait is not None:
+            max_wait = checked_seconds(max_wait, "max_wait", self.provider, zero=True)
+        deadline = options.get("deadline")
+        if deadline is not None:
+            deadline = checked_seconds(deadline, "deadline", self.provider)
+        limiter = options.get("limiter")
+        if limiter is not None and not callable(getattr(limiter, "for_account", None)):
+            raise ValidationError(
+                "limiter must be a limiter backend such as smsvn.RedisLimiter",
+                provider=self.provider,
+            )
         rate_limit = options.get("rate_limit", self.default_rate_limit)
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise ValidationError(
@@ -203,6 +238,9 @@ class BaseClient(abc.ABC):
             headers=headers,
             max_body=max_body,
             retry_after=self._retry_after,
+            limiter=limiter,
+            max_wait=max_wait,
+            deadline=deadline,
         )
 
     @abc.abstractmethod
@@ -302,12 +340,14 @@ class BaseClient(abc.ABC):
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
 
-def checked_seconds(value: object, name: str, provider: str) -> float:
-    """A positive, finite number of seconds, or ``ValidationError`` naming the option."""
+def checked_seconds(value: object, name: str, provider: str, *, zero: bool = False) -> float:
+    """A positive (or, with ``zero``, non-negative), finite number of seconds, or
+    ``ValidationError`` naming the option."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(f"{name} must be a number of seconds", provider=provider)
-    if not (math.isfinite(value) and value > 0):
-        raise ValidationError(f"{name} must be a positive, finite number", provider=provider)
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        sign = "non-negative" if zero else "positive"
+        raise ValidationError(f"{name} must be a {sign}, finite number", provider=provider)
     return float(value)
 
 

@@ -58,6 +58,7 @@ from smsvn.providers._base import (
     ClientOptions,
     checked_content,
     checked_url,
+    recipient_list,
     require_recipients,
     split_recipients,
 )
@@ -374,7 +375,7 @@ class ESMS(BaseClient):
         endpoint = options.endpoint
         prepared = _prepare(content, unicode, strip_diacritics, endpoint)
         request_id = _check_request_id(request_id, endpoint)
-        numbers: Sequence[str] = (to,) if isinstance(to, str) else to
+        numbers = recipient_list(to, _PROVIDER, endpoint)
         if options.sms_type in _SINGLE_NUMBER_TYPES and len(numbers) > 1:
             raise ValidationError(
                 f"sms_type {options.sms_type} sends to one number a request; "
@@ -491,8 +492,11 @@ class ESMS(BaseClient):
 
         def parse(response: Response) -> SendResult:
             answer, code = self._answer(response, _SEND, endpoint)
-            if code == _DUPLICATE and response.attempt > 1:
-                code = _SUCCESS  # a resend: the earlier attempt carrying this RequestId got in
+            if code == _DUPLICATE and response.resent:
+                # A resend after an attempt that may have been processed: that attempt, with
+                # this RequestId, got in. (After a 429 or a refused connection nothing of this
+                # call got in, so the id belongs to an earlier message: nothing was sent now.)
+                code = _SUCCESS
             elif code == _DUPLICATE:
                 raise self._refusal(
                     response,

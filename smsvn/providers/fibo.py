@@ -37,6 +37,7 @@ from smsvn.providers._base import (
     BaseClient,
     ClientOptions,
     checked_content,
+    recipient_list,
     require_recipients,
     split_recipients,
 )
@@ -237,7 +238,7 @@ class Fibo(BaseClient):
         ``smsGUID`` generated for the message is the result's ``message_id``.
         """
         sender = self._sender(sender)
-        numbers = (to,) if isinstance(to, str) else tuple(to)
+        numbers = recipient_list(to, _PROVIDER, _EP_SEND)
         if len(numbers) > 1:
             raise ValidationError(
                 f"{len(numbers)} recipients; Fibo takes one number a request: use send_bulk",

@@ -38,6 +38,7 @@ from smsvn.providers._base import (
     BaseClient,
     ClientOptions,
     checked_content,
+    recipient_list,
     require_recipients,
     split_recipients,
 )
@@ -221,7 +222,7 @@ class SpeedSMS(BaseClient):
         sender = self.sender if sender is None else sender
         _check_type(sms_type, sender)
         content = _prepare(content, strip_diacritics)
-        numbers = (to,) if isinstance(to, str) else to
+        numbers = recipient_list(to, _PROVIDER, "sms/send")
         if len(numbers) > MAX_RECIPIENTS:
             raise ValidationError(
                 f"{len(numbers)} recipients; SpeedSMS takes at most {MAX_RECIPIENTS} a request",
