@@ -8,8 +8,14 @@ limiter, inside the client, is the only brake.
 
 Every input taken is counted exactly once: accepted, refused by the provider (``invalid``),
 failed, unknown, invalid, duplicate, or skipped (taken but never sent because the run stopped).
-An account-wide refusal (authentication, balance, sender) stops the run from taking more input:
-what the caller's iterator still holds was not taken, so a resumed campaign sends nothing twice.
+An account-wide refusal (authentication, balance, sender) stops the run from taking more input
+and drops the batches whose request has not left yet (skipped): what the caller's iterator still
+holds was not taken, so a resumed campaign sends nothing twice.
+
+A batch is registered with the run before its task exists and is filed however the task ends,
+even cancelled before its first step (a shutdown cancelling every task). A batch stopped by a
+cancellation is ``unknown`` only if its request may have left (the transport's ``Departure``);
+one still waiting, say in the account's rate limiter, is ``skipped``: it was not sent.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from smsvn.errors import (
 )
 from smsvn.models import InvalidNumber, Message, SendResult
 from smsvn.phone import _all_canonical, normalize
+from smsvn.transport import Departure, departure
 
 __all__ = [
     "ACCOUNT_WIDE",
@@ -45,6 +52,7 @@ __all__ = [
     "BulkProgress",
     "BulkReport",
     "Outcome",
+    "check_source",
     "run",
 ]
 
@@ -120,7 +128,10 @@ class BulkReport(msgspec.Struct, frozen=True, kw_only=True):
     ``sent`` holds every SendResult unless ``keep_results=False``; ``failed`` and ``unknown`` hold
     ``(recipients, error)`` pairs (``unknown``: the request left and no answer came; never resent
     automatically); ``invalid`` the numbers refused locally or by the provider, with reasons;
-    ``skipped`` the numbers taken from the input but never sent because the run stopped.
+    ``skipped`` the numbers taken from the input and certainly not sent: the run stopped (an
+    account-wide error, a cancellation) before their request left, or, in a ``Failover`` report,
+    a provider handed them on and no later one took them. A resume may send them.
+    ``requests`` counts the batches handed to the provider, less those stopped before leaving.
     """
 
     provider: str
@@ -192,6 +203,24 @@ class _HandedBack:
 _NOTHING_BACK: Final[list[object]] = []
 
 
+class _Batch(Departure):
+    """One batch handed to a task. It is registered with the run before the task is created,
+    so that it is filed whatever becomes of the task. It is its own ``Departure``: ``left``
+    tells whether its request may have left (the transport sets it); ``filed`` whether its
+    outcome has been recorded."""
+
+    __slots__ = ("content", "filed", "numbers", "request_id", "started")
+
+    def __init__(self, numbers: list[str], content: str, request_id: str | None) -> None:
+        # A campaign waits for its turns: max_wait and deadline bound one call, not a batch.
+        super().__init__(unbounded=True)
+        self.numbers = numbers
+        self.content = content
+        self.request_id = request_id
+        self.started = False
+        self.filed = False
+
+
 class _Run:
     """One bulk send in progress: counters, in-flight tasks and the input being consumed."""
 
@@ -218,7 +247,7 @@ class _Run:
         self.on_result = on_result
         self.on_progress = on_progress
         self.slots = asyncio.Semaphore(concurrency)
-        self.in_flight: set[asyncio.Task[None]] = set()
+        self.in_flight: dict[asyncio.Task[None], _Batch] = {}
         self.seen: set[int] = set() if seen is None else seen
         self.started = time.monotonic()
         self.last_progress = 0.0
@@ -292,9 +321,10 @@ class _Run:
                 self.slots.release()
                 self._skip(numbers, text or "")
                 continue
-            task = asyncio.create_task(self._send(numbers, text or "", request_id))
-            self.in_flight.add(task)
-            task.add_done_callback(self.in_flight.discard)
+            batch = _Batch(numbers, text or "", request_id)
+            task = asyncio.create_task(self._send(batch))
+            self.in_flight[task] = batch
+            task.add_done_callback(self._ended)
             self.requests += 1
 
     def _take_batch(self, sync: Iterator[object]) -> tuple[list[str], _HandedBack]:
@@ -348,45 +378,80 @@ class _Run:
             self.seen.add(key)
         return canonical
 
-    def _skip(self, numbers: list[str], content: str) -> None:
+    def _skip(self, numbers: list[str], content: str, reason: str = "run stopped") -> None:
         if numbers:
             self.skipped.extend(numbers)
-            self._emit(Outcome.SKIPPED, tuple(numbers), content, reason="run stopped")
+            self._emit(Outcome.SKIPPED, tuple(numbers), content, reason=reason)
 
     # -- batches -----------------------------------------------------------------------------
 
-    async def _send(self, numbers: list[str], content: str, request_id: str | None) -> None:
+    async def _send(self, batch: _Batch) -> None:
         """Send one batch and file its outcome; a slot is held until it ends."""
-        recipients = tuple(numbers)
+        batch.started = True
+        departure.set(batch)  # the transport marks it as the request leaves
+        content = batch.content
         try:
-            result = await self.send_batch(numbers, content, request_id)
+            result = await self.send_batch(batch.numbers, content, batch.request_id)
         except asyncio.CancelledError:
-            error = OutcomeUnknown(
-                "cancelled while in flight; it may have been sent", provider=self.provider
-            )
-            self._file_unknown(recipients, content, error)
+            self._file_stopped(batch)
             raise
         except OutcomeUnknown as exc:
-            self._file_unknown(recipients, content, exc)
+            self._file_unknown(batch, exc)
         except SmsError as exc:
+            batch.filed = True
+            recipients = tuple(batch.numbers)
             self.failed.append((recipients, exc))
             self.failed_n += len(recipients)
             self._emit(Outcome.FAILED, recipients, content, error=exc)
             if isinstance(exc, self.abort_on) and self.aborted is None:
                 self.aborted = exc
                 _log.warning("%s bulk send stopped: %s", self.provider, exc)
+                self._drop_unsent()
         except Exception as exc:
             # A defect must not lose track of a batch that may have left: file it as unknown.
             _log.exception("%s bulk send: unexpected error in a batch", self.provider)
             error = OutcomeUnknown(f"unexpected {type(exc).__name__}", provider=self.provider)
-            self._file_unknown(recipients, content, error)
+            self._file_unknown(batch, error)
             if self.aborted is None:
                 self.aborted = error
         else:
+            batch.filed = True
             self._file_sent(result, content)
         finally:
             self.slots.release()
             self._progress()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A batch task ended (done callback). One cancelled before its first step never ran
+        its body: release its slot and file its batch here, so its numbers are never lost."""
+        batch = self.in_flight.pop(task)
+        if not batch.started:
+            self.slots.release()
+        if not batch.filed:
+            self._file_stopped(batch)
+            self._progress()
+
+    def _drop_unsent(self) -> None:
+        """After an account-wide error: cancel the batches whose request has not left (waiting
+        for the limiter or not yet started); they are filed skipped. Those that may have left
+        finish by themselves."""
+        current = asyncio.current_task()
+        for task, batch in self.in_flight.items():
+            if task is not current and not batch.left:
+                task.cancel()
+
+    def _file_stopped(self, batch: _Batch) -> None:
+        """File a batch whose task was stopped (cancelled) before it got an outcome: unknown
+        if its request may have left, otherwise skipped (nothing was sent: a resume sends it)."""
+        if batch.left:
+            error = OutcomeUnknown(
+                "cancelled while in flight; it may have been sent", provider=self.provider
+            )
+            self._file_unknown(batch, error)
+        else:
+            batch.filed = True
+            self.requests -= 1
+            self._skip(batch.numbers, batch.content, "cancelled before the request left")
 
     def _file_sent(self, result: SendResult, content: str) -> None:
         self.accepted += len(result.recipients)
@@ -401,10 +466,12 @@ class _Run:
             self.invalid.append(bad)
             self._emit(Outcome.INVALID, (str(bad),), content, reason=bad.reason)
 
-    def _file_unknown(self, recipients: tuple[str, ...], content: str, error: SmsError) -> None:
+    def _file_unknown(self, batch: _Batch, error: SmsError) -> None:
+        batch.filed = True
+        recipients = tuple(batch.numbers)
         self.unknown.append((recipients, error))
         self.unknown_n += len(recipients)
-        self._emit(Outcome.UNKNOWN, recipients, content, error=error)
+        self._emit(Outcome.UNKNOWN, recipients, batch.content, error=error)
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -485,6 +552,17 @@ class _Run:
         )
 
 
+def check_source(source: object, provider: str | None = None) -> None:
+    """Refuse one string (or bytes) where an iterable of numbers is expected: iterating
+    ``"0912345678"`` would take each character as a number. Raises ``ValidationError``."""
+    if isinstance(source, str | bytes | bytearray | memoryview):
+        raise ValidationError(
+            "recipients must be an iterable of numbers (a list, a generator, a cursor), "
+            f"not one {type(source).__name__}",
+            provider=provider,
+        )
+
+
 async def run(
     source: Iterable[str] | AsyncIterable[str] | Iterable[Message] | AsyncIterable[Message],
     *,
@@ -503,12 +581,15 @@ async def run(
     """Send everything ``source`` yields through ``send_batch`` and account for each input.
 
     ``content`` is the one text of a ``send_bulk`` (``source`` yields numbers) or None for a
-    ``send_many`` (``source`` yields ``Message``s). Cancelling the call cancels the batches in
-    flight (filed as unknown: they may have left) and re-raises once every task has ended.
+    ``send_many`` (``source`` yields ``Message``s); one ``str`` or ``bytes`` is refused with
+    ``ValidationError`` before anything is taken. Cancelling the call cancels the batches in
+    flight (filed as unknown if their request may have left, otherwise skipped) and re-raises
+    once every task has ended; ``on_result`` is then the record.
     ``seen`` shares duplicate detection between runs (``Failover`` uses it); it holds the
     numbers as ints: 60 to 95 bytes per distinct number (a 32-byte int and its share of the
     set's table, which grows by doubling); 1,000,000 numbers take 63 MiB, 67 MiB at the peak.
     """
+    check_source(source, provider)
     if concurrency is None:
         concurrency = DEFAULT_CONCURRENCY
     if concurrency < 1:

@@ -5,13 +5,18 @@ left (``ConnectError``), or the provider refused the account (authentication, ba
 not registered), said it is unavailable, or kept rate-limiting beyond the wait budget. It never
 moves on after ``OutcomeUnknown``: the message may have gone out, and a second provider would
 send it twice.
+
+``send_bulk`` hands on to the next provider what provably was not sent (skipped, or failed with
+one of ``NOTHING_SENT``), ahead of the rest of the caller's input. Every input still ends
+exactly once: sent, reported, or left in the caller's iterator. Handed-on numbers that no
+provider took (the last one stopped too) are reported in ``skipped`` of the merged report.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from typing import Final
+from typing import Final, Self
 
 import msgspec
 
@@ -25,7 +30,6 @@ from smsvn.errors import (
     RateLimited,
     SenderNotRegistered,
     SmsError,
-    ValidationError,
 )
 from smsvn.models import FailoverAttempt, SendResult
 from smsvn.providers._base import BaseClient
@@ -92,20 +96,26 @@ class Failover:
         dedupe: bool = True,
     ) -> BulkReport:
         """Send one ``content`` to every number, moving what provably was not sent to the next
-        provider. The report merges every provider's; ``report.parts`` has each of them."""
-        if isinstance(recipients, str):
-            raise ValidationError("recipients must be an iterable of numbers, not one string")
+        provider. The report merges every provider's; ``report.parts`` has each of them.
+
+        A number handed on is taken by the next provider before any more of the caller's
+        input; those the last provider never took are in the merged report's ``skipped``."""
+        bulk.check_source(recipients)
         seen: set[int] | None = set() if dedupe else None
         source: Iterator[str] | AsyncIterator[str] = (
             aiter(recipients) if isinstance(recipients, AsyncIterable) else iter(recipients)
         )
         parts: list[BulkReport] = []
         carry: list[str] = []
-        for client in self.clients:
+        untaken: list[str] = []  # handed on to the last run, which never took them
+        carried = 0  # handed-on numbers that a later run took: counted in two parts' ``taken``
+        last = len(self.clients) - 1
+        for index, client in enumerate(self.clients):
             if seen is not None:
                 seen.difference_update(int(n) for n in carry)
+            handover = iter(carry)  # the run takes from it first; what it leaves stays here
             report = await bulk.run(
-                _prepend(carry, source),
+                _prepend(handover, source),
                 provider=client.provider,
                 send_batch=client.batch_sender(content=content),
                 content=content,
@@ -118,28 +128,44 @@ class Failover:
                 seen=seen,
             )
             parts.append(report)
+            untaken = list(handover)
+            carried += len(carry) - len(untaken)
             if report.aborted is not None and not isinstance(report.aborted, NOTHING_SENT):
                 break
-            carry = _handed_on(report)
-            if report.aborted is None and not carry:
+            # Still not sent: this run's hand-ons, then what it was handed and never took.
+            carry = _handed_on(report) + untaken
+            if index == last or (report.aborted is None and not carry):
                 break
-        return _merge(parts)
+        return _merge(parts, untaken, carried)
 
 
 def _prepend(
-    first: list[str], rest: Iterator[str] | AsyncIterator[str]
+    first: Iterator[str], rest: Iterator[str] | AsyncIterator[str]
 ) -> Iterator[str] | AsyncIterator[str]:
-    """``first`` then whatever ``rest`` still holds, keeping sync input sync."""
+    """``first`` then whatever ``rest`` still holds, keeping sync input sync. Items are pulled
+    one at a time, so what the run did not take is still in ``first`` afterwards."""
     if isinstance(rest, Iterator):
         return itertools.chain(first, rest)
-    return _achain(first, rest)
+    return _Then(first, rest)
 
 
-async def _achain(first: list[str], rest: AsyncIterator[str]) -> AsyncIterator[str]:
-    for item in first:
-        yield item
-    async for item in rest:
-        yield item
+class _Then:
+    """``first`` (a plain iterator) then the async iterator ``rest``; an object rather than an
+    async generator, so nothing is left to finalize when a run stops part-way."""
+
+    __slots__ = ("_first", "_rest")
+
+    def __init__(self, first: Iterator[str], rest: AsyncIterator[str]) -> None:
+        self._first = first
+        self._rest = rest
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> str:
+        for item in self._first:
+            return item
+        return await anext(self._rest)
 
 
 def _handed_on(report: BulkReport) -> list[str]:
@@ -151,9 +177,13 @@ def _handed_on(report: BulkReport) -> list[str]:
     return numbers
 
 
-def _merge(parts: list[BulkReport]) -> BulkReport:
-    """One report for the whole input: what a later provider took over leaves the earlier one's
-    failed and skipped lists, so that every input is still counted exactly once."""
+def _merge(parts: list[BulkReport], untaken: list[str], carried: int) -> BulkReport:
+    """One report for the whole input. What an earlier provider handed on leaves its failed and
+    skipped lists: a later run took it (and reports it), or it is ``untaken`` — handed on to the
+    last run, never taken — and is reported skipped here. ``taken`` counts the caller's inputs:
+    every part's, less the ``carried`` hand-ons a later run took again. So
+    ``accepted + failed + unknown + invalid + duplicates + skipped == taken`` by construction
+    of the lists, not by subtraction."""
     earlier, final = parts[:-1], parts[-1]
     failed = [
         (numbers, error)
@@ -162,20 +192,19 @@ def _merge(parts: list[BulkReport]) -> BulkReport:
         if not isinstance(error, NOTHING_SENT)
     ]
     failed.extend(final.failed)
-    handed = sum(len(_handed_on(part)) for part in earlier)
     return BulkReport(
         provider=",".join(p.provider for p in parts),
         sent=[r for p in parts for r in p.sent],
         failed=failed,
         unknown=[u for p in parts for u in p.unknown],
         invalid=[n for p in parts for n in p.invalid],
-        skipped=list(final.skipped),
+        skipped=[*final.skipped, *untaken],
         duplicates=sum(p.duplicates for p in parts),
         accepted=sum(p.accepted for p in parts),
         cost=sum(p.cost for p in parts),
         segments=sum(p.segments for p in parts),
         requests=sum(p.requests for p in parts),
-        taken=sum(p.taken for p in parts) - handed,
+        taken=sum(p.taken for p in parts) - carried,
         elapsed=sum(p.elapsed for p in parts),
         aborted=final.aborted,
         parts=tuple(parts),

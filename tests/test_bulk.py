@@ -18,6 +18,7 @@ from smsvn import bulk, errors
 from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, Outcome
 from smsvn.models import Message, SendResult
 from smsvn.providers.speedsms import SpeedSMS
+from smsvn.transport import departure
 from tests.conftest import FAST_RETRY, SENTINEL_TOKEN
 
 SEND = "https://api.speedsms.vn/index.php/sms/send"
@@ -40,18 +41,27 @@ def accounted(report: BulkReport) -> int:
 
 
 class FakeProvider:
-    """A scripted batch sender: records batches and answers by a rule per batch."""
+    """A scripted batch sender: records batches and answers by a rule per batch.
 
-    def __init__(self, rule: Any = None, delay: float = 0.0) -> None:
+    Like the transport, it marks the caller's ``departure`` as the request leaves: after
+    ``wait`` seconds (a wait for the account's limiter), then the answer takes ``delay``."""
+
+    def __init__(self, rule: Any = None, delay: float = 0.0, wait: float = 0.0) -> None:
         self.batches: list[list[str]] = []
         self.rule = rule
         self.delay = delay
+        self.wait = wait
         self.in_flight = 0
         self.max_in_flight = 0
 
     async def __call__(
         self, numbers: list[str], content: str, request_id: str | None
     ) -> SendResult:
+        if self.wait:
+            await asyncio.sleep(self.wait)
+        mark = departure.get()
+        if mark is not None:
+            mark.left = True
         index = len(self.batches)
         self.batches.append(list(numbers))
         self.in_flight += 1

@@ -9,6 +9,7 @@ accounted for as sent or unknown.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import random
 from collections import Counter
@@ -252,3 +253,49 @@ async def test_webhook_duplicate_waiting_on_a_cancelled_first_is_processed() -> 
         assert receiver.completed["77"] == 1
         assert receiver.started["77"] == 2  # the cancelled run, then the waiting duplicate's
     await assert_no_leaks(before)
+
+
+# -- a shutdown: the caller's task and every batch task cancelled at once -------------------------
+
+
+def _batch_tasks() -> list[asyncio.Task[object]]:
+    """The bulk engine's batch tasks now running (the sandbox's own tasks are left alone)."""
+    return [
+        t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "_Run._send"
+    ]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_shutdown_cancelling_the_run_and_its_batches_at_once_loses_nothing(
+    provider: str, sb: Sandbox
+) -> None:
+    rng = random.Random(f"shutdown-{provider}")
+    caught = 0
+    for round_ in range(30):
+        sb.outbox.clear()
+        numbers = [f"09123{round_:02d}{i:03d}" for i in range(300)]
+        source = iter(numbers)
+        outcomes: list[BulkOutcome] = []
+        async with sb.client(provider, retry=RETRY, timeout=2.0) as client:  # type: ignore[call-overload]
+            task = asyncio.create_task(
+                client.send_bulk(source, "hi", concurrency=8, on_result=outcomes.append)
+            )
+            # Half the rounds land within the first loop turns, as the first batches start.
+            for _ in range(rng.randint(0, 3) if rng.random() < 0.5 else rng.randint(0, 120)):
+                await asyncio.sleep(0)
+            victims = [task, *_batch_tasks()]
+            caught += sum(
+                inspect.getcoroutinestate(t.get_coro()) == inspect.CORO_CREATED  # type: ignore[arg-type]
+                for t in victims[1:]
+            )
+            for victim in victims:
+                victim.cancel()
+            await asyncio.wait(victims)
+        where = f"round {round_}"
+        _check_outcomes(outcomes, sb, provider, where)
+        reported = {n for o in outcomes for n in o.recipients}
+        rest = list(source)
+        assert not reported & set(rest), f"{where}: reported and still in the iterator"
+        missing = set(numbers) - reported - set(rest)
+        assert not missing, f"{where}: {len(missing)} number(s) taken and reported nowhere"
+    assert caught, "no batch task was cancelled before its first step: move the cancels"

@@ -1,0 +1,344 @@
+"""Attacks on the bulk engine's promise (issue #13): every input ends exactly once as sent,
+reported (failed / unknown / invalid / duplicate / skipped), or still in the caller's iterator.
+
+- a shutdown that cancels every task of the loop at once, batch tasks not yet started included;
+- a cancellation while batches wait in smsvn's own rate limiter: they never left, so they are
+  skipped (a resume sends them), never "unknown";
+- an account-wide error (a wrong token) drops the batches that have not left yet instead of
+  pacing every one of them through the limiter to the same refusal;
+- one string given where an iterable of numbers belongs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from aioresponses import aioresponses
+
+from smsvn import bulk, errors
+from smsvn.bulk import BulkOutcome, Outcome
+from smsvn.limits import RateLimit
+from smsvn.models import Message, SendResult
+from smsvn.providers.speedsms import SpeedSMS
+from smsvn.sandbox import Sandbox
+from smsvn.transport import Hooks, departure
+from tests.conftest import SENTINEL_TOKEN
+from tests.faults.conftest import (
+    FAST_RETRY,
+    accounted,
+    assert_no_leaks,
+    no_duplicates,
+    socket_count,
+)
+from tests.test_bulk import FakeProvider
+
+
+def number(i: int) -> str:
+    return f"0912{i:06d}"
+
+
+def fates(outcomes: list[BulkOutcome]) -> dict[str, Outcome]:
+    """Each number's outcome in the ``on_result`` stream; a number reported twice fails."""
+    fate: dict[str, Outcome] = {}
+    for outcome in outcomes:
+        for n in outcome.recipients:
+            assert n not in fate, f"{n} reported twice: {fate[n]} and {outcome.outcome}"
+            fate[n] = outcome.outcome
+    return fate
+
+
+def assert_stream_accounts(
+    fate: dict[str, Outcome], inputs: list[str], rest: list[str], left: set[str]
+) -> None:
+    """The ``on_result`` stream is the record of a cancelled run (no report comes back):
+    every input is reported once or still in the caller's iterator (the untaken suffix), never
+    both and never neither; ``left`` (what reached the provider) is reported sent or unknown,
+    and nothing reported skipped or failed reached it."""
+    taken = inputs[: len(inputs) - len(rest)]
+    assert inputs[len(taken) :] == rest
+    assert not set(fate) & set(rest), "reported, yet still in the caller's iterator"
+    lost = set(taken) - set(fate)
+    assert not lost, f"{len(lost)} taken number(s) reported nowhere, e.g. {sorted(lost)[:3]}"
+    assert len(fate) == len(taken)
+    for n in left:
+        assert fate.get(n) in (Outcome.SENT, Outcome.UNKNOWN), f"{n} left, reported {fate.get(n)}"
+    not_sent = {n for n, o in fate.items() if o in (Outcome.SKIPPED, Outcome.FAILED)}
+    assert not not_sent & left, "reported not sent, yet it reached the provider"
+
+
+# -- a shutdown cancels every task (item 3) --------------------------------------------------------
+
+
+class Hops:
+    """A batch sender that takes a few loop turns to leave (a limiter wait, a connection) and a
+    few more to be answered; it marks ``departure`` as the request leaves, as the transport
+    does, and records what entered it, what left and what was answered."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.entered: list[str] = []
+        self.left: list[str] = []
+        self.answered: list[str] = []
+
+    async def __call__(
+        self, numbers: list[str], content: str, request_id: str | None
+    ) -> SendResult:
+        self.entered.extend(numbers)
+        for _ in range(self.rng.randint(0, 3)):
+            await asyncio.sleep(0)
+        mark = departure.get()
+        if mark is not None:
+            mark.left = True
+        self.left.extend(numbers)
+        for _ in range(self.rng.randint(0, 3)):
+            await asyncio.sleep(0)
+        self.answered.extend(numbers)
+        return SendResult(provider="fake", message_id="m", recipients=tuple(numbers))
+
+
+class Feed:
+    """The caller's input, sync or async (a loop turn every ``pause`` items, 0: never); its
+    untaken rest can be read back after a cancellation (an async generator cancelled
+    mid-``anext`` would be dead)."""
+
+    def __init__(self, numbers: list[str], pause: int = 1) -> None:
+        self.numbers = numbers
+        self.pause = pause
+        self.index = 0
+
+    def __iter__(self) -> Iterator[str]:
+        while self.index < len(self.numbers):
+            self.index += 1
+            yield self.numbers[self.index - 1]
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self
+
+    async def __anext__(self) -> str:
+        if self.pause and self.index % self.pause == 0:
+            await asyncio.sleep(0)
+        if self.index >= len(self.numbers):
+            raise StopAsyncIteration
+        self.index += 1
+        return self.numbers[self.index - 1]
+
+    def rest(self) -> list[str]:
+        return self.numbers[self.index :]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_shutdown_cancelling_every_task_loses_no_number(kind: str) -> None:
+    rng = random.Random(f"shutdown-{kind}")
+    never_started = 0
+    for round_ in range(60):
+        inputs = [number(i) for i in range(rng.randint(20, 400))]
+        feed = Feed(inputs, pause=rng.choice([0, 1, 5, 50]))
+        fake = Hops(rng)
+        outcomes: list[BulkOutcome] = []
+        source = iter(feed) if kind == "sync" else feed
+        task = asyncio.create_task(
+            bulk.run(
+                source,
+                provider="fake",
+                send_batch=fake,
+                content="hi",
+                batch_size=rng.choice([1, 7, 100]),
+                concurrency=rng.choice([1, 3, 8, 32]),
+                on_result=outcomes.append,
+            )
+        )
+        for _ in range(rng.randint(0, 30)):
+            await asyncio.sleep(0)
+        # SIGTERM: the server cancels every task of the loop at once.
+        victims = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for victim in victims:
+            victim.cancel()
+        if victims:
+            await asyncio.wait(victims)
+        fate = fates(outcomes)
+        assert_stream_accounts(fate, inputs, feed.rest(), set(fake.left))
+        assert set(fake.answered) >= {n for n, o in fate.items() if o is Outcome.SENT}
+        if not task.cancelled():
+            accounted(task.result(), inputs[: len(inputs) - len(feed.rest())])
+        # Batches whose task was cancelled before its first step: reported, never entered.
+        stopped = {
+            n
+            for o in outcomes
+            if o.outcome is Outcome.SKIPPED and o.reason == "cancelled before the request left"
+            for n in o.recipients
+        }
+        if stopped - set(fake.entered):
+            never_started += 1
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()], round_
+    assert never_started >= 3, "the cancels never caught a batch task before its first step"
+
+
+# -- cancelled while waiting in the limiter (item 4) -----------------------------------------------
+
+
+class Record(list[BulkOutcome]):
+    """An ``on_result`` that keeps the stream and tells when two batches were answered sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.two_sent = asyncio.Event()
+
+    def __call__(self, outcome: BulkOutcome) -> None:
+        self.append(outcome)
+        if sum(o.outcome is Outcome.SENT for o in self) >= 2:
+            self.two_sent.set()
+
+
+@pytest.fixture
+async def sb() -> AsyncIterator[Sandbox]:
+    before = socket_count()
+    async with Sandbox(speedsms_rate_limit=None, delivery_delay=0.01) as sandbox:
+        yield sandbox
+    await assert_no_leaks(before)
+
+
+@pytest.mark.parametrize("when", ["after two answers", "as the first request leaves"])
+async def test_batches_cancelled_in_the_limiter_are_skipped_not_unknown(
+    when: str, sb: Sandbox
+) -> None:
+    # 2 requests a 10 s: two batches go at once, the other eight wait in smsvn's limiter.
+    numbers = [number(i) for i in range(1000)]
+    source = iter(numbers)
+    outcomes = Record()
+    limit = RateLimit(requests=2, period=10)
+    leaving = asyncio.Event()
+    hooks = Hooks(on_request=lambda info: leaving.set())
+    async with sb.client("speedsms", rate_limit=limit, retry=FAST_RETRY, hooks=hooks) as sms:
+        task = asyncio.create_task(sms.send_bulk(source, "hi", on_result=outcomes))
+        if when == "as the first request leaves":
+            async with asyncio.timeout(5):
+                await leaving.wait()
+        else:
+            async with asyncio.timeout(5):
+                await outcomes.two_sent.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    fate = fates(outcomes)
+    outbox = set(sb.outbox.phones("speedsms"))
+    assert_stream_accounts(fate, numbers, list(source), outbox)
+    skipped = {n for n, o in fate.items() if o is Outcome.SKIPPED}
+    sent = {n for n, o in fate.items() if o is Outcome.SENT}
+    assert len(skipped) >= 800, "the batches waiting in the limiter are skipped"
+    assert not skipped & outbox
+    assert sent <= outbox
+    assert sb.requests[("speedsms", "send")] <= 2
+    no_duplicates(sb)
+
+
+async def test_a_resume_after_a_cancel_in_the_limiter_sends_each_number_once(sb: Sandbox) -> None:
+    numbers = [number(i) for i in range(600)]
+    source = iter(numbers)
+    outcomes = Record()
+    limit = RateLimit(requests=2, period=10)
+    async with sb.client("speedsms", rate_limit=limit, retry=FAST_RETRY) as sms:
+        task = asyncio.create_task(sms.send_bulk(source, "hi", on_result=outcomes))
+        async with asyncio.timeout(5):
+            await outcomes.two_sent.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    fate = fates(outcomes)
+    resume = [n for n, o in fate.items() if o is Outcome.SKIPPED] + list(source)
+    async with sb.client("speedsms", rate_limit=None, retry=FAST_RETRY) as sms:
+        again = await sms.send_bulk(resume, "hi")
+    assert again.accepted == len(resume) == 400
+    assert Counter(sb.outbox.phones("speedsms")) == Counter(numbers)
+
+
+# -- an account-wide error drops what has not left (item 10) ---------------------------------------
+
+
+@pytest.mark.parametrize("source_kind", ["list", "async"])
+async def test_a_wrong_token_stops_the_batches_still_waiting(source_kind: str, sb: Sandbox) -> None:
+    numbers = [number(i) for i in range(2000)]  # 20 batches
+
+    async def stream() -> AsyncIterator[str]:
+        for n in numbers:
+            yield n
+
+    limit = RateLimit(requests=5, period=1.0)
+    outcomes: list[BulkOutcome] = []
+    async with sb.client(
+        "speedsms", token="not-the-token", rate_limit=limit, retry=FAST_RETRY
+    ) as sms:
+        report = await sms.send_bulk(
+            numbers if source_kind == "list" else stream(), "hi", on_result=outcomes.append
+        )
+    assert isinstance(report.aborted, errors.AuthenticationError)
+    reached = sb.requests[("speedsms", "send")]
+    assert 1 <= reached <= 3, f"{reached} requests reached the provider after the first 401"
+    assert report.failed_count == 100 * reached
+    assert len(report.skipped) == 2000 - report.failed_count
+    assert report.requests == reached
+    accounted(report, numbers)
+    assert {n for n, o in fates(outcomes).items() if o is Outcome.SKIPPED} == set(report.skipped)
+    assert len(sb.outbox) == 0
+
+
+async def test_an_account_wide_error_lets_batches_in_flight_finish() -> None:
+    # Batch 0 is refused; batches 1-3 had left already and are answered; batches waiting to
+    # leave are dropped, not sent to the same refusal.
+    def rule(i: int, numbers: list[str]) -> errors.SmsError | None:
+        return errors.InsufficientBalance("empty", provider="fake") if i == 0 else None
+
+    fake = FakeProvider(rule, delay=0.02)
+    gate = FakeProvider(delay=0.02, wait=0.2)
+    calls = 0
+
+    async def send_batch(numbers: list[str], content: str, request_id: str | None) -> SendResult:
+        nonlocal calls
+        calls += 1
+        # The first four leave at once; the rest wait (in a limiter) before leaving.
+        return await (fake if calls <= 4 else gate)(numbers, content, request_id)
+
+    source = iter([number(i) for i in range(100)])
+    report = await bulk.run(
+        source, provider="fake", send_batch=send_batch, content="hi", batch_size=1, concurrency=8
+    )
+    assert isinstance(report.aborted, errors.InsufficientBalance)
+    assert report.failed_count == 1
+    assert report.accepted == 3
+    assert gate.batches == [], "a batch that had not left was sent after the refusal"
+    assert len(report.skipped) == 4
+    assert report.taken == 8 and len(list(source)) == 92
+
+
+# -- one string is not a list of numbers (item 9) --------------------------------------------------
+
+
+@pytest.mark.parametrize("recipients", ["0912345678", b"0912345678"])
+async def test_send_bulk_refuses_one_string(recipients: str, mocked: aioresponses) -> None:
+    async with SpeedSMS(SENTINEL_TOKEN, rate_limit=None, sms_type=3, sender="BRAND") as sms:
+        with pytest.raises(errors.ValidationError, match="not one"):
+            await sms.send_bulk(recipients, "hi")
+        with pytest.raises(errors.ValidationError, match="not one"):
+            await sms.send_many(recipients, sms_type=3)  # type: ignore[arg-type]
+    assert not mocked.requests
+
+
+async def test_bulk_run_takes_nothing_from_a_string() -> None:
+    taken: list[str] = []
+
+    async def send_batch(numbers: list[str], content: str, request_id: str | None) -> SendResult:
+        taken.extend(numbers)
+        return SendResult(provider="fake", message_id="m", recipients=tuple(numbers))
+
+    with pytest.raises(errors.ValidationError):
+        await bulk.run(
+            "0912345678", provider="fake", send_batch=send_batch, content="hi", batch_size=1
+        )
+    messages = [Message("0912345678", "hi")]
+    report = await bulk.run(
+        messages, provider="fake", send_batch=send_batch, content=None, batch_size=1
+    )
+    assert report.accepted == 1 and taken == ["0912345678"]
