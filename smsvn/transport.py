@@ -28,7 +28,8 @@ import random
 import select
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
@@ -63,11 +64,13 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
     "AttemptInfo",
+    "Bounds",
     "Departure",
     "Hooks",
     "Response",
     "RetryPolicy",
     "Transport",
+    "bounded",
     "departure",
     "retry_after_seconds",
 ]
@@ -170,6 +173,51 @@ class Departure:
 
 departure: ContextVar[Departure | None] = ContextVar("smsvn_departure", default=None)
 """The ``Departure`` of the running task's send, if its caller asked to know."""
+
+
+class Bounds(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-call bounds set by ``bounded()``: the tighter of these and the client's apply."""
+
+    max_wait: float | None = None
+    deadline: float | None = None
+
+
+_bounds: ContextVar[Bounds | None] = ContextVar("smsvn_bounds", default=None)
+
+
+@contextmanager
+def bounded(*, max_wait: float | None = None, deadline: float | None = None) -> Iterator[None]:
+    """Bound every smsvn call made inside the block (in this task and the tasks it starts):
+    ``max_wait`` for the account's turn, ``deadline`` for each whole call. The tighter of these
+    and the client's own options applies, so a web request (or ``smsvn.otp``) can say "this
+    request may not wait more than 2 s" on a client shared with slower work.
+
+        with smsvn.transport.bounded(max_wait=2.0, deadline=5.0):
+            await sms.send(number, text)
+    """
+    for name, value in (("max_wait", max_wait), ("deadline", deadline)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (math.isfinite(value) and value >= 0)
+        ):
+            raise ValidationError(f"{name} must be a non-negative, finite number of seconds")
+    outer = _bounds.get()
+    if outer is not None:
+        max_wait = _tighter(max_wait, outer.max_wait)
+        deadline = _tighter(deadline, outer.deadline)
+    token = _bounds.set(Bounds(max_wait=max_wait, deadline=deadline))
+    try:
+        yield
+    finally:
+        _bounds.reset(token)
+
+
+def _tighter(a: float | None, b: float | None) -> float | None:
+    """The smaller of two optional bounds (None is no bound)."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 class _Dropped(Exception):
@@ -378,10 +426,14 @@ class Transport:
         limiter = self.limiter
         mark = departure.get()
         bounded = mark is None or not mark.unbounded
-        max_wait = self.max_wait if bounded else None
+        max_wait, deadline = (self.max_wait, self.deadline) if bounded else (None, None)
+        override = _bounds.get()
+        if override is not None and bounded:
+            max_wait = _tighter(max_wait, override.max_wait)
+            deadline = _tighter(deadline, override.deadline)
         end: float | None = None
-        if bounded and self.deadline is not None:
-            end = asyncio.get_running_loop().time() + self.deadline
+        if deadline is not None:
+            end = asyncio.get_running_loop().time() + deadline
         retries = 0
         attempt = 0
         limited = 0

@@ -20,6 +20,7 @@ import pytest
 from smsvn import ESMS, Fibo, RateLimit, SpeedSMS, errors
 from smsvn.failover import Failover
 from smsvn.sandbox import Fault, Sandbox
+from smsvn.transport import bounded
 from tests.conftest import FAST_RETRY, PROVIDERS
 
 NUMBER = "0912345678"
@@ -156,3 +157,28 @@ def test_bad_construction_is_a_validation_error(build: Any) -> None:
         build()
     assert isinstance(caught.value, ValueError)
     assert caught.value.message
+
+
+async def test_bounded_sets_per_call_bounds_on_a_shared_client() -> None:
+    """A client shared with slower work has no max_wait; the web request bounds its own calls,
+    and the tighter of nested bounds applies."""
+    async with Sandbox(speedsms_rate_limit=None, delivery_delay=0.01) as sb:
+        slow = RateLimit(requests=2, period=30.0)
+        async with sb.client("speedsms", rate_limit=slow) as sms:
+            await sms.send(NUMBER, "1")
+            await sms.send(NUMBER, "2")
+            with (
+                bounded(max_wait=60.0),
+                bounded(max_wait=0.2),
+                pytest.raises(errors.RateLimited, match="nothing was sent"),
+            ):
+                await sms.send(NUMBER, "3")
+            with bounded(deadline=0.2), pytest.raises(errors.RateLimited):
+                await sms.send(NUMBER, "4")
+        assert sb.requests[("speedsms", "send")] == 2
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "1", True])
+def test_bounded_refuses_bad_values(value: Any) -> None:
+    with pytest.raises(errors.ValidationError), bounded(max_wait=value):
+        pass
