@@ -25,6 +25,7 @@ from smsvn.errors import AuthenticationError
 from smsvn.limits import RateLimit
 from smsvn.providers import Provider
 from smsvn.sandbox import DEFAULT_BALANCES, DEFAULT_PRICES, Fault, Sandbox, serve
+from smsvn.sandbox._base import any_case, same_route
 from tests import toy_provider
 
 TOKEN = Sandbox.speedsms_token
@@ -323,8 +324,11 @@ async def test_speedsms_balance_runs_out(sb: Sandbox, http: aiohttp.ClientSessio
 async def test_speedsms_not_found_and_method(sb: Sandbox, http: aiohttp.ClientSession) -> None:
     status, body = await get_json(http, f"{sb.speedsms_url}/nothing", headers=AUTH)
     assert status == 404 and body["name"] == "Not Found"
-    status, body = await get_json(http, f"{sb.speedsms_url}/sms/send", headers=AUTH)
-    assert status == 405 and body["status"] == 405
+    async with http.post(f"{sb.speedsms_url}/user/info", headers=AUTH) as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "GET"
+        assert (await resp.json())["status"] == 405
+    async with http.delete(f"{sb.speedsms_url}/sms/send", headers=AUTH) as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "GET, POST"
 
 
 async def test_speedsms_delivery_reports(http: aiohttp.ClientSession, receiver: Receiver) -> None:
@@ -763,13 +767,11 @@ async def test_fibo_send_wire_format(sb: Sandbox, http: aiohttp.ClientSession) -
         assert resp.status == 200
         assert resp.headers["Content-Type"] == "text/xml; charset=utf-8"
         raw = await resp.read()
-    prefix = (
+    assert raw == (
         b'<?xml version="1.0" encoding="utf-8"?>\n<string xmlns="http://tempuri.org/">'
         b"&lt;SMS&gt;&lt;Code&gt;200&lt;/Code&gt;&lt;Message&gt;Sending...&lt;/Message&gt;"
-        b"&lt;Time&gt;"
+        b"&lt;Time&gt;&lt;/Time&gt;&lt;/SMS&gt;</string>"
     )
-    assert raw.startswith(prefix)
-    assert raw.endswith(b"&lt;/Time&gt;&lt;/SMS&gt;</string>")
     (record,) = sb.outbox
     assert (record.provider, record.phone, record.request_id, record.sender) == (
         "fibo",
@@ -801,6 +803,7 @@ async def test_fibo_send_codes(
         sms = inner_sms(await resp.read())
     assert sms.findtext("Code") == code
     assert sms.findtext("Message")
+    assert sms.findtext("Time") == ""  # empty, as the document shows it
     assert len(sb.outbox) == 0
 
 
@@ -1183,6 +1186,20 @@ async def test_client_options_and_describe_come_from_the_simulators(sb: Sandbox)
     assert lines[11].startswith(f"Delivery after {DELAY:g} s")
     with pytest.raises(ValueError, match="unknown provider"):
         sb.client_options("toy")
+
+
+def test_any_case_routes_match_literal_segments_in_any_case() -> None:
+    pattern = any_case("/esms", "/MainService.svc/json/GetBalance/{key}/{secret}")
+    assert pattern.startswith("/esms/{_c0:(?i:MainService\\.svc)}/")
+    assert pattern.endswith("/{key}/{secret}")
+    assert any_case("/esms", "/A/b/") == "/esms/{_c0:(?i:A)}/{_c1:(?i:b)}/"
+    with pytest.raises(ValueError, match="starts with"):
+        any_case("/fibo", "service.asmx")
+    template = "/esms/MainService.svc/json/GetBalance/{key}/{secret}"
+    assert same_route(template, "/esms/mainservice.SVC/JSON/getbalance/K/S")
+    assert not same_route(template, "/esms/MainService.svc/json/GetBalance/K/")
+    assert not same_route(template, "/esms/MainService.svc/json/GetBalance/K")
+    assert not same_route(template, "/esms/MainService.svc/json/GetBalanceX/K/S")
 
 
 # -- a fourth provider, through the registry alone ---------------------------------------------

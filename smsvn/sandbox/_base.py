@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from array import array
 from bisect import bisect_right
 from collections import Counter
@@ -47,12 +48,14 @@ __all__ = [
     "OutboxRecord",
     "Route",
     "Stats",
+    "any_case",
     "basic_token",
     "format_seconds",
     "is_old_number",
     "json_number",
     "national",
     "number_text",
+    "same_route",
     "segment_count",
     "too_many_html",
     "vn_now",
@@ -351,6 +354,40 @@ def vn_now() -> datetime:
 def json_number(value: float) -> int | float:
     """A price or balance as JSON writes it: an integer when it is whole."""
     return int(value) if value == int(value) else value
+
+
+_VARIABLE: Final = re.compile(r"\{[_a-zA-Z][_a-zA-Z0-9]*\}")
+
+
+def any_case(root: str, path: str) -> str:
+    """An aiohttp route path for ``root`` (matched exactly: the simulator's stand-in for a
+    host) followed by ``path`` with its literal segments matched without regard to case, as
+    IIS matches URLs; ``{name}`` segments of ``path`` stay variables.
+
+    ``any_case("/fibo", "/service.asmx/SendMaskedSMS")`` matches ``/fibo/Service.asmx/
+    sendmaskedsms`` too. Each literal segment becomes a variable ``_cN`` whose pattern is the
+    segment, escaped, under a scoped ``(?i:...)`` flag; an empty segment (a trailing slash)
+    stays empty.
+    """
+    if not path.startswith("/"):
+        raise ValueError(f"a route path starts with '/', not {path!r}")
+    parts: list[str] = []
+    for n, segment in enumerate(path[1:].split("/")):
+        if not segment or _VARIABLE.fullmatch(segment):
+            parts.append(segment)
+        else:
+            parts.append(f"{{_c{n}:(?i:{re.escape(segment)})}}")
+    return root + "/" + "/".join(parts)
+
+
+def same_route(template: str, path: str) -> bool:
+    """Whether a request ``path`` fits a route ``template`` (``{name}`` segments match any
+    non-empty segment) with literal segments compared without regard to case."""
+    want, got = template.split("/"), path.split("/")
+    return len(want) == len(got) and all(
+        w.casefold() == g.casefold() or (_VARIABLE.fullmatch(w) is not None and g != "")
+        for w, g in zip(want, got, strict=True)
+    )
 
 
 def basic_token(header: str | None) -> str | None:

@@ -1,12 +1,27 @@
 """Simulated eSMS: the SMS host (sends, balance, status, receivers, sent list, brandnames) and
 the voice host (OTP, template and recording calls, call status), with both callback kinds.
 
-Served under ``/esms/MainService.svc/json`` and ``/esms-voice/MainService.svc/json``, answering
-JSON as eSMS's WCF service does: codes are strings, query parameter names are matched without
-regard to case (``CallbackUrl`` = ``CallBackUrl``), JSON body member names exactly. A body that
-is not a JSON object of scalars gets HTTP 400 ``{"error":"Invalid request"}`` with no code.
+Served under ``/esms/MainService.svc/json`` and ``/esms-voice/MainService.svc/json`` (``/esms``
+and ``/esms-voice`` stand for the hosts ``rest.esms.vn`` and ``voiceapi.esms.vn``), answering
+JSON as eSMS's WCF service does: codes are strings, query and form field names are matched
+without regard to case (``CallbackUrl`` = ``CallBackUrl``, ``APIKEY`` = ``ApiKey``), JSON body
+member names exactly. A body that is not a JSON object of scalars gets HTTP 400
+``{"error":"Invalid request"}`` with no code.
 
-Sends (``POST SendMultipleMessage_V4_post_json/``, ``GET SendMultipleMessage_V4_get``), checked
+Paths are matched without regard to case after the host's stand-in
+(``/esms/mainservice.svc/JSON/getbalance/...`` is ``GetBalance``): eSMS is a WCF service on IIS
+(``MainService.svc``), where IIS finds the ``.svc`` file and WCF's URI templates match their
+literal segments ignoring case. Any other path on either host gets WCF's HTML "Endpoint not
+found." (404), or "Method not allowed." (405) for a known path asked with the wrong method.
+
+Sends come three ways, with the same fields and the same answers: ``POST
+SendMultipleMessage_V4_post_json/`` (a JSON body), ``GET SendMultipleMessage_V4_get`` (the query
+string), and ``POST SendMultipleMessage_V4_post/`` (an ``application/x-www-form-urlencoded``
+body: the developer guide's "POST X-Form" and the official Python sample, which names the fields
+``APIKEY``, ``SECRETKEY``, ``CONTENT``, ``SMSTYPE``, ``BRANDNAME``, ``PHONE``). The form is read
+as UTF-8 unless its Content-Type names another charset; a body of another content type (JSON,
+multipart) or one that cannot be decoded gets ``{"error":"Invalid request"}`` (HTTP 400), the
+answer the developer guide lists for this endpoint besides the coded ones. Each send is checked
 in this order: ApiKey/SecretKey (101); ``RequestId`` over 120 characters (159) or already
 accepted during the sandbox's life (``{"CodeResult":"124","ErrorMessage":"Request exist"}``,
 nothing recorded or charged again); ``SmsType`` 1, 2 or 8 (118); type 1 needs a registered
@@ -54,6 +69,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar, Final
+from urllib.parse import parse_qsl
 
 import msgspec
 from aiohttp import web
@@ -68,9 +84,11 @@ from smsvn.sandbox._base import (
     Batch,
     Handler,
     Route,
+    any_case,
     json_number,
     national,
     number_text,
+    same_route,
     segment_count,
     too_many_html,
     wcf_date,
@@ -93,8 +111,13 @@ __all__ = [
     "ESMSSimulator",
 ]
 
-PREFIX: Final = "/esms/MainService.svc/json"
-VOICE_PREFIX: Final = "/esms-voice/MainService.svc/json"
+_ROOT: Final = "/esms"
+"""The SMS host (``rest.esms.vn``) on the sandbox."""
+_VOICE_ROOT: Final = "/esms-voice"
+"""The voice host (``voiceapi.esms.vn``) on the sandbox."""
+_SERVICE: Final = "/MainService.svc/json"
+PREFIX: Final = _ROOT + _SERVICE
+VOICE_PREFIX: Final = _VOICE_ROOT + _SERVICE
 API_KEY: Final = "SANDBOXESMSAPIKEY"
 """The one ApiKey the simulator accepts."""
 SECRET_KEY: Final = "SANDBOXESMSSECRET"
@@ -133,6 +156,7 @@ _TELCO: Final = {
 }
 
 _JSON: Final = {"Content-Type": "application/json; charset=utf-8"}
+_FORM: Final = "application/x-www-form-urlencoded"
 _ENCODE = msgspec.json.encode
 _INVALID_REQUEST: Final = _ENCODE({"error": "Invalid request"})
 _NOT_FOUND_PAGE: Final = (
@@ -199,29 +223,40 @@ class ESMSSimulator:
         self._request_ids: set[str] = set()
         self._messages: dict[str, Batch] = {}
         self._calls: dict[str, tuple[Batch, str]] = {}
+        self._endpoints: tuple[tuple[str, str, str, str, Handler], ...] = (
+            ("POST", _ROOT, "/SendMultipleMessage_V4_post_json/", "send", self._send_post),
+            ("POST", _ROOT, "/SendMultipleMessage_V4_post_json", "send", self._send_post),
+            ("POST", _ROOT, "/SendMultipleMessage_V4_post/", "send", self._send_form),
+            ("POST", _ROOT, "/SendMultipleMessage_V4_post", "send", self._send_form),
+            ("GET", _ROOT, "/SendMultipleMessage_V4_get", "send", self._send_get),
+            ("GET", _ROOT, "/GetBalance/{key}/{secret}", "balance", self._balance),
+            ("GET", _ROOT, "/GetSendStatus", "status", self._status),
+            ("GET", _ROOT, "/GetSmsReceiverStatus_get", "receivers", self._receivers),
+            ("POST", _ROOT, "/GetSmsSentData", "sent_data", self._sent_data),
+            ("GET", _ROOT, "/GetListBrandname/{key}/{secret}", "brandnames", self._brands),
+            ("GET", _VOICE_ROOT, "/VoiceOTP", "voice_otp", self._voice_otp),
+            ("GET", _VOICE_ROOT, "/MakeCallTemplate_V2", "call_template", self._template),
+            ("GET", _VOICE_ROOT, "/MakeCallRecord_V2", "call_record", self._record),
+            ("GET", _VOICE_ROOT, "/GetSendStatus", "call_status", self._call_status),
+        )
+        """(method, host stand-in, operation path after ``/MainService.svc/json``, fault route
+        name, handler) of each endpoint."""
 
     def routes(self) -> list[Route]:
-        """The SMS host's and the voice host's endpoints, by fault route name."""
+        """The SMS host's and the voice host's endpoints, by fault route name, each path
+        matched without regard to case after its host's stand-in (``/esms``,
+        ``/esms-voice``)."""
         return [
-            Route("POST", PREFIX + "/SendMultipleMessage_V4_post_json/", "send", self._send_post),
-            Route("POST", PREFIX + "/SendMultipleMessage_V4_post_json", "send", self._send_post),
-            Route("GET", PREFIX + "/SendMultipleMessage_V4_get", "send", self._send_get),
-            Route("GET", PREFIX + "/GetBalance/{key}/{secret}", "balance", self._balance),
-            Route("GET", PREFIX + "/GetSendStatus", "status", self._status),
-            Route("GET", PREFIX + "/GetSmsReceiverStatus_get", "receivers", self._receivers),
-            Route("POST", PREFIX + "/GetSmsSentData", "sent_data", self._sent_data),
-            Route("GET", PREFIX + "/GetListBrandname/{key}/{secret}", "brandnames", self._brands),
-            Route("GET", VOICE_PREFIX + "/VoiceOTP", "voice_otp", self._voice_otp),
-            Route("GET", VOICE_PREFIX + "/MakeCallTemplate_V2", "call_template", self._template),
-            Route("GET", VOICE_PREFIX + "/MakeCallRecord_V2", "call_record", self._record),
-            Route("GET", VOICE_PREFIX + "/GetSendStatus", "call_status", self._call_status),
+            Route(method, any_case(root, _SERVICE + path), name, handler)
+            for method, root, path, name, handler in self._endpoints
         ]
 
     def fallbacks(self) -> list[tuple[str, str, Handler]]:
-        """WCF's HTML "Endpoint not found." (404) or "Method not allowed." (405)."""
+        """WCF's HTML "Endpoint not found." (404) or "Method not allowed." (405), for any other
+        path on either host."""
         return [
-            ("*", PREFIX + "/{tail:.*}", self._not_found),
-            ("*", VOICE_PREFIX + "/{tail:.*}", self._not_found),
+            ("*", _ROOT + "/{tail:.*}", self._not_found),
+            ("*", _VOICE_ROOT + "/{tail:.*}", self._not_found),
         ]
 
     def too_many(self, seconds: float) -> web.Response:
@@ -262,6 +297,17 @@ class ESMSSimulator:
             return _invalid_request()
         params = {key: _text(getattr(body, name)) for name, key in _SEND_FIELDS}
         return self._send(params)
+
+    async def _send_form(self, request: web.Request) -> web.Response:
+        """``POST SendMultipleMessage_V4_post/``: the fields from a form-encoded body, named
+        without regard to case as in the query string (the official Python sample writes
+        ``APIKEY``, the developer guide ``Apikey``)."""
+        if request.content_type != _FORM:
+            return _invalid_request()
+        fields = _form(await request.read(), request.charset)
+        if fields is None:
+            return _invalid_request()
+        return self._send(fields)
 
     async def _send_get(self, request: web.Request) -> web.Response:
         """``GET SendMultipleMessage_V4_get``: the fields from the query string."""
@@ -629,7 +675,10 @@ class ESMSSimulator:
 
     async def _not_found(self, request: web.Request) -> web.Response:
         """WCF's answer for a path it has no operation for (405 for a wrong method)."""
-        if any(_same_path(route.path, request.path) for route in self.routes()):
+        if any(
+            same_route(root + _SERVICE + path, request.path)
+            for _, root, path, _, _ in self._endpoints
+        ):
             return web.Response(status=405, body=_NOT_ALLOWED_PAGE, content_type="text/html")
         return web.Response(status=404, body=_NOT_FOUND_PAGE, content_type="text/html")
 
@@ -657,6 +706,23 @@ def _invalid_request() -> web.Response:
 def _query(request: web.Request) -> dict[str, str | None]:
     """Query parameters by lower-case name (WCF matches them without regard to case)."""
     return {key.lower(): value for key, value in request.query.items()}
+
+
+def _form(raw: bytes, charset: str | None) -> dict[str, str | None] | None:
+    """A form-encoded body's fields by lower-case name (the last of repeated names wins, as
+    in ``_query``), percent-escapes decoded in the declared charset (UTF-8 when none); None
+    when the body cannot be read in that charset."""
+    encoding = charset or "utf-8"
+    try:
+        pairs = parse_qsl(
+            raw.decode(encoding).rstrip(),
+            keep_blank_values=True,
+            encoding=encoding,
+            errors="strict",
+        )
+    except (LookupError, ValueError):
+        return None
+    return {key.lower(): value for key, value in pairs}
 
 
 def _text(value: Scalar) -> str | None:
@@ -702,12 +768,3 @@ def _day(value: str | None) -> str | None:
 def _is_http(url: str) -> bool:
     """Only http(s) callback URLs are called (the vendor's sample passes a bare word)."""
     return url.startswith(("http://", "https://"))
-
-
-def _same_path(pattern: str, path: str) -> bool:
-    """Whether ``path`` matches a route pattern with ``{name}`` segments."""
-    want, got = pattern.split("/"), path.split("/")
-    return len(want) == len(got) and all(
-        w == g or (w.startswith("{") and w.endswith("}") and g)
-        for w, g in zip(want, got, strict=True)
-    )

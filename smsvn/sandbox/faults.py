@@ -21,11 +21,12 @@ Kinds, and whether the request is processed (recorded in the outbox, charged) fi
 
 Routes (the names ``sandbox.requests`` counts by):
 
-- ``speedsms``: ``balance`` (user/info), ``send`` (sms/send), ``voice`` (voice/otp);
-- ``esms``: ``send`` (GET and POST), ``balance``, ``status``, ``receivers``, ``sent_data``,
-  ``brandnames``, and on the voice host ``voice_otp``, ``call_template``, ``call_record``,
-  ``call_status``;
-- ``fibo``: ``send``, ``balance``, ``totals``;
+- ``speedsms``: ``balance`` (user/info), ``send`` (sms/send, POST and GET), ``voice``
+  (voice/otp, POST and GET);
+- ``esms``: ``send`` (GET, JSON POST and form POST), ``balance``, ``status``, ``receivers``,
+  ``sent_data``, ``brandnames``, and on the voice host ``voice_otp``, ``call_template``,
+  ``call_record``, ``call_status``;
+- ``fibo``: ``send`` and ``balance`` (at every path layout served), ``totals``;
 - any other registered provider: the route names its simulator's ``routes()`` give.
 """
 

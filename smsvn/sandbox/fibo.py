@@ -1,9 +1,15 @@
 """Simulated Fibo: ``SendMaskedSMS`` and ``GetClientBalance`` (ASMX over HTTP GET) and the
 ``GetTotalMt`` SOAP 1.1 service.
 
-Served under ``/fibo``: ``/SendMT/service.asmx/SendMaskedSMS``,
-``/SendMT/service.aspx/GetClientBalance`` (each also under the other of ``service.asmx`` /
-``service.aspx``, since Fibo's document names both) and ``/WebserivceFibo/PartnerMtTotal.asmx``.
+Served under ``/fibo`` (the stand-in for the host): ``/SendMT/service.asmx/SendMaskedSMS`` and
+``/SendMT/service.asmx/GetClientBalance`` (each also under ``service.aspx``, since Fibo's
+document names both: it gives the balance at ``.aspx``, while every real client calls
+``.asmx``), the older layout that every real client found still uses
+(``/service.asmx/SendMaskedSMS``, ``/Service.asmx/GetClientBalance``, on
+``center.fibosms.com`` in reality), and ``/WebserivceFibo/PartnerMtTotal.asmx``. Fibo runs ASP.NET
+on IIS, so, as there, every path after ``/fibo`` is matched without regard to case
+(``/fibo/SERVICE.ASMX/sendmaskedsms`` is a send) and so are the query parameter names (ASP.NET's
+query collection ignores case; the values of a repeated name are joined with commas).
 
 The ASMX answers are what .NET writes for a method returning a string: the provider's XML,
 entity-escaped, inside ``<string xmlns="http://tempuri.org/">``::
@@ -11,16 +17,25 @@ entity-escaped, inside ``<string xmlns="http://tempuri.org/">``::
     <?xml version="1.0" encoding="utf-8"?>
     <string xmlns="http://tempuri.org/">&lt;SMS&gt;&lt;Code&gt;200&lt;/Code&gt;...</string>
 
-with ``Content-Type: text/xml; charset=utf-8``. Like any ASMX GET binding, a missing parameter
-is HTTP 500 ``System.InvalidOperationException: Missing parameter: <name>.`` in plain text.
+with ``Content-Type: text/xml; charset=utf-8``. The inner XML is the document's, element for
+element: ``<SMS><Code>200</Code><Message>Sending...</Message><Time></Time></SMS>`` for an
+accepted send, ``<SMS><Code>200</Code><AccountBalance>N</AccountBalance><Time></Time></SMS>``
+for the balance. ``<Time>`` is always empty, as the document shows it: clients read the answer
+loosely (one real client keeps only the digits of the ``<string>`` text and compares them with
+"200"), so nothing but the code may carry digits in a success answer. A refusal is ``<SMS>``
+with the error table's ``Code`` and its wording as ``Message``, and the same empty ``<Time>``.
+Like any ASMX GET binding, a missing parameter is HTTP 500
+``System.InvalidOperationException: Missing parameter: <name>.`` in plain text.
 
 ``SendMaskedSMS`` checks, in order: ``clientNo``/``clientPass`` (Code 3), ``senderName``
 declared (5), ``serviceType`` 0 or 1 (11), an old 11-digit ``01xx`` number (31), a number that
 is not a Vietnamese mobile one (10), empty content or, the simulator's documented choice,
 ``serviceType`` 0 (plain text) with content outside the GSM alphabet (23: the content must be
 sent as Unicode with ``serviceType=1``), then the balance (14): price x segments, counted as
-UCS-2 for ``serviceType`` 1. Accepted: Code 200 ``Sending...``; ``smsGUID`` is kept as the
-outbox record's ``request_id`` (the message id is the simulator's own: Fibo returns none).
+UCS-2 for ``serviceType`` 1. Accepted: Code 200 ``Sending...``. ``smsGUID`` is a string the
+document gives as "0 (default)" and every sample sends as 0 (or 1): it is no message id, so it
+is kept verbatim as the outbox record's ``request_id`` and never checked for repeats (ten sends
+with ``smsGUID=0`` are ten messages). The message id is the simulator's own (Fibo returns none).
 
 ``GetTotalMt`` wants ``SOAPAction: "http://tempuri.org/GetTotalMt"`` and a SOAP 1.1 envelope
 whose body is ``GetTotalMt`` (namespace ``http://tempuri.org/``) with ``Username`` and
@@ -49,6 +64,7 @@ from smsvn.sandbox._base import (
     Batch,
     Handler,
     Route,
+    any_case,
     is_old_number,
     json_number,
     national,
@@ -63,6 +79,8 @@ __all__ = [
     "BALANCE_PATH",
     "CLIENT_NO",
     "CLIENT_PASS",
+    "LEGACY_BALANCE_PATH",
+    "LEGACY_SEND_PATH",
     "PREFIX",
     "SENDER",
     "SEND_PATH",
@@ -78,7 +96,13 @@ CLIENT_PASS: Final = "sandbox-fibo-pass"
 SENDER: Final = "SMSVN"
 """The one declared ``senderName``."""
 SEND_PATH: Final = "/SendMT/service.asmx/SendMaskedSMS"
-BALANCE_PATH: Final = "/SendMT/service.aspx/GetClientBalance"
+"""The document's send path (also served with ``service.aspx``)."""
+BALANCE_PATH: Final = "/SendMT/service.asmx/GetClientBalance"
+"""The balance path every real client calls (the document's ``service.aspx`` is served too)."""
+LEGACY_SEND_PATH: Final = "/service.asmx/SendMaskedSMS"
+"""The older layout's send path (``center.fibosms.com`` in reality), still used by clients."""
+LEGACY_BALANCE_PATH: Final = "/Service.asmx/GetClientBalance"
+"""The older layout's balance path, capitalised as its clients write it."""
 TOTALS_PATH: Final = "/WebserivceFibo/PartnerMtTotal.asmx"
 MAX_SOAP_BODY: Final = 64 * 1024
 """Bytes a SOAP request may have."""
@@ -133,13 +157,20 @@ class FiboSimulator:
         self._sent: list[Batch] = []
 
     def routes(self) -> list[Route]:
-        """``send``, ``balance`` (each at .asmx and .aspx) and ``totals``."""
+        """``send`` and ``balance`` (each under ``/SendMT/service.asmx``,
+        ``/SendMT/service.aspx`` and the older ``/service.asmx``) and ``totals``, every path
+        matched without regard to case after ``/fibo``, as IIS matches them."""
         routes = []
-        for service in ("service.asmx", "service.aspx"):
-            base = f"{PREFIX}/SendMT/{service}"
-            routes.append(Route("GET", base + "/SendMaskedSMS", "send", self._send))
-            routes.append(Route("GET", base + "/GetClientBalance", "balance", self._balance))
-        routes.append(Route("POST", PREFIX + TOTALS_PATH, "totals", self._totals))
+        for service in ("/SendMT/service.asmx", "/SendMT/service.aspx", "/service.asmx"):
+            routes.append(
+                Route("GET", any_case(PREFIX, service + "/SendMaskedSMS"), "send", self._send)
+            )
+            routes.append(
+                Route(
+                    "GET", any_case(PREFIX, service + "/GetClientBalance"), "balance", self._balance
+                )
+            )
+        routes.append(Route("POST", any_case(PREFIX, TOTALS_PATH), "totals", self._totals))
         return routes
 
     def fallbacks(self) -> list[tuple[str, str, Handler]]:
@@ -171,25 +202,25 @@ class FiboSimulator:
 
     async def _send(self, request: web.Request) -> web.Response:
         """``GET SendMaskedSMS``: one message to one number (checks in the module's order)."""
-        query = request.query
-        missing = next((name for name in _SEND_PARAMS if name not in query), None)
+        query = _parameters(request)
+        missing = next((name for name in _SEND_PARAMS if name.lower() not in query), None)
         if missing is not None:
             return _missing(missing)
-        if (query["clientNo"], query["clientPass"]) != self._credentials:
+        if (query["clientno"], query["clientpass"]) != self._credentials:
             return _answer(3)
-        sender = query["senderName"]
+        sender = query["sendername"]
         if sender not in self._senders:
             return _answer(5)
-        service_type = query["serviceType"].strip()
+        service_type = query["servicetype"].strip()
         if service_type not in ("0", "1"):
             return _answer(11)
-        raw = query["phoneNumber"].strip()
+        raw = query["phonenumber"].strip()
         if is_old_number(raw):
             return _answer(31)
         number = national(raw)
         if number is None:
             return _answer(10)
-        content = query["smsMessage"]
+        content = query["smsmessage"]
         unicode = service_type == "1"
         if not content or (not unicode and text.needs_unicode(content)):
             return _answer(23)
@@ -210,7 +241,7 @@ class FiboSimulator:
             retry_at=retry_at,
             unit_price=price,
             segments=segments,
-            request_id=query["smsGUID"],
+            request_id=query["smsguid"],
             sender=sender,
             sms_type=int(service_type),
         )
@@ -221,16 +252,15 @@ class FiboSimulator:
 
     async def _balance(self, request: web.Request) -> web.Response:
         """``GET GetClientBalance``: messages (or VND) left on the account."""
-        query = request.query
-        missing = next((name for name in _BALANCE_PARAMS if name not in query), None)
+        query = _parameters(request)
+        missing = next((name for name in _BALANCE_PARAMS if name.lower() not in query), None)
         if missing is not None:
             return _missing(missing)
-        if (query["clientNo"], query["clientPass"]) != self._credentials:
+        if (query["clientno"], query["clientpass"]) != self._credentials:
             return _answer(3)
         balance = json_number(self._engine.balances["fibo"])
         return _wrap(
-            f"<SMS><Code>200</Code><AccountBalance>{balance}</AccountBalance>"
-            f"<Time>{_now()}</Time></SMS>"
+            f"<SMS><Code>200</Code><AccountBalance>{balance}</AccountBalance><Time></Time></SMS>"
         )
 
     # -- SOAP ------------------------------------------------------------------------------
@@ -302,9 +332,13 @@ def _read_envelope(raw: bytes) -> tuple[str, str] | None:
     return (username.text or "", password.text or "")
 
 
-def _now() -> str:
-    """Fibo's ``<Time>``: the current Vietnam time."""
-    return vn_now().strftime("%d/%m/%Y %H:%M:%S")
+def _parameters(request: web.Request) -> dict[str, str]:
+    """The query string as ASP.NET reads it: names without regard to case, the values of a
+    repeated name joined with commas."""
+    values: dict[str, list[str]] = {}
+    for name, value in request.query.items():
+        values.setdefault(name.lower(), []).append(value)
+    return {name: ",".join(parts) for name, parts in values.items()}
 
 
 def _wrap(inner: str) -> web.Response:
@@ -319,7 +353,7 @@ def _wrap(inner: str) -> web.Response:
 def _answer(code: int, message: str | None = None) -> web.Response:
     """A ``<SMS>`` answer with ``code`` and its message (the error table's wording)."""
     words = escape(message if message is not None else _MESSAGES.get(code, ""))
-    return _wrap(f"<SMS><Code>{code}</Code><Message>{words}</Message><Time>{_now()}</Time></SMS>")
+    return _wrap(f"<SMS><Code>{code}</Code><Message>{words}</Message><Time></Time></SMS>")
 
 
 def _missing(name: str) -> web.Response:

@@ -2,9 +2,12 @@
 
 Served under ``/speedsms/index.php``. Wire format as SpeedSMS (a Yii2 application) answers:
 
-- HTTP Basic auth, the access token as user name (any password); a wrong token gets HTTP 401
-  ``{"name":"Unauthorized","message":"Your request was made with invalid credentials.",
-  "code":0,"status":401}``.
+- HTTP Basic auth, the access token as user name (any password), or the token as the
+  ``access-token`` query parameter (see "Beyond the documents" below); a wrong token (by either
+  way, even beside a right one) or none gets HTTP 401 ``{"name":"Unauthorized","message":"Your
+  request was made with invalid credentials.","code":0,"status":401}`` with
+  ``WWW-Authenticate: Basic realm="api"`` (the challenge .NET's ``WebClient`` waits for before
+  it sends its credentials).
 - A sliding window of ``rate_limit.requests`` per ``rate_limit.period`` seconds per token over
   every route; past it HTTP 429 ``{"name":"Too Many Requests","message":"Rate limit
   exceeded.","code":0,"status":429}``. Every answer carries ``X-Rate-Limit-Limit``,
@@ -12,15 +15,42 @@ Served under ``/speedsms/index.php``. Wire format as SpeedSMS (a Yii2 applicatio
   fractional in compressed ones). A refused request does not count against the window.
 - Answers ``{"status":"success","code":"00","data":{...}}`` or ``{"status":"error",
   "code":"<3 digits>","message":...}``; a body that is not JSON gets Yii's HTTP 400.
+- Paths are matched with their case, as Yii routes them (its route ids are lower-case, so
+  ``SMS/send`` is Yii's JSON 404, and ``index.php`` is a file name on a case-sensitive host).
 
 ``POST /sms/send`` takes ``to`` (1-100 numbers, ``84...`` or ``0...``), ``content``,
 ``sms_type`` (2, 3, 4, 5) and ``sender`` (type 3: a registered brandname, else 101; type 5: a
-device id). Invalid numbers are listed in ``data.invalidPhone`` and the rest are sent (repeats
-once); none valid is error 105 with ``invalidPhone``. Content outside the Basic Multilingual
-Plane (emoji) is 110, over 5 segments 113 (the limit the client applies too). The price is
-``price x segments`` per recipient (300 when the balance is short). ``tranId`` is an integer.
+device id). ``type`` and ``brandname`` are the same fields under the names SpeedSMS's own Java,
+C# and Node samples send (``{"to":[...],"content":...,"type":2,"brandname":""}``); where both
+names are given, the documented one wins. A send that names no type at all (an older official
+PHP sample sends only ``to`` and ``content``) is type 2 (``DEFAULT_SMS_TYPE``): SpeedSMS's
+documents state no default, but its official PHP library falls back to 2 (``SMS_TYPE_CSKH``)
+when given none, and 2 is the one type that needs no sender; an omitted sender is none. Invalid
+numbers are listed in ``data.invalidPhone`` and the rest are sent (repeats once); none valid is
+error 105 with ``invalidPhone``. Content outside the Basic Multilingual Plane (emoji) is 110,
+over 5 segments 113 (the limit the client applies too). The price is ``price x segments`` per
+recipient (300 when the balance is short). ``tranId`` is an integer.
 
 ``/voice/otp`` (POST JSON or GET query) takes ``to`` and ``content`` (digits only, else 601).
+``to`` may be national (``0912345678``: the voice document's "09x" form and example) or
+international (``84912345678``: the form the SMS document's PHP sample passes to ``sendVoice``);
+an old 11-digit ``01x`` number (the voice document names it) is read as its 10-digit successor.
+
+Beyond the documents, what clients in the wild send, decided as follows:
+
+- ``?access-token=<token>`` is accepted on every route, alone or beside Basic auth. The 401 and
+  429 bodies above are Yii2's own (``yii\filters\auth`` and ``RateLimiter``), Yii2's query
+  authenticator reads exactly the parameter ``access-token``, and independent clients use that
+  Yii-specific name, alone, against ``/user/info`` and ``/sms/send``: the real service most
+  plausibly accepts it. Its answers are the documented ones, nothing new.
+- ``GET /sms/send?to=&content=&type=&sender=`` (the same fields, ``sms_type`` and
+  ``brandname`` too; ``to`` one number or several joined with commas) is accepted as the same
+  send, with the same answers: many independent clients send exactly these parameters, which
+  points at an older form SpeedSMS once showed. Its answers are the documented POST answers.
+- ``GET /sms/status/{tranId}`` is not served: it answers Yii's JSON 404 like any unknown path.
+  No SpeedSMS document shows what it returns, and the clients that call it disagree (one reads
+  ``status == 1``, another a list under ``data``), so any answer would be invented; a loud 404
+  is better than a made-up status a program might trust. Delivery results come by webhook.
 
 Delivery reports: with ``webhook_url`` set, each recipient's report is POSTed as
 ``{"type":"report","tranId":<int>,"phone":"0912345678","status":S}`` when its delivery is
@@ -59,6 +89,7 @@ from smsvn.sandbox._simulator import Settings
 
 __all__ = [
     "DEFAULT_RATE_LIMIT",
+    "DEFAULT_SMS_TYPE",
     "MAX_RECIPIENTS",
     "MAX_SEGMENTS",
     "PREFIX",
@@ -79,6 +110,9 @@ MAX_RECIPIENTS: Final = 100
 MAX_SEGMENTS: Final = 5
 """Segments a content may take (more is error 113)."""
 _SMS_TYPES: Final = frozenset({2, 3, 4, 5})
+DEFAULT_SMS_TYPE: Final = 2
+"""The type of a send that names none (see the module docstring)."""
+_QUERY_TOKEN: Final = "access-token"
 _FAILED_STATUS: Final = 69
 _TEMPORARY_STATUS: Final = 1
 _EMAIL: Final = "sandbox@smsvn.test"
@@ -119,12 +153,16 @@ _NOT_ALLOWED: Final = _ENCODE(
 
 
 class _SendBody(msgspec.Struct):
-    """``POST /sms/send``: types are checked by hand to answer 101 the way SpeedSMS does."""
+    """``POST /sms/send``: types are checked by hand to answer 101 the way SpeedSMS does.
+    ``type`` and ``brandname`` are the names SpeedSMS's own Java, C# and Node samples give
+    ``sms_type`` and ``sender``."""
 
     to: Any = None
     content: Any = None
     sms_type: Any = None
     sender: Any = None
+    type: Any = None
+    brandname: Any = None
 
 
 class _VoiceBody(msgspec.Struct):
@@ -215,10 +253,12 @@ class SpeedSMSSimulator:
         ]
 
     def routes(self) -> list[Route]:
-        """``user/info`` (balance), ``sms/send`` (send), ``voice/otp`` (voice)."""
+        """``user/info`` (balance), ``sms/send`` (send: POST JSON or GET query), ``voice/otp``
+        (voice: likewise)."""
         return [
             Route("GET", PREFIX + "/user/info", "balance", self._user_info),
-            Route("POST", PREFIX + "/sms/send", "send", self._send),
+            Route("POST", PREFIX + "/sms/send", "send", self._send_post),
+            Route("GET", PREFIX + "/sms/send", "send", self._send_get),
             Route("POST", PREFIX + "/voice/otp", "voice", self._voice_post),
             Route("GET", PREFIX + "/voice/otp", "voice", self._voice_get),
         ]
@@ -247,7 +287,8 @@ class SpeedSMSSimulator:
         """Authenticate and rate-limit: an error answer, or the rate headers to send (None
         when there is no limit)."""
         header = request.headers.get("Authorization")
-        if header != self._auth and basic_token(header) != self._token:
+        basic = self._token if header == self._auth else basic_token(header)
+        if not self._authenticated(basic, request.query.get(_QUERY_TOKEN)):
             return web.Response(
                 status=401,
                 body=_UNAUTHORIZED,
@@ -264,6 +305,13 @@ class SpeedSMSSimulator:
         headers = window.headers(self._token, now, wait)
         headers["Content-Type"] = _JSON
         return web.Response(status=429, body=_TOO_MANY, headers=headers)
+
+    def _authenticated(self, basic: str | None, query: str | None) -> bool:
+        """Whether the credentials given (the Basic user name, the ``access-token`` query
+        parameter; None when not given) are the account's: at least one, and none wrong, as
+        Yii's auth methods fail on a credential given but wrong."""
+        given = [token for token in (basic, query) if token is not None]
+        return bool(given) and all(token == self._token for token in given)
 
     @staticmethod
     def _answer(payload: Mapping[str, Any], headers: dict[str, str] | None) -> web.Response:
@@ -302,8 +350,8 @@ class SpeedSMSSimulator:
         balance = self._engine.balances["speedsms"]
         return self._ok({"email": _EMAIL, "balance": balance, "currency": "VND"}, gate)
 
-    async def _send(self, request: web.Request) -> web.Response:
-        """``POST /sms/send``: one content to 1-100 numbers (see the module docstring)."""
+    async def _send_post(self, request: web.Request) -> web.Response:
+        """``POST /sms/send`` with a JSON body (see the module docstring)."""
         gate = self._gate(request)
         if isinstance(gate, web.Response):
             return gate
@@ -314,7 +362,45 @@ class SpeedSMSSimulator:
             return self._error("101", "Invalid or missing parameters", gate)
         except msgspec.DecodeError:
             return _bad_json(gate)
-        numbers, content, sender = body.to, body.content, body.sender
+        return self._send(
+            body.to,
+            body.content,
+            _either(body.sms_type, body.type),
+            _either(body.sender, body.brandname),
+            gate,
+        )
+
+    async def _send_get(self, request: web.Request) -> web.Response:
+        """``GET /sms/send?to=&content=&type=&sender=``: the same send from the query string,
+        ``to`` one number or several joined with commas."""
+        gate = self._gate(request)
+        if isinstance(gate, web.Response):
+            return gate
+        query = request.query
+        numbers = [
+            part.strip()
+            for value in query.getall("to", ())
+            for part in value.split(",")
+            if part.strip()
+        ]
+        return self._send(
+            numbers or None,
+            query.get("content"),
+            _either(query.get("sms_type"), query.get("type")),
+            _either(query.get("sender"), query.get("brandname")),
+            gate,
+        )
+
+    def _send(
+        self,
+        numbers: object,
+        content: object,
+        raw_type: object,
+        sender: object,
+        gate: dict[str, str] | None,
+    ) -> web.Response:
+        """One content to 1-100 numbers, checked in the module docstring's order; an omitted
+        type is ``DEFAULT_SMS_TYPE``."""
         if not isinstance(numbers, list) or not numbers:
             return self._error("101", "Invalid or missing parameters: to", gate)
         if len(numbers) > MAX_RECIPIENTS:
@@ -323,14 +409,15 @@ class SpeedSMSSimulator:
             )
         if not isinstance(content, str) or not content:
             return self._error("101", "Invalid or missing parameters: content", gate)
-        sms_type = _int(body.sms_type)
+        sms_type = DEFAULT_SMS_TYPE if raw_type is None else _int(raw_type)
         if sms_type not in _SMS_TYPES:
             return self._error("101", "Invalid or missing parameters: sms_type", gate)
         if sender is not None and not isinstance(sender, str):
             return self._error("101", "Invalid parameters: sender", gate)
-        if sms_type == 3 and sender not in self._senders:
+        brand = sender if isinstance(sender, str) else None
+        if sms_type == 3 and brand not in self._senders:
             return self._error("101", "Invalid parameters: sender is not registered", gate)
-        if sms_type == 5 and not sender:
+        if sms_type == 5 and not brand:
             return self._error("101", "Invalid or missing parameters: sender", gate)
         if any(char > "\uffff" for char in content):
             return self._error("110", "Not support sms content encoding", gate)
@@ -366,7 +453,7 @@ class SpeedSMSSimulator:
             retry_at=retry_at,
             unit_price=unit,
             segments=segments,
-            sender=sender if sms_type in (3, 5) else None,
+            sender=brand if sms_type in (3, 5) else None,
             sms_type=sms_type,
         )
         engine.accept(batch)
@@ -490,6 +577,12 @@ def _bad_json(headers: dict[str, str] | None) -> web.Response:
     out = dict(headers or {})
     out["Content-Type"] = _JSON
     return web.Response(status=400, body=_BAD_JSON, headers=out)
+
+
+def _either(documented: object, alias: object) -> object:
+    """A field by its documented name, else by the name the vendor's samples use (None when
+    neither is given)."""
+    return alias if documented is None else documented
 
 
 def _int(value: object) -> int | None:
