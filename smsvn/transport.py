@@ -376,6 +376,10 @@ class Transport:
         if message is not exc.message:
             exc.message = message
             exc.args = (message,)
+        if exc.code is not None:  # a server may put anything in its "code" field
+            code = self.redactor.text(exc.code)
+            if code is not exc.code:
+                exc.code = code
 
     def _too_large(self, endpoint: str, status: int, attempt: int) -> MalformedResponse:
         return MalformedResponse(

@@ -2,10 +2,14 @@
 credentials, and nothing the library shows anyone holds them.
 
 Searched: every log record at DEBUG (message, arguments, formatted traceback), every error's
-``str``, ``repr`` and formatted traceback with its whole ``__cause__`` / ``__context__`` chain,
-every result's ``repr`` and its ``raw`` (repr and JSON), bulk reports, hook ``AttemptInfo``s and
-the clients' ``repr``. The credentials carry characters that URLs, JSON and XML each write their
-own way (``+ & = < > ' " é`` and spaces), so every written form must be redacted, not just one.
+``str``, ``repr``, ``args``, every attribute and formatted traceback, for it and every exception
+reachable by ``__cause__`` or ``__context__`` (suppressed or not), every result's ``repr`` and its
+``raw`` (repr and JSON), bulk reports, hook ``AttemptInfo``s and the clients' ``repr``; a text
+shows a secret when "SENTINEL" is in it in any case, or once percent, entity, backslash or
+full-width encodings are undone. The credentials carry characters that URLs, JSON, XML and HTML
+each write their own way (``+ & = < > ' " / ? # é €`` and spaces), and a provider echoes them in
+the forms real servers write (.NET, PHP, System.Text.Json, twice-escaped XML, a Latin-1 body,
+mojibake, unaccented Vietnamese), so no written form may get through, not just one.
 The webhook receiver's secret path segment gets the same treatment (access log included).
 """
 
@@ -14,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import html
+import json
 import logging
 import traceback
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 from typing import Any
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import quote, unquote, unquote_plus
 from xml.sax.saxutils import escape as xml_escape
 
 import aiohttp
@@ -36,6 +43,8 @@ from smsvn.providers.fibo import Fibo
 from smsvn.providers.speedsms import SpeedSMS
 from smsvn.sandbox import Fault, Sandbox
 from smsvn.transport import AttemptInfo, Hooks, RetryPolicy
+from tests.conftest import PROVIDERS, per_provider
+from tests.test_redact import ENCODINGS
 
 MARK = "SENTINEL"
 TOKEN = "tok SENTINEL+&=é'1"
@@ -69,14 +78,11 @@ class Seen:
         self.add(where + " str", str(exc))
         self.add(where + " repr", repr(exc))
         self.add(where + " traceback", "".join(traceback.format_exception(exc)))
-        chained: BaseException | None = exc
-        depth = 0
-        while chained is not None and depth < 10:  # the whole chain, suppressed or not
-            self.add(f"{where} chain[{depth}]", f"{chained!r} {chained}")
-            if isinstance(chained, SmsError):
-                self.add(f"{where} chain[{depth}] fields", repr(vars(chained)))
-            chained = chained.__cause__ or chained.__context__
-            depth += 1
+        for depth, chained in enumerate(_chain(exc)):
+            what = f"{where} chain[{depth}] {type(chained).__name__}"
+            self.add(what, f"{chained!r} {chained} {chained.args!r}")
+            for name, attribute in vars(chained).items():
+                self.add(f"{what}.{name}", f"{attribute} {attribute!r}")
 
     def result(self, where: str, value: Any) -> None:
         self.add(where + " repr", repr(value))
@@ -104,7 +110,49 @@ class Seen:
         return True
 
     def leaks(self) -> list[str]:
-        return [f"{where}: {text[:300]}" for where, text in self.texts if MARK in text]
+        return [f"{where}: {text[:300]}" for where, text in self.texts if _shows_mark(text)]
+
+
+def _shows_mark(text: str) -> bool:
+    """Whether ``text`` shows the sentinel to a reader who undoes the usual encodings once or
+    twice (percent, entities, backslash escapes, full-width letters), in any case."""
+    readings = [text, unquote_plus(text), unquote_plus(unquote_plus(text))]
+    readings += [html.unescape(html.unescape(r)) for r in readings]
+    with contextlib.suppress(UnicodeDecodeError):
+        readings.append(text.encode("latin-1", "backslashreplace").decode("unicode_escape"))
+    mark = MARK.casefold()
+    return any(mark in unicodedata.normalize("NFKC", r).casefold() for r in readings)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception reachable from it by ``__cause__`` or ``__context__``,
+    suppressed or not (a logger, a debugger or an error tracker shows them all)."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return found
+
+
+def test_the_search_sees_suppressed_contexts_attributes_and_encodings() -> None:
+    """The search itself: an aiohttp error carrying the URL, chained under ``from None``, is
+    found, and so is an encoded echo; a clean error is not (else the tests above prove nothing)."""
+    seen = Seen()
+    try:
+        try:
+            raise aiohttp.InvalidURL(f"http://h/send?ApiKey={quote(API_KEY)}")
+        except aiohttp.InvalidURL:
+            raise SmsError("the base URL is not valid", provider="esms") from None
+    except SmsError as exc:
+        seen.error("chained", exc)
+    assert [leak for leak in seen.leaks() if "InvalidURL" in leak]
+    for shown in (quote(TOKEN), "&#83;&#69;&#78;&#84;&#73;&#78;&#69;&#76;", "\\u0053ENTINEL"):
+        assert _shows_mark(f"x {shown} y"), shown
+    assert not _shows_mark(str(SmsError("refused", provider="esms", code="101")))
 
 
 def _hooks(seen: Seen) -> Hooks:
@@ -116,34 +164,46 @@ def _hooks(seen: Seen) -> Hooks:
 
 Op = Callable[[Any], Awaitable[Any]]
 
-OPERATIONS: dict[str, list[tuple[str, str, Op]]] = {
-    "speedsms": [
-        ("balance", "balance", lambda c: c.balance()),
-        ("send", "send", lambda c: c.send([NUMBER, "0987654321", "bad"], "hi")),
-        ("voice_otp", "voice", lambda c: c.voice_otp(NUMBER, "1234")),
-        ("send_bulk", "send", lambda c: c.send_bulk([NUMBER, "0987654321", "bad"], "hi")),
-    ],
-    "esms": [
-        ("send", "send", lambda c: c.send(NUMBER, "hi")),
-        ("send GET", "send", lambda c: c.send(NUMBER, "hi", method="GET")),
-        ("balance", "balance", lambda c: c.balance()),
-        ("status", "status", lambda c: c.status("no-such-id")),
-        ("receivers", "receivers", lambda c: c.receivers("no-such-id")),
-        ("sent_messages", "sent_data", lambda c: c.sent_messages(date.today(), date.today())),
-        ("brandnames", "brandnames", lambda c: c.brandnames()),
-        ("voice_otp", "voice_otp", lambda c: c.voice_otp(NUMBER, "1234")),
-        ("call_template", "call_template", lambda c: c.call_template(NUMBER, "1001", ["a", "b"])),
-        ("call_record", "call_record", lambda c: c.call_record(NUMBER, "2001")),
-        ("call_status", "call_status", lambda c: c.call_status("no-such-call")),
-        ("send_bulk", "send", lambda c: c.send_bulk([NUMBER, "0987654321", "bad"], "hi")),
-    ],
-    "fibo": [
-        ("send", "send", lambda c: c.send(NUMBER, "hi")),
-        ("balance", "balance", lambda c: c.balance()),
-        ("daily_totals", "totals", lambda c: c.daily_totals()),
-        ("send_bulk", "send", lambda c: c.send_bulk([NUMBER, "0987654321", "bad"], "hi")),
-    ],
-}
+OPERATIONS: dict[str, list[tuple[str, str, Op]]] = dict(
+    per_provider(
+        {
+            "speedsms": [
+                ("balance", "balance", lambda c: c.balance()),
+                ("send", "send", lambda c: c.send([NUMBER, "0987654321", "bad"], "hi")),
+                ("voice_otp", "voice", lambda c: c.voice_otp(NUMBER, "1234")),
+                ("send_bulk", "send", lambda c: c.send_bulk([NUMBER, "0987654321", "bad"], "hi")),
+            ],
+            "esms": [
+                ("send", "send", lambda c: c.send(NUMBER, "hi")),
+                ("send GET", "send", lambda c: c.send(NUMBER, "hi", method="GET")),
+                ("balance", "balance", lambda c: c.balance()),
+                ("status", "status", lambda c: c.status("no-such-id")),
+                ("receivers", "receivers", lambda c: c.receivers("no-such-id")),
+                (
+                    "sent_messages",
+                    "sent_data",
+                    lambda c: c.sent_messages(date.today(), date.today()),
+                ),
+                ("brandnames", "brandnames", lambda c: c.brandnames()),
+                ("voice_otp", "voice_otp", lambda c: c.voice_otp(NUMBER, "1234")),
+                (
+                    "call_template",
+                    "call_template",
+                    lambda c: c.call_template(NUMBER, "1001", ["a", "b"]),
+                ),
+                ("call_record", "call_record", lambda c: c.call_record(NUMBER, "2001")),
+                ("call_status", "call_status", lambda c: c.call_status("no-such-call")),
+                ("send_bulk", "send", lambda c: c.send_bulk([NUMBER, "0987654321", "bad"], "hi")),
+            ],
+            "fibo": [
+                ("send", "send", lambda c: c.send(NUMBER, "hi")),
+                ("balance", "balance", lambda c: c.balance()),
+                ("daily_totals", "totals", lambda c: c.daily_totals()),
+                ("send_bulk", "send", lambda c: c.send_bulk([NUMBER, "0987654321", "bad"], "hi")),
+            ],
+        }
+    )
+)
 FAULTS = [
     "drop_before",
     "drop_after",
@@ -306,10 +366,14 @@ class EchoServer:
     """Answers every request in the provider's own shape, with the request as it arrived (the
     raw path and query, the body, the Authorization header, and their decoded forms) echoed in
     a text field or as the whole body: what a provider's error message, a proxy's error page
-    or a debugging gateway may do. The library must redact every form of every secret."""
+    or a debugging gateway may do. ``encode`` writes the echo as some server would (see
+    ``tests.test_redact.ENCODINGS``) and ``charset`` is the body's. The library must show no
+    form of any secret."""
 
     def __init__(self) -> None:
         self.mode = "refusal"
+        self.encode: Callable[[str], str] = str
+        self.charset = "utf-8"
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -327,40 +391,58 @@ class EchoServer:
         assert self.runner is not None
         await self.runner.cleanup()
 
+    def _text(self, text: str, content_type: str, status: int = 200, **kw: Any) -> web.Response:
+        body = text.encode(self.charset, "replace")
+        return web.Response(
+            status=status, body=body, content_type=content_type, charset=self.charset, **kw
+        )
+
+    def _json(self, payload: Any) -> web.Response:
+        # A UTF-8 server escapes non-ASCII (as json_response does); any other writes it raw.
+        text = json.dumps(payload, ensure_ascii=self.charset == "utf-8")
+        return self._text(text, "application/json")
+
     async def _answer(self, request: web.Request) -> web.Response:
         body = await request.read()
         auth = request.headers.get("Authorization", "")
         decoded_auth = ""
         if auth.startswith("Basic "):
             decoded_auth = base64.b64decode(auth[6:]).decode("utf-8", "replace")
-        echo = " | ".join(
-            (
-                request.raw_path,
-                request.path_qs,
-                unquote(request.raw_path),
-                unquote_plus(request.query_string),
-                body.decode("utf-8", "replace"),
-                auth,
-                decoded_auth,
+        echo = self.encode(
+            " | ".join(
+                (
+                    request.raw_path,
+                    request.path_qs,
+                    unquote(request.raw_path),
+                    unquote_plus(request.query_string),
+                    body.decode("utf-8", "replace"),
+                    auth,
+                    decoded_auth,
+                )
             )
         )
         path = request.path
         if self.mode == "garbage":  # not the provider's format at all: an excerpt is shown
-            return web.Response(status=502, text="proxy error: " + echo)
+            return self._text("proxy error: " + echo, "text/plain", status=502)
         if self.mode == "429":
             headers = {"Retry-After": "60", "X-Rate-Limit-Reset": "60"}
-            return web.Response(status=429, text=echo, headers=headers)
+            return self._text(echo, "text/plain", status=429, headers=headers)
+        refused = self.mode in ("refusal", "code")
         if path.startswith("/speedsms"):
-            if self.mode == "refusal":
-                payload: Any = {"status": "error", "code": "101", "message": echo}
+            if self.mode == "code":  # the echo where the error code belongs
+                payload: Any = {"status": "error", "code": echo, "message": "refused"}
+            elif refused:
+                payload = {"status": "error", "code": "101", "message": echo}
             elif "/user/info" in path:
                 payload = {"status": "success", "code": "00", "data": {"email": echo, "balance": 1}}
             else:
                 data = {"tranId": 1, "totalSMS": 1, "totalPrice": 1, "invalidPhone": []}
                 payload = {"status": "success", "code": "00", "data": data}
-            return web.json_response(payload)
+            return self._json(payload)
         if path.startswith("/esms"):
-            if self.mode == "refusal":
+            if self.mode == "code":
+                payload = {"CodeResult": echo, "CodeResponse": echo, "ErrorMessage": "refused"}
+            elif refused:
                 payload = {"CodeResult": "101", "ErrorMessage": echo}
             else:
                 payload = {
@@ -372,12 +454,13 @@ class EchoServer:
                     "ListBrandName": [{"Brandname": echo, "Type": 2}],
                     "callstatus": echo,
                 }
-            return web.json_response(payload)
+            return self._json(payload)
         # Fibo: the ASMX <string> wrapper with the <SMS> answer escaped inside it.
         if "PartnerMtTotal" in path:
-            if self.mode == "refusal":
+            if refused:
+                code = echo if self.mode == "code" else "soap:Client"
                 fault = (
-                    f"<soap:Fault><faultcode>soap:Client</faultcode>"
+                    f"<soap:Fault><faultcode>{xml_escape(code)}</faultcode>"
                     f"<faultstring>{xml_escape(echo)}</faultstring></soap:Fault>"
                 )
             else:
@@ -389,17 +472,58 @@ class EchoServer:
                 '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
                 f"<soap:Body>{fault}</soap:Body></soap:Envelope>"
             )
-            return web.Response(text=text, content_type="text/xml")
-        code = "3" if self.mode == "refusal" else "200"
+            return self._text(text, "text/xml")
+        code = {"refusal": "3", "code": echo}.get(self.mode, "200")
         inner = (
-            f"<SMS><Code>{code}</Code><Message>{xml_escape(echo)}</Message>"
+            f"<SMS><Code>{xml_escape(code)}</Code><Message>{xml_escape(echo)}</Message>"
             f"<AccountBalance>5</AccountBalance><Time>{xml_escape(echo)}</Time></SMS>"
         )
         text = f'<string xmlns="http://tempuri.org/">{xml_escape(inner)}</string>'
-        return web.Response(text=text, content_type="text/xml")
+        return self._text(text, "text/xml")
 
 
-def _echo_client(server: EchoServer, provider: str, seen: Seen) -> Any:
+SECRET_SETS: dict[str, dict[str, str]] = {
+    # Each credential with characters that URLs, JSON, XML and HTML each write their own way.
+    "set1": {
+        "token": TOKEN,
+        "api_key": API_KEY,
+        "secret_key": SECRET_KEY,
+        "client_pass": CLIENT_PASS,
+    },
+    "set2": {
+        "token": "SENTINEL/with?query=1#frag",
+        "api_key": "mật khẩu SENTINEL+€",
+        "secret_key": 'pass<SENTINEL>&"x',
+        "client_pass": "tok SENTINEL+&=é'1 <x>&",
+    },
+}
+# How the echo is written, and the charset of the answer it is in.
+ECHOES: dict[str, tuple[Callable[[str], str], str]] = {
+    **{
+        name: (ENCODINGS[name], "utf-8")
+        for name in (
+            "as is",
+            ".NET UrlEncode",
+            "quote twice",
+            "percent, letters too",
+            "PHP htmlspecialchars",
+            ".NET HtmlEncode",
+            "decimal references, letters too",
+            "XML escaped twice",
+            "System.Text.Json",
+            "\\u everywhere",
+            "mojibake cp1252",
+            "without diacritics",
+            "full width",
+            "UrlEncode inside XML twice",
+        )
+    },
+    "Latin-1 body": (str, "latin-1"),
+    ".NET UrlEncode, cp1252 body": (ENCODINGS[".NET UrlEncode"], "cp1252"),
+}
+
+
+def _echo_client(server: EchoServer, provider: str, seen: Seen, secrets: dict[str, str]) -> Any:
     common: dict[str, Any] = {
         "rate_limit": None,
         "retry": RETRY,
@@ -407,36 +531,53 @@ def _echo_client(server: EchoServer, provider: str, seen: Seen) -> Any:
         "hooks": _hooks(seen),
     }
     if provider == "speedsms":
-        return SpeedSMS(TOKEN, base_url=server.url + "/speedsms", sms_type=2, **common)
+        return SpeedSMS(secrets["token"], base_url=server.url + "/speedsms", sms_type=2, **common)
     if provider == "esms":
         return ESMS(
-            API_KEY,
-            SECRET_KEY,
+            secrets["api_key"],
+            secrets["secret_key"],
             base_url=server.url + "/esms",
             voice_base_url=server.url + "/esms-voice",
             brandname="BRAND",
             **common,
         )
     return Fibo(
-        "CL0000000001", CLIENT_PASS, base_url=server.url + "/fibo", sender="BRAND", **common
+        "CL0000000001",
+        secrets["client_pass"],
+        base_url=server.url + "/fibo",
+        sender="BRAND",
+        **common,
     )
 
 
-ECHO_CASES = [
-    pytest.param(mode, provider, id=f"{mode}-{provider}")
-    for mode in ("refusal", "success", "garbage", "429")
-    for provider in OPERATIONS
-]
-
-
-@pytest.mark.parametrize(("mode", "provider"), ECHO_CASES)
+@pytest.mark.parametrize("echo", list(ECHOES))
+@pytest.mark.parametrize("secrets", list(SECRET_SETS))
+@pytest.mark.parametrize("provider", list(OPERATIONS))
 async def test_no_secret_when_the_provider_echoes_the_request(
-    provider: str, mode: str, seen: Seen, caplog: pytest.LogCaptureFixture
+    provider: str, secrets: str, echo: str, seen: Seen, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with EchoServer() as server, _echo_client(server, provider, seen) as client:
-        server.mode = mode
-        for name, _, op in OPERATIONS[provider]:
-            await seen.run(f"{provider} {name} {mode}", op(client))
+    async with EchoServer() as server:
+        server.encode, server.charset = ECHOES[echo]
+        async with _echo_client(server, provider, seen, SECRET_SETS[secrets]) as client:
+            for mode in ("refusal", "success", "garbage", "429"):
+                server.mode = mode
+                for name, _, op in OPERATIONS[provider]:
+                    await seen.run(f"{provider} {name} {mode}", op(client))
+    _logs(caplog, seen)
+    leaks = seen.leaks()
+    assert not leaks, "\n".join(leaks[:6])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("secrets", list(SECRET_SETS))
+async def test_no_secret_when_the_provider_echoes_it_as_the_error_code(
+    provider: str, secrets: str, seen: Seen, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with EchoServer() as server:
+        server.mode = "code"
+        async with _echo_client(server, provider, seen, SECRET_SETS[secrets]) as client:
+            for name, _, op in OPERATIONS[provider]:
+                await seen.run(f"{provider} {name} code", op(client))
     _logs(caplog, seen)
     leaks = seen.leaks()
     assert not leaks, "\n".join(leaks[:6])
