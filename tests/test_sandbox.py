@@ -140,7 +140,7 @@ async def test_speedsms_user_info(sb: Sandbox, http: aiohttp.ClientSession) -> N
     assert body == {
         "status": "success",
         "code": "00",
-        "data": {"email": "sandbox@smsvn.test", "balance": 1e9, "currency": "VND"},
+        "data": {"email": "demo@smsvn.test", "balance": 1e9, "currency": "VND"},
     }
 
 

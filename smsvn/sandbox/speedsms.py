@@ -115,7 +115,7 @@ DEFAULT_SMS_TYPE: Final = 2
 _QUERY_TOKEN: Final = "access-token"
 _FAILED_STATUS: Final = 69
 _TEMPORARY_STATUS: Final = 1
-_EMAIL: Final = "sandbox@smsvn.test"
+_EMAIL: Final = "demo@smsvn.test"
 
 _JSON: Final = "application/json; charset=UTF-8"
 _ENCODE = msgspec.json.encode
