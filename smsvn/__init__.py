@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from smsvn import errors, phone, text
 from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, Outcome
+from smsvn._shared_limits import RedisLimiter
 from smsvn.failover import Failover
 from smsvn.limits import RateLimit
 from smsvn.models import (
@@ -66,6 +67,7 @@ __all__ = [
     "MessageStatus",
     "Outcome",
     "RateLimit",
+    "RedisLimiter",
     "ReceiverStatus",
     "RetryPolicy",
     "SendResult",

@@ -21,6 +21,7 @@ __all__ = [
     "InsufficientBalance",
     "InvalidRecipient",
     "InvalidRequest",
+    "LimiterUnavailable",
     "MalformedResponse",
     "OutcomeUnknown",
     "ProviderUnavailable",
@@ -145,6 +146,11 @@ class TransportError(SmsError):
 
 class ConnectError(TransportError):
     """The request never left this machine (refused, DNS, connect timeout): safe to retry."""
+
+
+class LimiterUnavailable(ConnectError):
+    """A shared limiter's store (Redis) could not be reached with ``on_unavailable="raise"``, or
+    the limiter was closed: nothing was sent, and it is safe to retry."""
 
 
 class OutcomeUnknown(TransportError):

@@ -72,8 +72,9 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
     def sustained_rate(self) -> float:
         """Requests per second the limiter admits once its burst is spent."""
         spare = self.requests - self.burst
-        # With no spare (burst == requests) the window rule alone paces: a window's worth at once.
-        return spare / self.period if spare else 1.0 / self.period
+        # With no spare (burst == requests) the window rule alone paces: a window's worth at
+        # once, then the next window's as the first ones age out.
+        return spare / self.period if spare else self.requests / self.period
 
 
 WINDOW_GUARD = 1.02

@@ -464,10 +464,17 @@ class Transport:
                     await limiter.acquire(wait_cap)
                 except WaitTooLong as exc:
                     raise self._no_turn(endpoint, attempt, exc.wait, last, uncertain) from None
+                except SmsError as exc:  # a shared limiter's store is away: nothing left now
+                    exc.provider = exc.provider or self.provider
+                    exc.endpoint = exc.endpoint or endpoint
+                    exc.attempts = attempt - 1
+                    if uncertain is not None:
+                        raise self._still_unknown(uncertain, exc) from exc
+                    raise
             try:
                 response = await self._send_once(
                     method, url, endpoint, attempt, params, data, all_headers, middlewares,
-                    timeout, resent,
+                    timeout, resent, mark,
                 )  # fmt: skip
                 if response.status == 429:
                     raise self._rate_limited(endpoint, response)

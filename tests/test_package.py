@@ -36,6 +36,7 @@ PUBLIC = [
     "MessageStatus",
     "Outcome",
     "RateLimit",
+    "RedisLimiter",
     "ReceiverStatus",
     "RetryPolicy",
     "SendResult",
