@@ -115,15 +115,19 @@ def normalize(number: str) -> str:
     Accepts ``0...``, ``84...``, ``+84...`` and ``0084...`` with any spaces, dots, hyphens or
     parentheses, and converts pre-2018 ``01xx`` numbers to their new prefix. Idempotent.
     """
-    # Fast path: an already canonical number (the common case on bulk sends) is returned as is.
-    if (
-        number.__class__ is str
-        and len(number) == 10
-        and number[:3] in _PREFIX_CARRIER
-        and number.isascii()
-        and number.isdigit()
-    ):
-        return number
+    # Fast paths for the two forms numbers mostly come in: canonical (a database, bulk sends),
+    # returned as is, and ``84`` + 9 digits (a web form, an OTP send). Both give what the
+    # general path gives: a mobile prefix never has 0 as its second digit, so the digits after
+    # ``84`` cannot hold the trunk ``0`` the general path drops.
+    if number.__class__ is str and number.isascii() and number.isdigit():
+        size = len(number)
+        if size == 10:
+            if number[:3] in _PREFIX_CARRIER:
+                return number
+        elif size == 11 and number[:2] == "84":
+            national = "0" + number[2:]
+            if national[:3] in _PREFIX_CARRIER:
+                return national
     return _normalize_slow(number)
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import abc
 import math
+import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypedDict
 
 import aiohttp
 
@@ -28,6 +29,9 @@ from smsvn.transport import (
     Transport,
     retry_after_seconds,
 )
+
+if TYPE_CHECKING:
+    from smsvn.providers._spec import Credential
 
 __all__ = [
     "BaseClient",
@@ -99,18 +103,29 @@ def recipient_list(to: object, provider: str, endpoint: str) -> Sequence[str]:
 
 def split_recipients(to: str | Iterable[str]) -> Recipients:
     """Normalise ``to`` (one number or several) and set aside what cannot be a VN mobile number."""
+    out = Recipients()
     if isinstance(to, str):
-        to = (to,)
+        # One number (an OTP): what the loop below does for a 1-tuple, without the loop.
+        try:
+            canonical = phone.normalize(to)
+        except ValidationError as exc:
+            out.invalid.append(InvalidNumber(str(to), exc.message))
+            return out
+        out.valid.append(canonical)
+        if canonical is not to:  # written otherwise (a canonical ``str`` comes back as is)
+            out.given[canonical] = to
+        return out
+    if isinstance(to, list | tuple):
+        if phone._all_canonical(to):
+            # The common case (numbers from a database): all canonical already, so nothing to
+            # normalise or record as written; only repeats to drop. Same result, 40 % of the
+            # time.
+            out.valid = list(to) if len(set(to)) == len(to) else list(dict.fromkeys(to))
+            return out
     elif not isinstance(to, Iterable) or isinstance(to, bytes | bytearray | Mapping):
         raise ValidationError(
             f"to must be a phone number or a sequence of them, not {type(to).__name__}"
         )
-    out = Recipients()
-    if isinstance(to, list | tuple) and phone._all_canonical(to):
-        # The common case (numbers from a database): all canonical already, so nothing to
-        # normalise or record as written; only repeats to drop. Same result, 40 % of the time.
-        out.valid = list(to) if len(set(to)) == len(to) else list(dict.fromkeys(to))
-        return out
     given = out.given
     for number in to:
         try:
@@ -184,6 +199,15 @@ class BaseClient(abc.ABC):
     """Numbers one request may carry (SpeedSMS: 100; eSMS and Fibo: one)."""
     default_rate_limit: ClassVar[RateLimit | None] = None
     """The limit a client gets when it is given no ``rate_limit``."""
+    credentials: ClassVar[tuple[Credential, ...]] = ()
+    """What the constructor takes positionally, in order, each with the environment variable
+    ``from_env`` reads it from. The provider's registry entry uses the same tuple (the CLI reads
+    the same variables), so the client is its own description: no registry lookup needed."""
+    sender_option: ClassVar[str | None] = None
+    """The keyword option naming the sender (``"sender"``, ``"brandname"``), if there is one."""
+    env_options: ClassVar[tuple[tuple[str, type[str] | type[int]], ...]] = (("base_url", str),)
+    """Keyword options ``from_env`` reads besides the credentials and the sender, as (name,
+    ``str`` or ``int``), each from ``SMSVN_<PROVIDER>_<NAME>`` (``SMSVN_SPEEDSMS_BASE_URL``)."""
 
     def __init__(
         self,
@@ -242,6 +266,65 @@ class BaseClient(abc.ABC):
             max_wait=max_wait,
             deadline=deadline,
         )
+
+    @classmethod
+    def from_env(cls, *, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
+        """A client configured from ``SMSVN_*`` environment variables (``environ``, by default
+        ``os.environ``), the ones the CLI reads: the credentials (``SMSVN_SPEEDSMS_TOKEN``, ...),
+        and, when set, ``SMSVN_<PROVIDER>_BASE_URL``, the sender (``SMSVN_SPEEDSMS_SENDER``,
+        ``SMSVN_ESMS_BRANDNAME``, ``SMSVN_FIBO_SENDER``) and the provider's other
+        ``env_options`` (``SMSVN_<PROVIDER>_SMS_TYPE``, ``SMSVN_ESMS_VOICE_BASE_URL``).
+
+        ``options`` are the constructor's keyword options (``max_wait=5.0``, ``hooks=...``) and
+        win over the environment, a credential included (``token=...``). Values are stripped
+        of surrounding whitespace (a secret file's newline); a variable set to nothing is
+        unset. A missing credential, or a value that cannot be read, is a ``ValidationError``
+        naming the variable, never its value.
+        """
+        env: Mapping[str, str] = os.environ if environ is None else environ
+        provider = cls.provider
+        prefix = f"SMSVN_{provider.upper()}_"
+        arguments: list[object] = []
+        missing: list[Credential] = []
+        for credential in cls.credentials:
+            if credential.name in options:
+                arguments.append(options.pop(credential.name))
+                continue
+            value = _env_value(env, credential.env)
+            if value is None:
+                missing.append(credential)
+            else:
+                arguments.append(value)
+        if missing:
+            names = " and ".join(c.env for c in missing)
+            what = "; ".join(c.help for c in missing)
+            raise ValidationError(
+                f"{names} {'is' if len(missing) == 1 else 'are'} not set ({what})",
+                provider=provider,
+            )
+        wanted: dict[str, type[str] | type[int]] = dict(cls.env_options)
+        if cls.sender_option is not None:
+            wanted[cls.sender_option] = str
+        for name, kind in wanted.items():
+            variable = prefix + name.upper()
+            value = _env_value(env, variable)
+            if name in options or value is None:
+                continue
+            if kind is int:
+                try:
+                    options[name] = int(value)
+                except ValueError:
+                    raise ValidationError(
+                        f"{variable} must be a whole number", provider=provider
+                    ) from None
+            elif name.endswith("_url") and not value.startswith(("http://", "https://")):
+                raise ValidationError(
+                    f"{variable} must be an http:// or https:// URL", provider=provider
+                )
+            else:
+                options[name] = value
+        build: Callable[..., Self] = cls
+        return build(*arguments, **options)
 
     @abc.abstractmethod
     async def send(self, to: str | Sequence[str], content: str) -> SendResult:
@@ -338,6 +421,15 @@ class BaseClient(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+
+def _env_value(environ: Mapping[str, str], variable: str) -> str | None:
+    """``variable``'s value without surrounding whitespace, or None when unset or blank."""
+    value = environ.get(variable)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
 
 
 def checked_seconds(value: object, name: str, provider: str, *, zero: bool = False) -> float:

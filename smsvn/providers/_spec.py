@@ -54,6 +54,8 @@ class Provider:
     """How people write it (``"SpeedSMS"``)."""
     client: type[BaseClient]
     credentials: tuple[Credential, ...]
+    """The CLI's credential flags and variables: the client's own ``credentials`` (what its
+    ``from_env`` reads), as in ``credentials=SpeedSMS.credentials``."""
     price: float
     """The usual price of one SMS segment, in ``unit``: for estimates printed before a send."""
     unit: str
@@ -64,3 +66,12 @@ class Provider:
     """The client keyword that names the sender (``"sender"``, ``"brandname"``), if any."""
     webhook: Webhook | None = None
     """Its callbacks, if it makes any."""
+    resend_window: float | None = None
+    """Seconds for which the provider recognises a request id it has already received and
+    refuses the request again without sending it (eSMS ``RequestId``: about a day). A durable
+    campaign resends a message that may have left only under its original id and only well
+    inside this window; None: the provider does not deduplicate, so such a message is never
+    resent (it stays ``unknown`` until reconciled)."""
+    resent_code: str | None = None
+    """The provider's code refusing a request id it has already received (eSMS ``"124"``).
+    The answer to a resend under the original id, it means the earlier attempt got in."""

@@ -303,6 +303,12 @@ class ESMS(BaseClient):
 
     provider = _PROVIDER
     default_rate_limit = DEFAULT_RATE_LIMIT
+    credentials = (
+        Credential(name="api_key", env="SMSVN_ESMS_API_KEY", help="eSMS ApiKey"),
+        Credential(name="secret_key", env="SMSVN_ESMS_SECRET_KEY", help="eSMS SecretKey"),
+    )
+    sender_option = "brandname"
+    env_options = (("base_url", str), ("voice_base_url", str), ("sms_type", int))
 
     def __init__(
         self,
@@ -1204,14 +1210,13 @@ PROVIDER: Final = Provider(
     name=_PROVIDER,
     title="eSMS",
     client=ESMS,
-    credentials=(
-        Credential(name="api_key", env="SMSVN_ESMS_API_KEY", help="eSMS ApiKey"),
-        Credential(name="secret_key", env="SMSVN_ESMS_SECRET_KEY", help="eSMS SecretKey"),
-    ),
+    credentials=ESMS.credentials,
     price=350.0,
     unit="VND",
     simulator="smsvn.sandbox.esms:ESMSSimulator",
-    sender_option="brandname",
+    sender_option=ESMS.sender_option,
     webhook=Webhook(methods=("GET",), parse=_parse_callback),
+    resend_window=24 * 3600.0,  # "within a day" (PROVIDERS.md); the journal keeps a margin
+    resent_code=_DUPLICATE,
 )
 """eSMS in the provider registry."""

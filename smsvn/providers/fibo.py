@@ -179,6 +179,11 @@ class Fibo(BaseClient):
 
     provider = _PROVIDER
     default_rate_limit = DEFAULT_RATE_LIMIT
+    credentials = (
+        Credential(name="client_no", env="SMSVN_FIBO_CLIENT_NO", help="Fibo clientNo"),
+        Credential(name="client_pass", env="SMSVN_FIBO_CLIENT_PASS", help="Fibo clientPass"),
+    )
+    sender_option = "sender"
 
     def __init__(
         self,
@@ -608,13 +613,10 @@ PROVIDER: Final = Provider(
     name=_PROVIDER,
     title="Fibo",
     client=Fibo,
-    credentials=(
-        Credential(name="client_no", env="SMSVN_FIBO_CLIENT_NO", help="Fibo clientNo"),
-        Credential(name="client_pass", env="SMSVN_FIBO_CLIENT_PASS", help="Fibo clientPass"),
-    ),
+    credentials=Fibo.credentials,
     price=1.0,
     unit="messages",
     simulator="smsvn.sandbox.fibo:FiboSimulator",
-    sender_option="sender",
+    sender_option=Fibo.sender_option,
 )
 """Fibo in the provider registry."""

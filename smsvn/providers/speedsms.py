@@ -13,7 +13,7 @@ from typing import Final, Generic, TypeVar, Unpack
 
 import msgspec
 
-from smsvn import text
+from smsvn import phone, text
 from smsvn.bulk import BatchSender
 from smsvn.errors import (
     AuthenticationError,
@@ -163,6 +163,11 @@ class SpeedSMS(BaseClient):
     provider = _PROVIDER
     batch_size = MAX_RECIPIENTS
     default_rate_limit = DEFAULT_RATE_LIMIT
+    credentials = (
+        Credential(name="token", env="SMSVN_SPEEDSMS_TOKEN", help="SpeedSMS access token"),
+    )
+    sender_option = "sender"
+    env_options = (("base_url", str), ("sms_type", int))
 
     def __init__(
         self,
@@ -222,14 +227,25 @@ class SpeedSMS(BaseClient):
         sender = self.sender if sender is None else sender
         _check_type(sms_type, sender)
         content = _prepare(content, strip_diacritics)
-        numbers = recipient_list(to, _PROVIDER, "sms/send")
-        if len(numbers) > MAX_RECIPIENTS:
-            raise ValidationError(
-                f"{len(numbers)} recipients; SpeedSMS takes at most {MAX_RECIPIENTS} a request",
-                provider=_PROVIDER,
-                endpoint="sms/send",
-            )
-        recipients = split_recipients(numbers)
+        if isinstance(to, str):
+            # One number (an OTP): what split_recipients and require_recipients make of it,
+            # without building their Recipients; an invalid number takes their path below.
+            try:
+                number = phone.normalize(to)
+            except ValidationError:
+                recipients = split_recipients(to)
+            else:
+                given = None if number is to else {number: to}
+                return await self._send([number], content, sms_type, sender or "", (), given)
+        else:
+            numbers = recipient_list(to, _PROVIDER, "sms/send")
+            if len(numbers) > MAX_RECIPIENTS:
+                raise ValidationError(
+                    f"{len(numbers)} recipients; SpeedSMS takes at most {MAX_RECIPIENTS} a request",
+                    provider=_PROVIDER,
+                    endpoint="sms/send",
+                )
+            recipients = split_recipients(numbers)
         require_recipients(recipients, _PROVIDER, "sms/send")
         return await self._send(
             recipients.valid, content, sms_type, sender or "", recipients.invalid, recipients.given
@@ -257,7 +273,7 @@ class SpeedSMS(BaseClient):
 
         return send_batch
 
-    async def _send(
+    def _send(
         self,
         numbers: list[str],
         content: str,
@@ -265,8 +281,11 @@ class SpeedSMS(BaseClient):
         sender: str,
         invalid: Sequence[InvalidNumber],
         given: Mapping[str, str] | None,
-    ) -> SendResult:
-        """POST one batch of canonical numbers; ``given`` maps them back to their written form."""
+    ) -> Awaitable[SendResult]:
+        """POST one batch of canonical numbers; ``given`` maps them back to their written form.
+
+        A plain function returning the transport's call (one coroutine fewer to create and to
+        pass every resumption through); nothing is sent until it is awaited."""
         body = _ENCODER.encode(
             _SendRequest(
                 to=_to_array(numbers),
@@ -280,27 +299,29 @@ class SpeedSMS(BaseClient):
             data = self._parse(response, _SEND, "sms/send")
             if not data.invalid_phone:
                 accepted = tuple(numbers)
-                refused: list[InvalidNumber] = list(invalid)
+                refused = tuple(invalid)
             else:
                 bad = {_national(p) for p in data.invalid_phone}
                 accepted = tuple(n for n in numbers if n not in bad)
-                refused = list(invalid)
-                refused.extend(
-                    InvalidNumber(given.get(n, n) if given else n, "refused by SpeedSMS")
-                    for n in numbers
-                    if n in bad
+                refused = (
+                    *invalid,
+                    *(
+                        InvalidNumber(given.get(n, n) if given else n, "refused by SpeedSMS")
+                        for n in numbers
+                        if n in bad
+                    ),
                 )
             return SendResult(
                 provider=_PROVIDER,
                 message_id=str(data.tran_id),
                 recipients=accepted,
-                invalid=tuple(refused),
+                invalid=refused,
                 segments=data.total_sms,
                 cost=data.total_price,
                 raw=data,
             )
 
-        return await self._transport.call(
+        return self._transport.call(
             "POST",
             self._url_send,
             endpoint="sms/send",
@@ -378,8 +399,11 @@ class SpeedSMS(BaseClient):
         if envelope.status == "success" and status == 200:
             if envelope.data is None:
                 raise self._transport.malformed(endpoint, response, "success without data")
+            data = envelope.data
+            if isinstance(data, _SendData) and _no_text(data):
+                return data  # only numbers: nothing the redactor would change
             # The provider may echo what it was sent: ``raw`` must never hold the token.
-            return self._transport.redactor.value(envelope.data, response.body)
+            return self._transport.redactor.value(data, response.body)
         code = _code(envelope.code)
         if envelope.status != "error" or code is None:
             raise self._transport.malformed(endpoint, response, f"HTTP {status}, no error code")
@@ -411,8 +435,49 @@ def _check_type(sms_type: int, sender: str | None) -> None:
         )
 
 
+def _no_text(data: _SendData) -> bool:
+    """Whether a send answer holds no string (an int ``tranId``, no refused numbers): the
+    redactor only ever changes strings, so such an answer needs no walk (the usual answer)."""
+    return data.tran_id.__class__ is not str and not data.invalid_phone
+
+
+_PLAIN_MAX: Final = 5 * 67
+"""The longest printable-ASCII content that fits ``MAX_SEGMENTS`` whatever its encoding: as
+UCS-2 (a character SpeedSMS's GSM-7 lacks, such as a backtick) 5 x 67 characters; as GSM-7,
+every character at most 2 septets (an escape pair), so at most 670 of 5 x 153."""
+
+
 def _prepare(content: str, strip: bool) -> str:
     """The content to send, or a ValidationError for what SpeedSMS would refuse (110, 113)."""
+    if (
+        content.__class__ is str
+        and len(content) <= _PLAIN_MAX
+        and content.isascii()
+        and content.isprintable()
+        and content
+    ):
+        # Printable ASCII (an OTP, most templates): non-empty, nothing to strip, encodable, in
+        # the BMP and within MAX_SEGMENTS, so every check below would pass it unchanged.
+        return content
+    prepared = _PREPARED.get((content, strip)) if content.__class__ is str else None
+    if prepared is not None:
+        return prepared
+    prepared = _check_content(content, strip)
+    if content.__class__ is str:
+        if len(_PREPARED) >= _PREPARED_MAX:
+            _PREPARED.clear()
+        _PREPARED[content, strip] = prepared
+    return prepared
+
+
+_PREPARED: dict[tuple[str, bool], str] = {}
+"""The last contents ``_check_content`` passed, as prepared: a campaign or a notification
+template sends the same text again and again (only contents that passed are kept)."""
+_PREPARED_MAX: Final = 64
+
+
+def _check_content(content: str, strip: bool) -> str:
+    """``_prepare``'s checks, each in full."""
     content = checked_content(
         content,
         strip=strip,
@@ -539,13 +604,11 @@ PROVIDER: Final = Provider(
     name=_PROVIDER,
     title="SpeedSMS",
     client=SpeedSMS,
-    credentials=(
-        Credential(name="token", env="SMSVN_SPEEDSMS_TOKEN", help="SpeedSMS access token"),
-    ),
+    credentials=SpeedSMS.credentials,
     price=250.0,
     unit="VND",
     simulator="smsvn.sandbox.speedsms:SpeedSMSSimulator",
-    sender_option="sender",
+    sender_option=SpeedSMS.sender_option,
     webhook=Webhook(methods=("POST",), parse=_parse_callback),
 )
 """SpeedSMS in the provider registry."""
