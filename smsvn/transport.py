@@ -427,7 +427,9 @@ class Transport:
         # alone, so ``max_retries`` bounds the requests and every attempt reaches the hooks.
         middlewares = _NO_RESEND if method in ("GET", "HEAD") else None
         all_headers = {**self._headers, **headers} if headers else self._headers
-        limiter = self.limiter
+        limiter = self._limiter
+        if limiter is None and self.rate_limit is not None:
+            limiter = self.limiter  # created on first use, in the running loop
         mark = departure.get()
         bounded = mark is None or not mark.unbounded
         max_wait, deadline = (self.max_wait, self.deadline) if bounded else (None, None)
@@ -608,12 +610,16 @@ class Transport:
         middlewares: tuple[Any, ...] | None,
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's, per attempt)
         resent: bool,
+        mark: Departure | None,
     ) -> Response:
         """One attempt, with every aiohttp failure classified into a redacted smsvn error.
 
         aiohttp's exceptions carry the full URL (credentials in its query string), so none is
         ever chained to ours: the error is raised after the ``except`` block, not inside it,
-        which leaves its ``__context__`` empty too.
+        which leaves its ``__context__`` empty too. ``mark``: the caller's ``departure``.
+
+        The hot path of every request (benchmarks/README.md): no per-call dicts, and the hooks'
+        and the debug log's work only when there are hooks or the log wants it.
         """
         hooks = self._hooks
         if hooks is not None and hooks.on_request is not None:
@@ -623,15 +629,14 @@ class Transport:
                 )
             )
         started = time.perf_counter()
-        kwargs: dict[str, Any] = {}
-        if middlewares is not None:
-            kwargs["middlewares"] = middlewares
-        mark = departure.get()
+        session = self._session
+        if session is None:
+            session = self.session()
         if mark is not None:
             mark.left = True
         error: SmsError
         try:
-            async with self.session().request(
+            async with session.request(
                 method,
                 url,
                 params=params,
@@ -640,9 +645,19 @@ class Transport:
                 timeout=timeout,
                 allow_redirects=False,
                 auto_decompress=False,
-                **kwargs,
+                middlewares=middlewares,  # None: the session's own (aiohttp's default)
             ) as resp:
-                body = await self._read_capped(resp, endpoint, attempt)
+                length = resp.content_length
+                if (
+                    length is not None
+                    and length <= self._max_body
+                    and "Content-Encoding" not in resp.headers
+                ):
+                    # A declared length within the cap, not compressed (every real answer):
+                    # aiohttp's parser stops at ``length`` bytes.
+                    body = await resp.read()
+                else:
+                    body = await self._read_capped(resp, endpoint, attempt)
                 response = Response(resp.status, resp.headers, body, attempt, resent)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             self._hook_response(endpoint, method, attempt, started, None, type(exc).__name__)
@@ -666,7 +681,8 @@ class Transport:
                 attempts=attempt,
             )
         else:
-            self._hook_response(endpoint, method, attempt, started, response.status, None)
+            if hooks is not None or _log.isEnabledFor(logging.DEBUG):
+                self._hook_response(endpoint, method, attempt, started, response.status, None)
             return response
         raise error
 
