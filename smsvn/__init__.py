@@ -1,9 +1,10 @@
 """smsvn: async client for Vietnam's SMS and voice-OTP providers (SpeedSMS, eSMS, Fibo).
 
 The public surface: the three clients, ``Failover``, the result types, ``smsvn.errors``, and the
-modules ``smsvn.phone``, ``smsvn.text``, ``smsvn.webhooks`` and ``smsvn.sandbox`` (the simulator).
-The last two need ``aiohttp.web``, so they load on first use, as httpx loads its CLI: a web app
-that only sends pays for neither.
+modules ``smsvn.phone``, ``smsvn.text``, ``smsvn.otp`` (one-time codes), ``smsvn.webhooks`` and
+``smsvn.sandbox`` (the simulator). The last two need ``aiohttp.web``, so they load on first use,
+as httpx loads its CLI: a web app that only sends pays for neither; ``smsvn.otp`` loads on first
+use too (and imports redis only for a ``RedisStore``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from smsvn import errors, phone, text
-from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, Outcome
 from smsvn._shared_limits import RedisLimiter
+from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, Outcome
 from smsvn.failover import Failover
 from smsvn.limits import RateLimit
 from smsvn.models import (
@@ -67,14 +68,15 @@ __all__ = [
     "MessageStatus",
     "Outcome",
     "RateLimit",
-    "RedisLimiter",
     "ReceiverStatus",
+    "RedisLimiter",
     "RetryPolicy",
     "SendResult",
     "SendStatus",
     "SentMessage",
     "SpeedSMS",
     "errors",
+    "otp",
     "phone",
     "sandbox",
     "text",
@@ -83,13 +85,13 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from smsvn import sandbox, webhooks
+    from smsvn import otp, sandbox, webhooks
 
-_LAZY = frozenset({"sandbox", "webhooks"})
+_LAZY = frozenset({"otp", "sandbox", "webhooks"})
 
 
 def __getattr__(name: str) -> ModuleType:
-    """Load ``smsvn.sandbox`` and ``smsvn.webhooks`` on first use (PEP 562)."""
+    """Load ``smsvn.otp``, ``smsvn.sandbox`` and ``smsvn.webhooks`` on first use (PEP 562)."""
     if name in _LAZY:
         return importlib.import_module(f"smsvn.{name}")
     raise AttributeError(f"module 'smsvn' has no attribute {name!r}")

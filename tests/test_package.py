@@ -44,6 +44,7 @@ PUBLIC = [
     "SentMessage",
     "SpeedSMS",
     "errors",
+    "otp",
     "phone",
     "sandbox",
     "text",

@@ -1,0 +1,278 @@
+"""``MemoryStore``: verifications in this process's memory (one process, any number of tasks).
+
+Each step runs under one lock and without awaiting anything, so concurrent tasks (and threads)
+see it as one atomic step -- the same rules as ``RedisStore``'s Lua scripts, line for line.
+What is kept: per (purpose, number digest) the live code's digest, its expiry, cooldown,
+attempts, sends and the token of its last send, with the verification that send replaced (put
+back if the send provably went nowhere; never checked); per number digest the times of its
+recent sends; the times of all recent sends. No code, no phone number. What no rule needs any
+more is swept as time passes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import hmac
+import itertools
+import threading
+
+from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, Window
+
+__all__ = ["EXPIRED_GRACE", "MemoryStore"]
+
+EXPIRED_GRACE = 600.0
+"""Seconds a verification is kept after it expired (and its cooldown ended), so that a late
+check is told ``expired`` rather than ``not_found``; then it is removed."""
+
+
+class _Previous:
+    """The live verification a send replaced, kept until the send is known to have gone out."""
+
+    __slots__ = ("digest", "expires", "resend", "sends")
+
+    def __init__(self, digest: str, expires: float, resend: float, sends: int) -> None:
+        self.digest = digest
+        self.expires = expires
+        self.resend = resend
+        self.sends = sends
+
+
+class _Record:
+    """One number's verification (for one purpose)."""
+
+    __slots__ = ("attempts", "digest", "expires", "previous", "resend", "sends", "token")
+
+    def __init__(
+        self,
+        digest: str,
+        expires: float,
+        resend: float,
+        attempts: int,
+        sends: int,
+        token: str,
+        previous: _Previous | None,
+    ) -> None:
+        self.digest = digest
+        self.expires = expires
+        self.resend = resend
+        self.attempts = attempts
+        self.sends = sends
+        self.token = token
+        self.previous = previous
+
+    def removable_at(self) -> float:
+        """When no rule needs the record any more."""
+        return max(self.expires, self.resend) + EXPIRED_GRACE
+
+
+class _Log:
+    """Times of recent sends (ascending) and the token of each, to count sends in a window."""
+
+    __slots__ = ("times", "tokens")
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.tokens: list[str] = []
+
+    def trim(self, before: float) -> None:
+        """Forget the sends at or before ``before``."""
+        cut = bisect.bisect_right(self.times, before)
+        if cut:
+            del self.times[:cut]
+            del self.tokens[:cut]
+
+    def add(self, when: float, token: str) -> None:
+        at = bisect.bisect_right(self.times, when)
+        self.times.insert(at, when)
+        self.tokens.insert(at, token)
+
+    def remove(self, token: str) -> None:
+        try:
+            at = self.tokens.index(token)
+        except ValueError:
+            return
+        del self.times[at]
+        del self.tokens[at]
+
+    def wait(self, window: Window, now: float) -> float:
+        """Seconds until one more send fits ``window`` (0: it fits now). A send at ``t``
+        counts while ``now - window.seconds < t``."""
+        first = bisect.bisect_right(self.times, now - window.seconds)
+        count = len(self.times) - first
+        if count < window.limit:
+            return 0.0
+        return self.times[first + count - window.limit] + window.seconds - now
+
+
+class MemoryStore:
+    """Verifications in this process's memory: for one process (a single worker, tests).
+
+    Several workers (gunicorn, uvicorn ``--workers``, several machines) each have their own
+    memory, so each would count attempts and caps by itself: use ``RedisStore`` there.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[tuple[str, str], _Record] = {}
+        self._numbers: dict[str, _Log] = {}
+        self._all = _Log()
+        # (when, n, key, keep): when a record (key: (purpose, number)) or a number's log (key:
+        # number; keep: its longest window) may be removable; checked against the entry itself
+        # when it comes up, since a later send may have extended it.
+        self._sweep: list[tuple[float, int, tuple[str, str] | str, float]] = []
+        self._serial = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(verifications={len(self._records)})"
+
+    def __len__(self) -> int:
+        """Verifications held (live, or expired and not yet swept)."""
+        return len(self._records)
+
+    async def begin(self, start: Start) -> Claim:
+        """See ``Store.begin``."""
+        with self._lock:
+            return self._begin(start)
+
+    async def rollback(self, start: Start, now: float) -> None:
+        """See ``Store.rollback``."""
+        with self._lock:
+            self._rollback(start, now)
+
+    async def check(
+        self, number: str, purpose: str, digest: str, max_attempts: int, now: float
+    ) -> Checked:
+        """See ``Store.check``."""
+        with self._lock:
+            return self._check((purpose, number), digest, max_attempts, now)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    # -- the steps, each under the lock ---------------------------------------------------------
+
+    def _begin(self, s: Start) -> Claim:
+        now = s.now
+        self._swept(now)
+        key = (s.purpose, s.number)
+        record = self._records.get(key)
+        live = record is not None and record.expires > now
+        attempts = sends = 0
+        if record is not None:
+            if live:
+                attempts, sends = record.attempts, record.sends
+                if attempts >= s.max_attempts:
+                    return Claim(
+                        granted=False,
+                        refusal=Refusal.LOCKED,
+                        retry_after=record.expires - now,
+                        sends=sends,
+                        attempts=attempts,
+                    )
+            if record.resend > now:
+                return Claim(
+                    granted=False,
+                    refusal=Refusal.TOO_SOON,
+                    retry_after=record.resend - now,
+                    sends=sends,
+                    attempts=attempts,
+                )
+        log = self._numbers.get(s.number)
+        if log is not None and s.number_caps:
+            log.trim(now - max(w.seconds for w in s.number_caps))
+        wait, cap = 0.0, -2
+        for index, window in enumerate(s.number_caps):
+            if log is not None and (w := log.wait(window, now)) > wait:
+                wait, cap = w, index
+        if s.global_cap is not None:
+            self._all.trim(now - s.global_cap.seconds)
+            if (w := self._all.wait(s.global_cap, now)) > wait:
+                wait, cap = w, -1
+        if cap != -2:
+            return Claim(
+                granted=False,
+                refusal=Refusal.CAPPED,
+                retry_after=wait,
+                cap=cap,
+                sends=sends,
+                attempts=attempts,
+            )
+        if s.number_caps:
+            if log is None:
+                log = self._numbers[s.number] = _Log()
+            log.add(now, s.token)
+            keep = max(w.seconds for w in s.number_caps)
+            self._later(now + keep, s.number, keep)
+        if s.global_cap is not None:
+            self._all.add(now, s.token)
+        previous = None
+        if live and record is not None:
+            previous = _Previous(record.digest, record.expires, record.resend, record.sends)
+        fresh = _Record(
+            digest=s.digest,
+            expires=now + s.ttl,
+            resend=now + s.resend_after,
+            attempts=attempts,
+            sends=sends + 1,
+            token=s.token,
+            previous=previous,
+        )
+        self._records[key] = fresh
+        self._later(fresh.removable_at(), key)
+        return Claim(granted=True, sends=sends, attempts=attempts)
+
+    def _rollback(self, s: Start, now: float) -> None:
+        log = self._numbers.get(s.number)
+        if log is not None:
+            log.remove(s.token)
+        self._all.remove(s.token)
+        key = (s.purpose, s.number)
+        record = self._records.get(key)
+        if record is None or record.token != s.token:
+            return  # approved meanwhile, or replaced by a later send: nothing of ours is left
+        previous = record.previous
+        if previous is None:
+            del self._records[key]
+            return
+        record.digest = previous.digest
+        record.expires = previous.expires
+        record.resend = previous.resend
+        record.sends = previous.sends
+        record.token = ""
+        record.previous = None
+        self._later(record.removable_at(), key)
+
+    def _check(self, key: tuple[str, str], digest: str, max_attempts: int, now: float) -> Checked:
+        self._swept(now)
+        record = self._records.get(key)
+        if record is None:
+            return Checked(Reason.NOT_FOUND, 0)
+        if record.expires <= now:
+            return Checked(Reason.EXPIRED, record.attempts)
+        if record.attempts >= max_attempts:
+            return Checked(Reason.TOO_MANY_ATTEMPTS, record.attempts)
+        record.attempts += 1
+        if hmac.compare_digest(record.digest, digest):
+            del self._records[key]
+            return Checked(Reason.APPROVED, record.attempts)
+        return Checked(Reason.WRONG_CODE, record.attempts)
+
+    # -- cleanup -------------------------------------------------------------------------------
+
+    def _later(self, when: float, key: tuple[str, str] | str, keep: float = 0.0) -> None:
+        heapq.heappush(self._sweep, (when, next(self._serial), key, keep))
+
+    def _swept(self, now: float) -> None:
+        """Remove what no rule needs any more (each entry is looked at once, when due)."""
+        heap = self._sweep
+        while heap and heap[0][0] <= now:
+            _, _, key, keep = heapq.heappop(heap)
+            if isinstance(key, tuple):
+                record = self._records.get(key)
+                if record is not None and record.removable_at() <= now:
+                    del self._records[key]
+            else:
+                log = self._numbers.get(key)
+                if log is not None and (not log.times or log.times[-1] <= now - keep):
+                    del self._numbers[key]

@@ -1,0 +1,324 @@
+"""``RedisStore``: verifications in Redis, shared by every worker and machine (extra
+``smsvn[redis]``); each step is one Lua script, so one round trip and atomic.
+
+Keys (``prefix`` is ``smsvn`` by default; ``{otp}`` keeps them in one Redis Cluster slot, as
+the global budget is counted in the same script as a number's sends):
+
+- ``<prefix>:{otp}:v:<purpose>:<number digest>``, a hash: ``d`` the live code's digest, ``e``
+  its expiry, ``r`` the end of its cooldown, ``a`` attempts counted, ``n`` codes sent for this
+  verification, ``t`` the token of its last send; ``pd``, ``pe``, ``pr``, ``pn``: the
+  verification that send replaced (its digest, expiry, cooldown, sends), put back if the send
+  provably went nowhere; never checked, and gone with the next send, an approval or expiry.
+- ``<prefix>:{otp}:n:<number digest>``, a sorted set: the number's sends in the longest cap
+  window (member: a send's random token; score: its time).
+- ``<prefix>:{otp}:all``, a sorted set: every send in the global budget's window.
+
+Times are integer milliseconds of the verifier's clock, passed into each script: the rules
+never depend on a key's TTL, which is only for cleanup (a verification is removed
+``EXPIRED_GRACE`` seconds after its expiry and cooldown end; a send log after its longest window).
+Digests are keyed HMACs (the verifier's ``secret``): no key or value holds a code or a phone
+number, or anything from which one could be computed without the secret. Codes are compared
+in constant time inside the script (an XOR over every byte); what is compared are HMACs anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+from smsvn._shared_limits import LuaScript, RedisCalls
+from smsvn.errors import ValidationError
+from smsvn.otp._memory import EXPIRED_GRACE
+from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, StoreError
+
+__all__ = ["BEGIN", "CHECK", "DEFAULT_TIMEOUT", "ROLLBACK", "RedisStore"]
+
+DEFAULT_TIMEOUT: Final = 1.0
+"""Seconds a Redis connect or answer may take (a client the store creates)."""
+
+BEGIN: Final = LuaScript(
+    """
+-- KEYS: the verification (hash), the number's sends (zset), every send (zset).
+-- ARGV: now, ttl, resend_after (ms), max_attempts, digest, token, grace (ms), global window
+-- (ms, 0: no global cap), global limit, number of number caps, then (window ms, limit) pairs.
+-- Returns {granted, refusal (1 locked, 2 too soon, 3 capped), retry_after (ms), cap index
+-- (-1: global), sends before this one, attempts carried}.
+local now = tonumber(ARGV[1])
+local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'r', 'a', 'n')
+local live = v[1] and tonumber(v[2]) > now
+local attempts, sends = 0, 0
+if v[1] then
+  if live then
+    attempts = tonumber(v[4])
+    sends = tonumber(v[5])
+    if attempts >= tonumber(ARGV[4]) then
+      return {0, 1, tonumber(v[2]) - now, -1, sends, attempts}
+    end
+  end
+  if tonumber(v[3]) > now then
+    return {0, 2, tonumber(v[3]) - now, -1, sends, attempts}
+  end
+end
+local ncaps = tonumber(ARGV[10])
+local keep = 0
+for i = 1, ncaps do
+  keep = math.max(keep, tonumber(ARGV[9 + 2 * i]))
+end
+if ncaps > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - keep)
+end
+local wait, capped = 0, -2
+local function over(key, window, limit, index)
+  local since = '(' .. string.format('%d', now - window)
+  local count = redis.call('ZCOUNT', key, since, '+inf')
+  if count >= limit then
+    local first = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT',
+                             count - limit, 1)
+    local w = tonumber(first[2]) + window - now
+    if w > wait then
+      wait = w
+      capped = index
+    end
+  end
+end
+for i = 1, ncaps do
+  over(KEYS[2], tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i]), i - 1)
+end
+local gwindow = tonumber(ARGV[8])
+if gwindow > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - gwindow)
+  over(KEYS[3], gwindow, tonumber(ARGV[9]), -1)
+end
+if capped ~= -2 then
+  return {0, 3, wait, capped, sends, attempts}
+end
+local token = ARGV[6]
+if ncaps > 0 then
+  redis.call('ZADD', KEYS[2], now, token)
+  redis.call('PEXPIRE', KEYS[2], keep)
+end
+if gwindow > 0 then
+  redis.call('ZADD', KEYS[3], now, token)
+  redis.call('PEXPIRE', KEYS[3], gwindow)
+end
+local expires = now + tonumber(ARGV[2])
+local resend = now + tonumber(ARGV[3])
+if live then
+  redis.call('HSET', KEYS[1], 'pd', v[1], 'pe', v[2], 'pr', v[3], 'pn', v[5])
+else
+  redis.call('HDEL', KEYS[1], 'pd', 'pe', 'pr', 'pn')
+end
+redis.call('HSET', KEYS[1], 'd', ARGV[5], 'e', string.format('%d', expires),
+           'r', string.format('%d', resend), 'a', attempts, 'n', sends + 1, 't', token)
+redis.call('PEXPIRE', KEYS[1], math.max(expires, resend) - now + tonumber(ARGV[7]))
+return {1, 0, 0, -1, sends, attempts}
+"""
+)
+
+ROLLBACK: Final = LuaScript(
+    """
+-- KEYS: as BEGIN's. ARGV: the send's token, now (ms), grace (ms).
+-- Uncounts the send; puts back the verification it replaced (or none) if it is still the
+-- last send, keeping the attempts counted since. Returns 0 (replaced meanwhile), 1, 2.
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then
+  return 0
+end
+local p = redis.call('HMGET', KEYS[1], 'pd', 'pe', 'pr', 'pn')
+if not p[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'd', p[1], 'e', p[2], 'r', p[3], 'n', p[4], 't', '')
+redis.call('HDEL', KEYS[1], 'pd', 'pe', 'pr', 'pn')
+local ttl = math.max(tonumber(p[2]), tonumber(p[3])) - tonumber(ARGV[2]) + tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+else
+  redis.call('DEL', KEYS[1])
+end
+return 2
+"""
+)
+
+CHECK: Final = LuaScript(
+    """
+-- KEYS: the verification. ARGV: the digest to compare, now (ms), max_attempts.
+-- Returns {reason (0 approved, 1 wrong, 2 expired, 3 not found, 4 too many attempts), attempts}.
+local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'a')
+if not v[1] then
+  return {3, 0}
+end
+local attempts = tonumber(v[3])
+if tonumber(v[2]) <= tonumber(ARGV[2]) then
+  return {2, attempts}
+end
+if attempts >= tonumber(ARGV[3]) then
+  return {4, attempts}
+end
+attempts = attempts + 1
+local a, b = v[1], ARGV[1]
+local diff = 0
+if #a ~= #b then
+  diff = 1
+end
+for i = 1, math.min(#a, #b) do
+  diff = bit.bor(diff, bit.bxor(string.byte(a, i), string.byte(b, i)))
+end
+if diff == 0 then
+  redis.call('DEL', KEYS[1])
+  return {0, attempts}
+end
+redis.call('HSET', KEYS[1], 'a', attempts)
+return {1, attempts}
+"""
+)
+
+_REASONS: Final = (
+    Reason.APPROVED,
+    Reason.WRONG_CODE,
+    Reason.EXPIRED,
+    Reason.NOT_FOUND,
+    Reason.TOO_MANY_ATTEMPTS,
+)
+"""``CHECK``'s reason codes, in order."""
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as whole milliseconds (the scripts' unit)."""
+    return math.floor(seconds * 1000.0)
+
+
+class RedisStore:
+    """Verifications in Redis, shared by every process (and machine) using the same Redis and
+    ``prefix``: attempts, cooldowns and caps hold across all of them.
+
+    ``url_or_client``: a ``redis://`` URL (the store creates, and ``aclose()`` closes, its own
+    client) or a ``redis.asyncio.Redis`` client (borrowed, never closed by the store).
+    ``timeout``: seconds a connect or an answer may take (own client only). Every process
+    should run with a synchronised clock (NTP): times are the verifiers' clocks.
+    """
+
+    def __init__(
+        self, url_or_client: str | Any, *, prefix: str = "smsvn", timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} "):
+            raise ValidationError("prefix must be non-empty, without braces or spaces")
+        try:
+            import redis.asyncio as aioredis
+            from redis import exceptions
+        except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+            raise ModuleNotFoundError(
+                "smsvn.otp.RedisStore needs the redis extra: pip install 'smsvn[redis]'"
+            ) from exc
+        if isinstance(url_or_client, str):
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            client = aioredis.Redis.from_url(
+                url_or_client,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                # One immediate retry replaces a pooled connection the server closed.
+                retry=Retry(NoBackoff(), 1),
+            )
+            self._owns_client = True
+        else:
+            client = url_or_client
+            self._owns_client = False
+        self._redis = RedisCalls(client)
+        self._failures: tuple[type[BaseException], ...] = (
+            exceptions.RedisError,
+            OSError,
+            TimeoutError,
+        )
+        self._closed = False
+        self.prefix = prefix
+        self._root = f"{prefix}:{{otp}}"
+
+    def __repr__(self) -> str:  # never the URL: it may hold a password
+        return f"RedisStore(prefix={self.prefix!r})"
+
+    @property
+    def calls(self) -> int:
+        """Redis round trips made so far."""
+        return self._redis.calls
+
+    def _keys(self, purpose: str, number: str) -> tuple[str, str, str]:
+        """The verification's key, the number's send log, and the global send log."""
+        root = self._root
+        return f"{root}:v:{purpose}:{number}", f"{root}:n:{number}", f"{root}:all"
+
+    async def begin(self, start: Start) -> Claim:
+        """See ``Store.begin``: one ``BEGIN`` script."""
+        glob = start.global_cap
+        args: list[int | float | str] = [
+            _ms(start.now),
+            _ms(start.ttl),
+            _ms(start.resend_after),
+            start.max_attempts,
+            start.digest,
+            start.token,
+            _ms(EXPIRED_GRACE),
+            0 if glob is None else max(1, _ms(glob.seconds)),
+            0 if glob is None else glob.limit,
+            len(start.number_caps),
+        ]
+        for window in start.number_caps:
+            args += [max(1, _ms(window.seconds)), window.limit]
+        reply = await self._run(BEGIN, self._keys(start.purpose, start.number), args)
+        granted, refusal, wait, cap, sends, attempts = reply
+        return Claim(
+            granted=bool(granted),
+            refusal=Refusal(refusal),
+            retry_after=wait / 1000.0,
+            cap=cap,
+            sends=sends,
+            attempts=attempts,
+        )
+
+    async def rollback(self, start: Start, now: float) -> None:
+        """See ``Store.rollback``: one ``ROLLBACK`` script."""
+        await self._run(
+            ROLLBACK,
+            self._keys(start.purpose, start.number),
+            [start.token, _ms(now), _ms(EXPIRED_GRACE)],
+        )
+
+    async def check(
+        self, number: str, purpose: str, digest: str, max_attempts: int, now: float
+    ) -> Checked:
+        """See ``Store.check``: one ``CHECK`` script."""
+        key = self._keys(purpose, number)[0]
+        reason, attempts = await self._run(CHECK, (key,), [digest, _ms(now), max_attempts])
+        return Checked(_REASONS[reason], attempts)
+
+    async def _run(
+        self, script: LuaScript, keys: tuple[str, ...], args: list[int | float | str]
+    ) -> list[int]:
+        """Run one script; a Redis failure becomes ``StoreError`` (the redis-py exception is
+        not chained: its arguments are of no use to the caller and stay out of tracebacks)."""
+        if self._closed:
+            raise StoreError("the OTP store is closed")
+        try:
+            return await self._redis.script(script, keys, args)
+        except self._failures as exc:
+            detail = str(exc)[:200]
+            raise StoreError(
+                f"the OTP store (Redis) failed: {type(exc).__name__}: {detail}"
+            ) from None
+
+    async def aclose(self) -> None:
+        """Close the Redis client if the store created it; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            await self._redis.aclose()
+
+    async def __aenter__(self) -> RedisStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
