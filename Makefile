@@ -18,11 +18,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	touch $(BENCH_STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check smsvn tests benchmarks
-	$(BIN)/ruff format --check smsvn tests benchmarks
+	$(BIN)/ruff check smsvn tests benchmarks examples
+	$(BIN)/ruff format --check smsvn tests benchmarks examples
 
 types: $(STAMP)
-	$(BIN)/mypy --strict smsvn
+	$(BIN)/mypy --strict smsvn examples
 
 unit: $(STAMP)
 	$(BIN)/pytest
