@@ -59,8 +59,9 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
     """The provider accepted a send (an SMS, a batch of SMS, or a voice call).
 
     ``message_id`` is the provider's id (SpeedSMS ``tranId``, eSMS ``SMSID``) or, for Fibo, the
-    ``smsGUID`` the client sent; it is None only when an eSMS resend was answered "already
-    received" and the first attempt's id never reached us (``request_id`` then identifies it).
+    caller's ``sms_guid`` (None when none was given: Fibo returns no id of its own). For eSMS it
+    is None when a resend was answered "already received" and the first attempt's id never
+    reached us (``request_id`` then identifies it).
     """
 
     provider: str

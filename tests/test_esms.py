@@ -25,7 +25,7 @@ from smsvn.models import (
     ReceiverStatus,
     SendStatus,
 )
-from smsvn.providers.esms import DEFAULT_RATE_LIMIT, ESMS
+from smsvn.providers.esms import DEFAULT_RATE_LIMIT, ESMS, MAX_REQUEST_ID_LENGTH
 from tests.conftest import FAST_RETRY, SENTINEL_KEY, SENTINEL_SECRET
 
 BASE = "https://rest.esms.vn/MainService.svc/json"
@@ -166,6 +166,7 @@ async def test_send_generates_a_request_id(mocked: aioresponses) -> None:
     request_id = body_of(call)["RequestId"]
     assert res.request_id == request_id
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+    assert len(request_id) <= MAX_REQUEST_ID_LENGTH  # a generated id always fits the cap
 
 
 async def test_send_advertising_joins_numbers_and_reports_invalid(mocked: aioresponses) -> None:
@@ -226,7 +227,8 @@ async def test_unicode_choice(
         (NUMBERS_20[:19], {"sms_type": 1}, "at least 20"),
         ([*NUMBERS_20[:19], "123"], {"sms_type": 1}, "at least 20"),
         (NUMBERS_20, {"sms_type": 1, "content": "x" * 423}, "at most 422"),
-        ("0912345678", {"request_id": "r" * 121}, "request_id"),
+        ("0912345678", {"request_id": "r" * 51}, "request_id"),
+        ("0912345678", {"request_id": "r" * 120}, "request_id"),  # the older document's cap
         ("0912345678", {"request_id": ""}, "request_id"),
         ("0912345678", {"sms_type": 3}, "sms_type 3"),
         ("0912345678", {"content": ""}, "content is empty"),
@@ -287,8 +289,8 @@ async def test_segments_follow_the_encoding_sent(
 async def test_send_advertising_at_limits_is_accepted(mocked: aioresponses) -> None:
     mocked.post(SEND_POST, payload=ok(SMSID="1"))
     async with client() as sms:
-        res = await sms.send(NUMBERS_20, "x" * 422, sms_type=1, request_id="r" * 120)
-    assert res.request_id == "r" * 120
+        res = await sms.send(NUMBERS_20, "x" * 422, sms_type=1, request_id="r" * 50)
+    assert res.request_id == "r" * 50
 
 
 # -- never send twice --------------------------------------------------------------------------

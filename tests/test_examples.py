@@ -334,12 +334,25 @@ async def test_a_hanging_provider_is_cut_off_by_the_deadline(sb: Sandbox, run: R
 async def test_a_request_the_provider_refuses_is_502(
     sb: Sandbox, run: Runner, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # SMS type 3 with a brandname SpeedSMS does not know: its code 101, an InvalidRequest.
-    environ = environment(sb, SMSVN_SPEEDSMS_SMS_TYPE="3", SMSVN_SPEEDSMS_SENDER="NOT_OURS")
-    async with run(environ) as app:
+    # SpeedSMS refuses the request's parameters (its code 101, an InvalidRequest).
+    async with (
+        provider_stub("101") as (url, seen),
+        run(environment(sb, SMSVN_SPEEDSMS_BASE_URL=url)) as app,
+    ):
         answer = await app.otp()
     assert (answer.status, answer.body["error"]) == (502, "sms_failed")
     assert logged(caplog, logging.ERROR)
+    assert seen == [1] and not sb.outbox
+
+
+async def test_an_unregistered_speedsms_sender_is_an_account_problem(
+    sb: Sandbox, run: Runner
+) -> None:
+    # Type 3 with a brandname SpeedSMS does not know: 101 naming the sender, SenderNotRegistered.
+    environ = environment(sb, SMSVN_SPEEDSMS_SMS_TYPE="3", SMSVN_SPEEDSMS_SENDER="NOT_OURS")
+    async with run(environ) as app:
+        answer = await app.otp()
+    assert answer.status == 503
     assert not sb.outbox
 
 

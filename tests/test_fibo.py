@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import uuid
 from collections import Counter
 from typing import Any
 from xml.sax.saxutils import escape
@@ -27,13 +26,19 @@ from smsvn import errors
 from smsvn._redact import WITHHELD
 from smsvn.limits import RateLimit
 from smsvn.providers import fibo as fibo_module
-from smsvn.providers.fibo import DEFAULT_RATE_LIMIT, MAX_BODY, Fibo
+from smsvn.providers.fibo import (
+    DEFAULT_BALANCE_PATH,
+    DEFAULT_RATE_LIMIT,
+    MAX_BODY,
+    MAX_SMS_GUID_LENGTH,
+    Fibo,
+)
 from smsvn.transport import Response, Transport
 from tests.conftest import FAST_RETRY, SENTINEL_PASS
 
 BASE = "https://ha-api.fibosms.com"
 SEND_PATH = "/SendMT/service.asmx/SendMaskedSMS"
-BALANCE_PATH = "/SendMT/service.aspx/GetClientBalance"
+BALANCE_PATH = "/SendMT/service.asmx/GetClientBalance"  # .asmx, not the document's .aspx
 TOTALS_PATH = "/WebserivceFibo/PartnerMtTotal.asmx"
 CLIENT_NO = "CL1609110001"
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -151,14 +156,15 @@ async def test_send_success_in_every_wrapper_form(mocked: aioresponses, body: by
     assert res.segments == 1
     assert res.cost is None
     assert res.raw.code in (200, 1)
-    assert res.message_id == query(mocked, SEND_PATH)["smsGUID"]
+    assert query(mocked, SEND_PATH)["smsGUID"] == "0"  # the document's default
+    assert res.message_id is None  # Fibo returns no id, and none was given
 
 
 async def test_send_query_fields(mocked: aioresponses) -> None:
     mocked.get(SEND, body=sent_ok(), repeat=True)
     async with client() as fibo:
         first = await fibo.send(["+84 91 234 5678"], "Xin chao")
-        second = await fibo.send("01626 123 456", "Xin chao", sender="OTHER")
+        second = await fibo.send("01626 123 456", "Xin chao", sender="OTHER", sms_guid="order-42")
     sent = query(mocked, SEND_PATH)
     assert sent == {
         "clientNo": CLIENT_NO,
@@ -166,15 +172,14 @@ async def test_send_query_fields(mocked: aioresponses) -> None:
         "senderName": "BRAND",
         "phoneNumber": "0912345678",
         "smsMessage": "Xin chao",
-        "smsGUID": first.message_id,
+        "smsGUID": "0",
         "serviceType": "0",
     }
-    assert first.message_id is not None
-    assert str(uuid.UUID(first.message_id)) == first.message_id
+    assert first.message_id is None
     again = query(mocked, SEND_PATH, 1)
     assert again["phoneNumber"] == "0326123456"  # the old 11-digit form, moved to 10 digits
     assert again["senderName"] == "OTHER"
-    assert again["smsGUID"] == second.message_id != first.message_id
+    assert again["smsGUID"] == second.message_id == "order-42"  # the caller's own id
     assert second.recipients == ("0326123456",)
 
 
@@ -193,10 +198,11 @@ async def test_send_429_waits_and_resends(mocked: aioresponses) -> None:
     mocked.get(SEND, status=429, body=b"Too Many Requests", headers={"Retry-After": "0"})
     mocked.get(SEND, body=sent_ok())
     async with client() as fibo:
-        res = await fibo.send("0912345678", "hi")
+        res = await fibo.send("0912345678", "hi", sms_guid="a1b2")
     sent = calls(mocked, "GET", SEND_PATH)
     assert len(sent) == 2
     assert res.message_id == dict(sent[1][0].query)["smsGUID"] == dict(sent[0][0].query)["smsGUID"]
+    assert res.message_id == "a1b2"
 
 
 @pytest.mark.parametrize(
@@ -219,6 +225,26 @@ async def test_send_refused_locally(
             await fibo.send(args.pop("to"), args.pop("content"), **args)
     assert info.value.provider == "fibo"
     assert not mocked.requests
+
+
+@pytest.mark.parametrize(
+    "guid",
+    ["", "x" * (MAX_SMS_GUID_LENGTH + 1), "a b", "a&b=c", "id#1", "a%20", "mã", "a\nb", 0],
+)
+async def test_sms_guid_refused_locally(mocked: aioresponses, guid: Any) -> None:
+    async with client() as fibo:
+        with pytest.raises(errors.ValidationError, match="sms_guid") as info:
+            await fibo.send("0912345678", "hi", sms_guid=guid)
+    assert info.value.endpoint == "SendMaskedSMS"
+    assert not mocked.requests
+
+
+async def test_sms_guid_longest_allowed_goes_as_given(mocked: aioresponses) -> None:
+    mocked.get(SEND, body=sent_ok())
+    guid = "A-b_9." + "x" * (MAX_SMS_GUID_LENGTH - 6)
+    async with client() as fibo:
+        res = await fibo.send("0912345678", "hi", sms_guid=guid)
+    assert query(mocked, SEND_PATH)["smsGUID"] == res.message_id == guid
 
 
 async def test_send_needs_a_sender(mocked: aioresponses) -> None:
@@ -265,7 +291,8 @@ async def test_send_bulk_one_request_a_number(mocked: aioresponses) -> None:
     assert sorted(q["phoneNumber"] for q in sent) == ["0912345678", "0987654321"]
     assert {q["smsMessage"] for q in sent} == {PLAIN}
     assert {q["serviceType"] for q in sent} == {"0"}
-    assert {q["smsGUID"] for q in sent} == {r.message_id for r in report.sent}
+    assert {q["smsGUID"] for q in sent} == {"0"}
+    assert {r.message_id for r in report.sent} == {None}
 
 
 async def test_send_bulk_checks_options_before_any_request(mocked: aioresponses) -> None:
@@ -447,6 +474,7 @@ async def test_balance(mocked: aioresponses) -> None:
         "clientPass": SENTINEL_PASS,
         "serviceType": "1",
     }
+    assert DEFAULT_BALANCE_PATH == BALANCE_PATH  # what real clients call, not the doc's .aspx
 
 
 async def test_balance_literal_form_and_decimal(mocked: aioresponses) -> None:
@@ -668,14 +696,14 @@ async def test_base_url_and_paths_are_settings(mocked: aioresponses) -> None:
     base = "https://sms.example.vn/api/"
     mocked.get(url_re("https://sms.example.vn/api", "/v2/send"), body=sent_ok())
     mocked.get(
-        url_re("https://sms.example.vn/api", "/SendMT/service.asmx/GetClientBalance"),
+        url_re("https://sms.example.vn/api", "/SendMT/service.aspx/GetClientBalance"),
         body=escaped(sms(200, AccountBalance="3")),
     )
     mocked.post("https://soap.example.vn/Totals.asmx", body=totals_ok("1|2|3"))
     async with client(
         base_url=base,
         send_path="v2/send",
-        balance_path="/SendMT/service.asmx/GetClientBalance",
+        balance_path="/SendMT/service.aspx/GetClientBalance",  # the document's spelling
         totals_path="https://soap.example.vn/Totals.asmx",
     ) as fibo:
         await fibo.send("0912345678", "hi")
@@ -926,7 +954,7 @@ async def test_send_on_a_fresh_connection_succeeds() -> None:
     async with KeepAliveServer() as server:
         async with client(base_url=server.url) as fibo:
             res = await fibo.send("0912345678", "hi")
-        assert res.message_id is not None
+        assert res.recipients == ("0912345678",) and res.message_id is None
         assert server.requests[SEND_PATH] == 1
 
 

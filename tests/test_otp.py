@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from smsvn import otp
 from smsvn.errors import (
@@ -36,6 +38,7 @@ from smsvn.failover import Failover
 from smsvn.limits import RateLimit
 from smsvn.models import SendResult
 from smsvn.providers._base import BaseClient
+from smsvn.providers.speedsms import SpeedSMS
 from smsvn.sandbox import Fault, Sandbox
 from tests.conftest import FAST_RETRY
 
@@ -416,17 +419,33 @@ async def test_auto_calls_when_the_sms_provably_sent_nothing(
 
 
 async def test_auto_does_not_call_after_a_refusal_of_the_message(
-    sb: Sandbox, store: otp.Store, clock: Clock
+    store: otp.Store, clock: Clock
 ) -> None:
-    """SpeedSMS refuses the request's parameters (InvalidRequest, not one of NOTHING_SENT):
-    the error is raised, no call is placed, and nothing holds the number back."""
-    async with sb.client("speedsms", sms_type=3, sender="NOT-REGISTERED", rate_limit=None) as bad:
-        v = verifier(bad, store, clock)
-        with pytest.raises(InvalidRequest):
-            await v.start(PHONE, channel="auto")
-        with pytest.raises(InvalidRequest):
-            await v.start(PHONE, channel="auto")
-    assert len(sb.outbox) == 0
+    """SpeedSMS refuses the request's parameters (101 "Invalid or missing parameters", an
+    InvalidRequest, not one of NOTHING_SENT): the error is raised, no call is placed, and
+    nothing holds the number back."""
+    calls: list[str] = []
+
+    async def sms(request: web.Request) -> web.Response:
+        calls.append("sms")
+        refusal = {"status": "error", "code": "101", "message": "Invalid or missing parameters"}
+        return web.json_response(refusal)
+
+    async def voice(request: web.Request) -> web.Response:
+        calls.append("voice")
+        return web.json_response({"status": "success", "code": "00", "data": {"tranId": 1}})
+
+    app = web.Application()
+    app.router.add_post("/sms/send", sms)
+    app.router.add_post("/voice/otp", voice)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        async with SpeedSMS("stub-token-0123456789", base_url=url, rate_limit=None) as bad:
+            v = verifier(bad, store, clock)
+            for _ in range(2):
+                with pytest.raises(InvalidRequest):
+                    await v.start(PHONE, channel="auto")
+    assert calls == ["sms", "sms"]
 
 
 async def test_auto_sends_sms_first_and_calls_on_the_resend(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import logging
 import random
 import time
@@ -163,7 +164,7 @@ async def test_no_window_ever_holds_more_than_n_reservations(
         now = max(now, slots[-1] - 0.5 * period) + rng.random() * 0.01
     window = period * WINDOW_GUARD
     # In order, to the microsecond the script counts in (now + wait is a float sum).
-    assert all(b >= a - 2e-6 for a, b in zip(slots, slots[1:], strict=False))
+    assert all(b >= a - 2e-6 for a, b in itertools.pairwise(slots))
     for a, b in zip(slots, slots[requests:], strict=False):
         assert b - a >= window - 1e-6
     assert max_in_window(slots, window - 1e-5) <= requests  # (turns are whole microseconds)

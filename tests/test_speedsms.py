@@ -170,6 +170,52 @@ async def test_every_error_code(mocked: aioresponses, code: Any, cls: type[Excep
     assert len(requests_to(mocked, "POST", SEND)) == 1  # a send is never retried on an error
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Invalid parameters: sender is not registered",
+        "Brandname is not valid",
+        "Invalid brand name",
+        "Invalid or missing parameters: SENDER",
+    ],
+)
+async def test_101_about_the_sender_is_sender_not_registered(
+    mocked: aioresponses, message: str
+) -> None:
+    mocked.post(SEND, payload=err("101", message))
+    async with client(sms_type=3, sender="UNKNOWN") as sms:
+        with pytest.raises(errors.SenderNotRegistered) as info:
+            await sms.send("0912345678", "hi")
+    assert info.value.code == "101"
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("message", ["Invalid or missing parameters", "content", None])
+async def test_other_101_stays_invalid_request(mocked: aioresponses, message: str | None) -> None:
+    body = err("101")
+    body["message"] = message
+    mocked.post(SEND, payload=body)
+    async with client(sms_type=3, sender="BRAND") as sms:
+        with pytest.raises(errors.InvalidRequest) as info:
+            await sms.send("0912345678", "hi")
+    assert info.value.code == "101"
+
+
+@pytest.mark.parametrize(("sms_type", "wire"), [(2, ""), (3, "BRAND"), (4, ""), (5, "BRAND")])
+async def test_sender_goes_only_with_the_types_that_use_it(
+    mocked: aioresponses, sms_type: int, wire: str
+) -> None:
+    mocked.post(SEND, payload=ok({"tranId": 1, "totalSMS": 1, "totalPrice": 250}), repeat=True)
+    async with client(sms_type=sms_type, sender="BRAND") as sms:
+        await sms.send("0912345678", "hi")
+        await sms.send(["0912345678", "0987654321"], "hi")
+        await sms.send_bulk(["0912345678"], "hi")
+        await sms.send("0912345678", "hi", sms_type=2, sender="OTHER")
+    bodies = [json.loads(call.kwargs["data"]) for call in requests_to(mocked, "POST", SEND)]
+    assert [b["sender"] for b in bodies] == [wire, wire, wire, ""]
+    assert [b["sms_type"] for b in bodies] == [sms_type] * 3 + [2]
+
+
 async def test_error_lists_invalid_phones(mocked: aioresponses) -> None:
     mocked.post(SEND, payload=err("105", "Phone number invalid", invalidPhone=["8412"]))
     async with client() as sms:
@@ -284,7 +330,8 @@ async def test_voice_otp(mocked: aioresponses) -> None:
     assert res.cost == 400.0
     assert res.recipients == ("0912345678",)
     call = requests_to(mocked, "POST", VOICE)[0]
-    assert json.loads(call.kwargs["data"]) == {"to": "84912345678", "content": "1234"}
+    # The voice document's "09x" form (its example: 0912345678), not the SMS send's 84 form.
+    assert json.loads(call.kwargs["data"]) == {"to": "0912345678", "content": "1234"}
 
 
 @pytest.mark.parametrize("code", ["12a4", "", "１２３", "12 34", "-123"])

@@ -84,8 +84,10 @@ DEFAULT_RATE_LIMIT: Final = RateLimit(requests=20, period=1.0, burst=5)
 """eSMS documents no rate limit: a conservative 20 requests a second per account, 5 at once."""
 SMS_TYPES: Final = frozenset({1, 2, 8})
 """1 advertising brandname, 2 customer-care brandname, 8 fixed 10-digit number (template)."""
-MAX_REQUEST_ID_LENGTH: Final = 120
-"""The longest ``RequestId`` eSMS accepts (code 159 beyond it)."""
+MAX_REQUEST_ID_LENGTH: Final = 50
+"""The longest ``RequestId`` smsvn sends: eSMS's developer guide caps it at 50 characters, its
+older API document at 120 (code 159 beyond that); the stricter limit holds on either. The ids
+smsvn makes itself (uuid4 hex) are 32."""
 MIN_ADVERTISING_RECIPIENTS: Final = 20
 """An advertising (type 1) send must carry at least this many numbers (code 119)."""
 MAX_ADVERTISING_LENGTH: Final = 422
@@ -375,7 +377,9 @@ class ESMS(BaseClient):
         Types 2 and 8 take one number (use ``send_bulk`` for more); type 1 (advertising) takes
         at least 20. ``unicode=None`` chooses from the content; ``strip_diacritics`` sends the
         content without Vietnamese marks; content that plain text cannot carry is refused when
-        it must go plain. ``send_date`` (Vietnam time when naive) schedules it.
+        it must go plain. ``send_date`` (Vietnam time when naive) schedules it. ``request_id``
+        (1-50 characters, ``MAX_REQUEST_ID_LENGTH``) is eSMS's ``RequestId``; a fresh one (32
+        hex characters) is made when none is given.
         """
         options = self._options(sms_type, brandname, sandbox, send_date, callback_url, method)
         endpoint = options.endpoint

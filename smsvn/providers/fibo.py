@@ -7,12 +7,14 @@ as literal child elements; ``Code`` 200 (or 1 on older services) is success and 
 code maps through one table. ``GetTotalMt`` is SOAP 1.1 only. Every body is parsed with a
 hardened lxml parser (size cap, no DTD, no entities, no network), so no answer can raise
 anything but an ``SmsError``.
+
+``smsGUID`` goes as ``0``, the document's "(default)" and what every sample sends, unless the
+caller gives an id of their own (``send(..., sms_guid=...)``); Fibo returns no message id.
 """
 
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any, Final, NamedTuple, Unpack
 
@@ -51,23 +53,32 @@ __all__ = [
     "DEFAULT_SEND_PATH",
     "DEFAULT_TOTALS_PATH",
     "MAX_BODY",
+    "MAX_SMS_GUID_LENGTH",
     "Fibo",
 ]
 
 DEFAULT_BASE_URL: Final = "https://ha-api.fibosms.com"
 DEFAULT_SEND_PATH: Final = "/SendMT/service.asmx/SendMaskedSMS"
-DEFAULT_BALANCE_PATH: Final = "/SendMT/service.aspx/GetClientBalance"
+DEFAULT_BALANCE_PATH: Final = "/SendMT/service.asmx/GetClientBalance"
+"""``.asmx``, as every real client calls it and as the document's own send is; the document
+writes ``service.aspx`` here, most likely a slip (pass ``balance_path`` to use it)."""
 DEFAULT_TOTALS_PATH: Final = "/WebserivceFibo/PartnerMtTotal.asmx"
 """The vendor's own spelling ("Webserivce"): it is the real path."""
 DEFAULT_RATE_LIMIT: Final = RateLimit(requests=20, period=1.0, burst=5)
 """Fibo documents no limit: 20 requests a second per account (5 at once) is a conservative guess."""
 MAX_BODY: Final = 64 * 1024
 """Bytes an answer may have; Fibo's are ~150, so anything larger is refused unparsed."""
+MAX_SMS_GUID_LENGTH: Final = 36
+"""The longest ``sms_guid`` a caller may give (a UUID's text form); Fibo documents no limit."""
 
 _PROVIDER: Final = "fibo"
 _EP_SEND: Final = "SendMaskedSMS"
 _EP_BALANCE: Final = "GetClientBalance"
 _EP_TOTALS: Final = "GetTotalMt"
+_DEFAULT_GUID: Final = "0"
+"""``smsGUID`` when the caller gives none: the document's "0 (mặc định)" (0, the default)."""
+_GUID: Final = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_SMS_GUID_LENGTH}}}")
+"""A caller's ``sms_guid``: letters, digits, ``_ . -`` only, nothing a query must escape."""
 
 _SOAP_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 _TEMPURI: Final = "http://tempuri.org/"
@@ -234,14 +245,21 @@ class Fibo(BaseClient):
         sender: str | None = None,
         unicode: bool | None = None,
         strip_diacritics: bool = False,
+        sms_guid: str | None = None,
     ) -> SendResult:
         """Send ``content`` to one number (``GET SendMaskedSMS``); sent at most once.
 
         ``unicode=None`` picks serviceType 1 (Unicode) when the content needs it and 0 (plain)
         otherwise; ``unicode=False`` refuses content plain text cannot carry, before any
-        request; ``strip_diacritics=True`` sends the plain Latin form as serviceType 0. The
-        ``smsGUID`` generated for the message is the result's ``message_id``.
+        request; ``strip_diacritics=True`` sends the plain Latin form as serviceType 0.
+
+        ``smsGUID`` is ``0``, the document's default, unless ``sms_guid`` gives the caller's own
+        id (1-36 letters, digits, ``_``, ``.`` or ``-``; anything else is a ValidationError
+        before any request). Fibo answers with no id of its own, so the result's ``message_id``
+        is ``sms_guid`` when given and None otherwise. Fibo documents no deduplication by
+        ``smsGUID``: the send is made at most once either way.
         """
+        guid = _check_guid(sms_guid)
         sender = self._sender(sender)
         numbers = recipient_list(to, _PROVIDER, _EP_SEND)
         if len(numbers) > 1:
@@ -253,7 +271,7 @@ class Fibo(BaseClient):
         prepared = _prepare(content, unicode, strip_diacritics)
         recipients = split_recipients(numbers)
         require_recipients(recipients, _PROVIDER, _EP_SEND)
-        return await self._send(recipients.valid[0], prepared, sender)
+        return await self._send(recipients.valid[0], prepared, sender, guid)
 
     def batch_sender(
         self,
@@ -264,7 +282,11 @@ class Fibo(BaseClient):
         strip_diacritics: bool = False,
     ) -> BatchSender:
         """Check a campaign's options (and its content, when shared) once, before any request;
-        return the sender of one batch, which for Fibo is one canonical number."""
+        return the sender of one batch, which for Fibo is one canonical number.
+
+        Each message goes with ``smsGUID`` 0 and a ``message_id`` of None: a batch's
+        ``request_id`` (eSMS's ``RequestId``, which the bulk engine and the journal generate)
+        is not sent to Fibo."""
         sender = self._sender(sender)
         common = None if content is None else _prepare(content, unicode, strip_diacritics)
 
@@ -274,7 +296,7 @@ class Fibo(BaseClient):
             prepared = (
                 common if common is not None else _prepare(content, unicode, strip_diacritics)
             )
-            return self._send(numbers[0], prepared, sender)
+            return self._send(numbers[0], prepared, sender, None)
 
         return send_batch
 
@@ -295,16 +317,20 @@ class Fibo(BaseClient):
             )
         return sender
 
-    async def _send(self, number: str, prepared: _Content, sender: str) -> SendResult:
+    async def _send(
+        self, number: str, prepared: _Content, sender: str, guid: str | None
+    ) -> SendResult:
         """GET ``SendMaskedSMS`` for one canonical number, at most once (no resend of any kind
-        after the request left, not even aiohttp's own on a dead keep-alive connection)."""
-        guid = str(uuid.uuid4())
+        after the request left, not even aiohttp's own on a dead keep-alive connection).
+
+        ``guid`` is the caller's checked ``sms_guid`` (the result's ``message_id``) or None,
+        which sends ``smsGUID=0`` and reports no ``message_id``."""
         params = {
             **self._credentials,
             "senderName": sender,
             "phoneNumber": number,
             "smsMessage": prepared.text,
-            "smsGUID": guid,
+            "smsGUID": _DEFAULT_GUID if guid is None else guid,
             "serviceType": prepared.service_type,
         }
         transport = self._transport
@@ -367,6 +393,20 @@ class Fibo(BaseClient):
 
 
 # -- content ------------------------------------------------------------------------------------
+
+
+def _check_guid(sms_guid: str | None) -> str | None:
+    """The caller's ``sms_guid`` if it is one (see ``_GUID``), None when not given, or
+    ValidationError (which names no part of the value)."""
+    if sms_guid is None:
+        return None
+    if not isinstance(sms_guid, str) or _GUID.fullmatch(sms_guid) is None:
+        raise ValidationError(
+            f"sms_guid must be 1-{MAX_SMS_GUID_LENGTH} letters, digits, '_', '.' or '-'",
+            provider=_PROVIDER,
+            endpoint=_EP_SEND,
+        )
+    return sms_guid
 
 
 class _Content(NamedTuple):

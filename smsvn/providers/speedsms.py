@@ -3,6 +3,13 @@
 Wire format: HTTP Basic auth with the access token as user name; JSON bodies; every answer is an
 envelope ``{"status": "success"|"error", "code": "00"|"<code>", "data"|"message": ...}`` except
 the rate limiter's 429 and the framework's 401, which share a different shape.
+
+Error classes: SpeedSMS documents one code, 101 "Invalid or missing parameters", for every bad
+parameter, the sender included; it has no code of its own for a sender (brandname or device id)
+it does not know, as eSMS (104, 177) and Fibo (5) have. A 101 whose message names the sender or
+brandname is therefore ``SenderNotRegistered`` (as those providers' codes are, so ``Failover``
+moves on); any other 101, a bare "Invalid or missing parameters" included, stays
+``InvalidRequest``, since nothing in it says the sender was the problem.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from smsvn.errors import (
     InvalidRecipient,
     InvalidRequest,
     ProviderUnavailable,
+    SenderNotRegistered,
     SmsError,
     ValidationError,
 )
@@ -66,6 +74,10 @@ MAX_SEGMENTS: Final = 5
 SMS_TYPES: Final = frozenset({2, 3, 4, 5})
 """2 random long number, 3 registered brandname, 4 default brandname, 5 customer's Android app."""
 _NEEDS_SENDER: Final = frozenset({3, 5})
+"""The types that use ``sender``; every other type sends ``""`` (as the vendor's own Java and C#
+samples send ``"brandname": ""``), never the client's default sender."""
+_SENDER_WORDS: Final = ("sender", "brandname", "brand name")
+"""Words that make an error 101 about the sender (see the module docstring)."""
 
 _PROVIDER: Final = "speedsms"
 
@@ -106,6 +118,7 @@ class _SendRequest(msgspec.Struct, frozen=True):
 
 class _VoiceRequest(msgspec.Struct, frozen=True):
     to: str
+    """The national form, ``0912345678``: the voice document's "09x" form and example."""
     content: str
 
 
@@ -125,7 +138,8 @@ _ERRORS: Final[dict[str, tuple[type[SmsError], str]]] = {
     "500": (ProviderUnavailable, "internal error, try again"),
     "601": (InvalidRequest, "OTP code not valid"),
 }
-"""Every documented SpeedSMS error code -> (error class, meaning)."""
+"""Every documented SpeedSMS error code -> (error class, meaning); a 101 about the sender is
+``SenderNotRegistered`` instead (``_about_sender``)."""
 
 
 def _code(raw: str | int | None) -> str | None:
@@ -236,7 +250,8 @@ class SpeedSMS(BaseClient):
                 recipients = split_recipients(to)
             else:
                 given = None if number is to else {number: to}
-                return await self._send([number], content, sms_type, sender or "", (), given)
+                wire_sender = _wire_sender(sms_type, sender)
+                return await self._send([number], content, sms_type, wire_sender, (), given)
         else:
             numbers = recipient_list(to, _PROVIDER, "sms/send")
             if len(numbers) > MAX_RECIPIENTS:
@@ -248,7 +263,12 @@ class SpeedSMS(BaseClient):
             recipients = split_recipients(numbers)
         require_recipients(recipients, _PROVIDER, "sms/send")
         return await self._send(
-            recipients.valid, content, sms_type, sender or "", recipients.invalid, recipients.given
+            recipients.valid,
+            content,
+            sms_type,
+            _wire_sender(sms_type, sender),
+            recipients.invalid,
+            recipients.given,
         )
 
     def batch_sender(
@@ -263,13 +283,14 @@ class SpeedSMS(BaseClient):
         sms_type = self.sms_type if sms_type is None else sms_type
         sender = self.sender if sender is None else sender
         _check_type(sms_type, sender)
+        wire_sender = _wire_sender(sms_type, sender)
         common = None if content is None else _prepare(content, strip_diacritics)
 
         def send_batch(
             numbers: list[str], text: str, request_id: str | None
         ) -> Awaitable[SendResult]:
             body = common if common is not None else _prepare(text, strip_diacritics)
-            return self._send(numbers, body, sms_type, sender or "", (), None)
+            return self._send(numbers, body, sms_type, wire_sender, (), None)
 
         return send_batch
 
@@ -332,7 +353,10 @@ class SpeedSMS(BaseClient):
         )
 
     async def voice_otp(self, to: str, code: str) -> SendResult:
-        """Call ``to`` and read out ``code`` (digits 0-9 only, checked locally) (``/voice/otp``)."""
+        """Call ``to`` and read out ``code`` (digits 0-9 only, checked locally) (``/voice/otp``).
+
+        The number goes in the national form (``0912345678``), the form the voice document
+        asks for, whatever form it was given in."""
         if not code or not code.isascii() or not code.isdigit():
             raise ValidationError(
                 "a voice OTP code must be digits 0-9 only", provider=_PROVIDER, endpoint="voice/otp"
@@ -340,7 +364,7 @@ class SpeedSMS(BaseClient):
         recipients = split_recipients(to)
         require_recipients(recipients, _PROVIDER, "voice/otp")
         number = recipients.valid[0]
-        body = _ENCODER.encode(_VoiceRequest(to=_international(number), content=code))
+        body = _ENCODER.encode(_VoiceRequest(to=number, content=code))
 
         def parse(response: Response) -> SendResult:
             data = self._parse(response, _SEND, "voice/otp")
@@ -408,6 +432,8 @@ class SpeedSMS(BaseClient):
         if envelope.status != "error" or code is None:
             raise self._transport.malformed(endpoint, response, f"HTTP {status}, no error code")
         cls, meaning = _ERRORS.get(code, (SmsError, "undocumented error code"))
+        if code == "101" and _about_sender(envelope.message):
+            cls = SenderNotRegistered
         message = envelope.message or meaning
         if envelope.invalid_phone:
             message += f" (invalid: {', '.join(str(p) for p in envelope.invalid_phone)})"
@@ -433,6 +459,20 @@ def _check_type(sms_type: int, sender: str | None) -> None:
         raise ValidationError(
             f"sms_type {sms_type} needs a sender (brandname or device id)", provider=_PROVIDER
         )
+
+
+def _wire_sender(sms_type: int, sender: str | None) -> str:
+    """The ``sender`` field for ``sms_type``: the sender for types 3 and 5, else ``""`` (types 2
+    and 4 pick their own sender; a default brandname must not go with them)."""
+    return (sender or "") if sms_type in _NEEDS_SENDER else ""
+
+
+def _about_sender(message: str | None) -> bool:
+    """Whether an error 101's message names the sender or brandname (any case)."""
+    if not message:
+        return False
+    lowered = message.lower()
+    return any(word in lowered for word in _SENDER_WORDS)
 
 
 def _no_text(data: _SendData) -> bool:

@@ -58,7 +58,8 @@ async def test_speedsms_refusals_are_typed(sb: Sandbox) -> None:
             await sms.balance()
         assert caught.value.http_status == 401
     async with sb.client("speedsms", sender="UNKNOWN", retry=FAST_RETRY) as sms:
-        with pytest.raises(errors.InvalidRequest) as refused:
+        # 101 "sender is not registered": the same class as eSMS's 104 and Fibo's 5.
+        with pytest.raises(errors.SenderNotRegistered) as refused:
             await sms.send("0912345678", "hi")
         assert refused.value.code == "101"
     sb.set_balance("speedsms", 100)
@@ -258,7 +259,7 @@ async def test_fibo_send_balance_and_totals(sb: Sandbox) -> None:
         before = await fibo.balance()
         assert (before.amount, before.currency) == (10_000_000, None)
         plain = await fibo.send("0912345678", "Xin chao")
-        accented = await fibo.send("84912340000", "Chào bạn")
+        accented = await fibo.send("84912340000", "Chào bạn", sms_guid="order-7")
         assert plain.recipients == ("0912345678",) and accented.recipients == ("0912340000",)
         totals = await fibo.daily_totals()
         assert (totals.success, totals.failed, totals.pending) == (0, 0, 2)
@@ -266,7 +267,9 @@ async def test_fibo_send_balance_and_totals(sb: Sandbox) -> None:
         totals = await fibo.daily_totals()
         assert (totals.success, totals.failed, totals.pending) == (1, 1, 0)
         assert (await fibo.balance()).amount == before.amount - 2
-    assert [r.request_id for r in sb.outbox] == [plain.message_id, accented.message_id]
+    # smsGUID: the document's default 0 unless the caller gives an id, which is the message_id.
+    assert (plain.message_id, accented.message_id) == (None, "order-7")
+    assert [r.request_id for r in sb.outbox] == ["0", "order-7"]
     assert_once_each(sb, "fibo", ["0912345678", "0912340000"])
 
 
