@@ -17,6 +17,7 @@ from smsvn import errors, phone, text
 from smsvn._shared_limits import RedisLimiter
 from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, Outcome
 from smsvn.failover import Failover
+from smsvn.journal import Journal
 from smsvn.limits import RateLimit
 from smsvn.models import (
     Balance,
@@ -64,6 +65,7 @@ __all__ = [
     "Hooks",
     "InboundSms",
     "InvalidNumber",
+    "Journal",
     "Message",
     "MessageStatus",
     "Outcome",

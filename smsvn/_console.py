@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, TypeAlias, runtime_checkable
 
 from smsvn.bulk import BulkProgress, BulkReport
+from smsvn.journal import Counts
 from smsvn.models import CallResult, DailyTotals, MessageStatus, ReceiverStatus
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ __all__ = [
     "MessageLookup",
     "ProgressCallback",
     "join_titles",
+    "print_counts",
     "print_report",
     "print_table",
     "progress_bars",
@@ -183,6 +185,17 @@ def print_report(report: BulkReport, out: TextIO) -> None:
         print(f"stopped: {report.aborted}", file=out)
     for numbers, error in report.unknown[:5]:
         print(f"unknown (may have been sent; not resent): {numbers[0]}...: {error}", file=out)
+
+
+def print_counts(name: str, counts: Counts, out: TextIO) -> None:
+    """A campaign's inputs per state, on one line."""
+    print(
+        f"{name}: {counts.sent:,} sent, {counts.failed:,} failed, {counts.unknown:,} unknown, "
+        f"{counts.pending:,} pending, {counts.in_flight:,} in flight, {counts.invalid:,} "
+        f"invalid, {counts.duplicate:,} duplicates ({counts.total:,} inputs)",
+        file=out,
+        flush=True,
+    )
 
 
 def join_titles(selected: Iterable[Provider]) -> str:

@@ -1,18 +1,30 @@
-"""``smsvn demo`` / ``make demo``: a bulk campaign through every simulated provider.
+"""``smsvn demo`` / ``make demo``: a bulk campaign through every simulated provider, then a
+durable campaign that survives a real crash.
 
-It starts the simulator and a webhook receiver on 127.0.0.1, generates a campaign of tens of
-thousands of numbers in every written form (some invalid, some repeated, some in the old 11-digit
-form), splits it between the registered providers the simulator serves (SpeedSMS in batches of
-100 under a compressed rate limit, eSMS and Fibo one number a request at bounded concurrency),
-sends the parts at once with progress bars, waits for the delivery reports, and ends with a
-table, one row a provider. A registered provider the simulator does not serve is named and left
-out.
+Part one starts the simulator and a webhook receiver on 127.0.0.1, generates a campaign of tens
+of thousands of numbers in every written form (some invalid, some repeated, some in the old
+11-digit form), splits it between the registered providers the simulator serves (SpeedSMS in
+batches of 100 under a compressed rate limit, eSMS and Fibo one number a request at bounded
+concurrency), sends the parts at once with progress bars, waits for the delivery reports, and
+ends with a table, one row a provider. A registered provider the simulator does not serve is
+named and left out.
+
+Part two runs a campaign from a journal (a temporary SQLite file): the simulator stays in this
+process, and each provider's part is sent by a child process (``smsvn campaign work``). Part
+way through, each child is killed with SIGKILL — a real crash — and started again; it resumes
+from the journal. The table is drawn from the simulator's outbox, the ground truth: nobody got a
+message twice, and it shows where the ``unknown`` messages (in flight at the crash) are, and
+which of them the delivery reports settle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,6 +42,7 @@ from smsvn._console import (
     progress_bars,
 )
 from smsvn.bulk import BulkReport
+from smsvn.journal import Campaign, Counts, Journal
 from smsvn.limits import RateLimit
 from smsvn.models import CallReport, DeliveryReport, DeliveryState, InboundSms
 from smsvn.providers import Provider
@@ -38,7 +51,7 @@ from smsvn.providers._base import BaseClient
 if TYPE_CHECKING:
     from smsvn.sandbox import Sandbox
 
-__all__ = ["campaign", "run_demo"]
+__all__ = ["campaign", "crash_demo", "run_demo"]
 
 CONTENT: Final = "Ưu đãi 20% cho khách hàng thân thiết đến hết 30/11. Từ chối: TC"
 """The campaign's message: Vietnamese with diacritics, so UCS-2, one segment."""
@@ -255,8 +268,11 @@ async def _row(
     )
 
 
-async def run_demo(*, numbers: int, seed: int, progress: bool, out: TextIO) -> int:
-    """Run the demo campaign; returns the exit code (0 when every part ran to the end)."""
+async def run_demo(
+    *, numbers: int, seed: int, progress: bool, out: TextIO, crash_numbers: int = 0
+) -> int:
+    """Run the demo campaign, then (with ``crash_numbers``) the crash demo; returns the exit
+    code (0 when every part ran to the end and nobody got a message twice)."""
     from smsvn.sandbox import Sandbox
 
     reports = _Reports()
@@ -314,6 +330,9 @@ async def run_demo(*, numbers: int, seed: int, progress: bool, out: TextIO) -> i
     ok = all(
         r.report.aborted is None and not r.report.failed and not r.report.unknown for r in rows
     )
+    if crash_numbers:
+        print(file=out)
+        ok = await crash_demo(numbers=crash_numbers, seed=seed, out=out) and ok
     return 0 if ok else 1
 
 
@@ -360,3 +379,277 @@ def _table(rows: list[_Row], out: TextIO) -> None:
         file=out,
     )
     print(f"; delivered comes from {' and '.join(sources)}." if sources else ".", file=out)
+
+
+# -- part two: a durable campaign survives SIGKILL -----------------------------------------------
+
+CRASH_CONTENT: Final = "Thông báo: đơn hàng của bạn đã được giao. Cảm ơn quý khách!"
+"""Part two's message (another text than part one's, so the outbox tells them apart)."""
+CRASH_AT: Final = 0.4
+"""The share of a part accepted by the simulator when its runner is killed."""
+_CRASH_SPEEDSMS_LIMIT: Final = RateLimit(requests=10, period=1.0)
+"""SpeedSMS's limit for part two: slow enough that its runner is killed part way through."""
+_CRASH_LATENCY: Final = 0.02
+"""Seconds the simulator takes to answer in part two (a real provider is tens of ms away)."""
+_CHILD_TIMEOUT: Final = 120.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _CrashRow:
+    """One provider's part of the crash demo: the journal's account and the outbox's truth."""
+
+    provider: Provider
+    counts: Counts
+    in_flight_at_kill: int
+    """Inputs the journal held in flight when the runner was killed."""
+    outbox: int
+    """Distinct numbers of the campaign the simulator accepted."""
+    twice: int
+    """Numbers the simulator accepted more than once (the promise: 0)."""
+    unknown_reached: int
+    """Unknown inputs the outbox shows were accepted after all (a person must check these)."""
+    settled_by_reports: int
+    """Unknown inputs that delivery reports proved sent (``campaign.apply``)."""
+
+
+class _Events:
+    """Every delivery report the receiver gets, kept to settle unknowns afterwards."""
+
+    def __init__(self) -> None:
+        self.reports: list[DeliveryReport] = []
+
+    async def __call__(self, event: DeliveryReport | InboundSms | CallReport) -> None:
+        if isinstance(event, DeliveryReport):
+            self.reports.append(event)
+
+
+async def _child_providers() -> set[str]:
+    """The providers a fresh ``python -m smsvn`` knows (this process may have registered more)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from smsvn import providers; print(' '.join(providers.names()))",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    printed, _ = await process.communicate()
+    return set(printed.decode().split())
+
+
+def _worker(
+    sb: Sandbox, provider: Provider, journal: str, name: str
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a ``smsvn campaign work`` child sending ``name``
+    through ``provider`` on ``sb``: credentials in the environment, never on the command line."""
+    options = sb.client_options(provider.name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSVN_")}
+    for credential in provider.credentials:
+        env[credential.env] = str(options[credential.name])
+    single = provider.client.batch_size == 1
+    argv = [
+        sys.executable, "-m", "smsvn", "campaign", "work", "--journal", journal,
+        "--name", name, "-p", provider.name, "--base-url", str(options["base_url"]),
+        "--no-progress", "--concurrency", "8" if single else "2",
+        "--rate-limit", "off" if single else f"{_CRASH_SPEEDSMS_LIMIT.requests}/1",
+    ]  # fmt: skip
+    sender = provider.sender_option
+    if sender is not None and options.get(sender):
+        argv += ["--" + sender.replace("_", "-"), str(options[sender])]
+    if options.get("sms_type") is not None:
+        argv += ["--sms-type", str(options["sms_type"])]
+    return argv, env
+
+
+async def _spawn(command: tuple[list[str], dict[str, str]]) -> asyncio.subprocess.Process:
+    argv, env = command
+    return await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+
+
+def _accepted(sb: Sandbox, provider: str) -> Counter[str]:
+    """How many times the simulator accepted part two's message to each number."""
+    return Counter(r.phone for r in sb.outbox.for_provider(provider) if r.content == CRASH_CONTENT)
+
+
+async def crash_demo(*, numbers: int, seed: int, out: TextIO) -> bool:
+    """Part two (see the module's docstring); True when every runner finished its part and the
+    outbox holds nobody twice."""
+    from smsvn.sandbox import Sandbox
+
+    known = await _child_providers()
+    events = _Events()
+    secret = webhooks.new_secret()
+    receiver, hooks_url = await _receiver_for(events, secret)
+    try:
+        sandbox = Sandbox(
+            speedsms_rate_limit=_CRASH_SPEEDSMS_LIMIT,
+            latency=_CRASH_LATENCY,
+            delivery_delay=0.2,
+            speedsms_webhook_url=webhooks.callback_url(hooks_url, "speedsms", secret),
+            record_outbox=True,
+            seed=seed,
+        )
+        with tempfile.TemporaryDirectory(prefix="smsvn-demo-") as folder:
+            journal_path = os.path.join(folder, "campaigns.db")
+            async with sandbox as sb, Journal(journal_path) as journal:
+                clients, _ = _simulated_clients(sb)
+                for _, client in clients:
+                    await client.aclose()
+                chosen = [p for p, _ in clients if p.name in known]
+                if not chosen:
+                    print("crash demo: no simulated provider a child process knows", file=out)
+                    return False
+                rows, ok = await _crash_parts(sb, journal, journal_path, chosen, numbers, seed, out)
+                await sb.settle(within=30.0)
+                rows = [await _settle_row(sb, journal, row, events) for row in rows]
+    finally:
+        await receiver.cleanup()
+    _crash_table(rows, out)
+    return ok and all(row.twice == 0 and not row.counts.unsettled for row in rows)
+
+
+async def _receiver_for(
+    handler: Callable[[DeliveryReport | InboundSms | CallReport], Any], secret: str
+) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(webhooks.app(handler, secret=secret), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def _crash_parts(
+    sb: Sandbox,
+    journal: Journal,
+    path: str,
+    chosen: list[Provider],
+    numbers: int,
+    seed: int,
+    out: TextIO,
+) -> tuple[list[_CrashRow], bool]:
+    """Add each part, start its runner, kill it part way with SIGKILL, start it again, and wait
+    for every runner to finish."""
+    parts = _split(len(chosen), numbers, seed + 1)
+    campaigns: dict[str, Campaign] = {}
+    targets: dict[str, int] = {}
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for provider, part in zip(chosen, parts, strict=True):
+        name = f"demo-{provider.name}"
+        campaigns[provider.name] = campaign = await journal.campaign(name)
+        added = await campaign.add(part, content=CRASH_CONTENT)
+        targets[provider.name] = int(added.added * CRASH_AT)
+        commands[provider.name] = _worker(sb, provider, path, name)
+    titles = join_titles(chosen)
+    print(
+        f"smsvn demo, part two: {numbers:,} numbers in a journal ({path}), sent by one "
+        f"`smsvn campaign work` process each for {titles}; each is killed with SIGKILL part way "
+        "through and started again",
+        file=out,
+        flush=True,
+    )
+    running = {name: await _spawn(command) for name, command in commands.items()}
+    killed: dict[str, int] = {}
+    ok = True
+    deadline = time.monotonic() + _CHILD_TIMEOUT
+    while running and time.monotonic() < deadline:
+        for name, process in list(running.items()):
+            if name not in killed and len(_accepted(sb, name)) >= targets[name]:
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
+                held = (await campaigns[name].counts()).in_flight
+                killed[name] = held
+                print(
+                    f"  {name}: killed (SIGKILL) with {len(_accepted(sb, name)):,} accepted and "
+                    f"{held:,} in flight; started again",
+                    file=out,
+                    flush=True,
+                )
+                running[name] = await _spawn(commands[name])
+            elif process.returncode is not None:
+                del running[name]
+                if name not in killed or process.returncode not in (0, 1):
+                    ok = False
+                    _, err = await process.communicate()
+                    print(f"  {name}: the runner ended early: {err.decode()[-300:]}", file=out)
+        await asyncio.sleep(0.02)
+    for process in running.values():
+        ok = False
+        process.kill()
+        await process.wait()
+    rows = [
+        _CrashRow(
+            provider=provider,
+            counts=await campaigns[provider.name].counts(),
+            in_flight_at_kill=killed.get(provider.name, 0),
+            outbox=0,
+            twice=0,
+            unknown_reached=0,
+            settled_by_reports=0,
+        )
+        for provider in chosen
+    ]
+    return rows, ok
+
+
+async def _settle_row(sb: Sandbox, journal: Journal, row: _CrashRow, events: _Events) -> _CrashRow:
+    """The row with what the delivery reports settle and what the outbox shows."""
+    name = row.provider.name
+    campaign = await journal.campaign(f"demo-{name}", create=False)
+    settled = 0
+    for report in events.reports:
+        if report.provider == name and await campaign.apply(report):
+            settled += 1
+    accepted = _accepted(sb, name)
+    reached = 0
+    async for recipient in campaign.recipients(state="unknown"):
+        reached += recipient.phone in accepted
+    return _CrashRow(
+        provider=row.provider,
+        counts=await campaign.counts(),
+        in_flight_at_kill=row.in_flight_at_kill,
+        outbox=len(accepted),
+        twice=sum(1 for n in accepted.values() if n > 1),
+        unknown_reached=reached,
+        settled_by_reports=settled,
+    )
+
+
+def _crash_table(rows: list[_CrashRow], out: TextIO) -> None:
+    headers = (
+        "provider", "inputs", "sent", "unknown", "refused locally", "in flight at kill",
+        "settled by reports", "in outbox", "sent twice",
+    )  # fmt: skip
+    cells = [
+        (
+            row.provider.name,
+            f"{row.counts.total:,}",
+            f"{row.counts.sent:,}",
+            f"{row.counts.unknown:,}",
+            f"{row.counts.invalid + row.counts.duplicate:,}",
+            f"{row.in_flight_at_kill:,}",
+            f"{row.settled_by_reports:,}",
+            f"{row.outbox:,}",
+            f"{row.twice:,}",
+        )
+        for row in rows
+    ]
+    print(file=out)
+    print_table(headers, cells, out)
+    print(
+        "\nin outbox = distinct numbers the simulator accepted (the ground truth); sent twice = "
+        "numbers it accepted more than once. A request in flight at the kill may have been "
+        "sent: it is unknown and never resent, except under a request id the provider "
+        "deduplicates (eSMS RequestId: resent, accepted once). Delivery reports settle the "
+        "unknowns that went out (campaign.apply).",
+        file=out,
+    )
+    for row in rows:
+        left = row.counts.unknown
+        if left:
+            print(
+                f"{row.provider.name}: {left:,} still unknown, of which the outbox shows "
+                f"{row.unknown_reached:,} went out and {left - row.unknown_reached:,} never "
+                "left (a person checks them with the provider, then `smsvn campaign resolve`)",
+                file=out,
+            )

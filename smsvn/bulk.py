@@ -16,6 +16,17 @@ A batch is registered with the run before its task exists and is filed however t
 even cancelled before its first step (a shutdown cancelling every task). A batch stopped by a
 cancellation is ``unknown`` only if its request may have left (the transport's ``Departure``);
 one still waiting, say in the account's rate limiter, is ``skipped``: it was not sent.
+
+**Journaled mode** (``run_claims``, behind ``smsvn.Journal``): the same engine takes pre-formed
+batches from a durable ``BatchSource`` instead of an iterator. Each batch is claimed (reserved
+for this runner), then *departs*: the source records it in flight, durably, before its request
+may leave; then its outcome is *settled*, fenced on the claim (a runner whose claim lapsed
+changes nothing). Few batches are between departing and their request leaving (the
+transport's ``Departure``): one while requests wait for the account's turn (a rate-limited
+account); while they leave at once, any (the marks of many then share one commit).
+So the batches a crash leaves in flight are the requests that had left plus one waiting. A batch
+cancelled before its request left is handed back to the source (``release``); one that may have
+left stays in flight for the source to settle as unknown or to resend under its request id.
 """
 
 from __future__ import annotations
@@ -25,9 +36,18 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from itertools import chain, islice
-from typing import Final, TypeVar, cast
+from typing import Final, Protocol, TypeVar, cast
 
 import msgspec
 
@@ -48,18 +68,24 @@ __all__ = [
     "ACCOUNT_WIDE",
     "DEFAULT_CONCURRENCY",
     "BatchSender",
+    "BatchSource",
     "BulkOutcome",
     "BulkProgress",
     "BulkReport",
+    "Claim",
     "Outcome",
     "check_source",
     "run",
+    "run_claims",
 ]
 
 _log = logging.getLogger("smsvn")
 
 DEFAULT_CONCURRENCY: Final = 32
 """Batches in flight at once: enough to keep a pool of 64 connections busy over a WAN."""
+_SLOW_DEPARTURE: Final = 0.002
+"""Seconds from a batch's mark to its request leaving above which requests are waiting for the
+account's turn (an event loop turn and a few calls take microseconds)."""
 _PROGRESS_INTERVAL: Final = 0.1
 _V = TypeVar("_V")
 
@@ -73,6 +99,52 @@ ACCOUNT_WIDE: Final[tuple[type[SmsError], ...]] = (
 
 BatchSender = Callable[[list[str], str, str | None], Awaitable[SendResult]]
 """Sends one batch: canonical numbers, content, request id (eSMS) -> the provider's result."""
+
+
+class Claim(Protocol):
+    """A batch a ``BatchSource`` hands the engine: reserved for this run, not yet in flight."""
+
+    @property
+    def numbers(self) -> list[str]:
+        """Canonical numbers."""
+        ...
+
+    @property
+    def content(self) -> str: ...
+
+    @property
+    def request_id(self) -> str | None:
+        """The id the batch goes under (eSMS ``RequestId``), if any."""
+        ...
+
+
+_C = TypeVar("_C", bound=Claim)
+
+
+class BatchSource(Protocol[_C]):
+    """Where a journaled run takes its batches, and where it records them (``run_claims``)."""
+
+    async def claim(self, count: int) -> Sequence[_C]:
+        """Up to ``count`` batches reserved for this run; none when nothing is left for it (a
+        source may wait until work held elsewhere comes back or is settled)."""
+        ...
+
+    async def depart(self, claim: _C) -> bool:
+        """Record the batch in flight, durably, before its request leaves; False when the claim
+        has lapsed (another runner has the batch): then it must not be sent."""
+        ...
+
+    async def settle(
+        self, claim: _C, result: SendResult | None, error: SmsError | None
+    ) -> Outcome | None:
+        """Record the batch's outcome, fenced on the claim; the outcome recorded: SENT, FAILED,
+        UNKNOWN, or SKIPPED (handed back: nothing was sent); None when the claim had lapsed and
+        nothing was recorded."""
+        ...
+
+    async def release(self, claims: Sequence[_C]) -> None:
+        """Hand back batches whose request certainly never left (the run was stopped)."""
+        ...
 
 
 class Outcome(enum.Enum):
@@ -221,6 +293,34 @@ class _Batch(Departure):
         self.filed = False
 
 
+class _Departing(_Batch):
+    """A journaled batch. The transport marks ``left`` as its request leaves: the batch then
+    gives up its place among those recorded in flight and not yet gone."""
+
+    __slots__ = ("_gone", "_run", "claim", "holding", "marked")
+
+    def __init__(self, claim: Claim, run: _Run) -> None:
+        self._gone = False
+        self._run = run
+        super().__init__(list(claim.numbers), claim.content, claim.request_id)
+        self.claim = claim
+        self.holding = False
+        """It holds a place among the batches marked in flight whose request has not left."""
+        self.marked = 0.0
+        """When its mark in flight was recorded (the loop's clock)."""
+
+    @property
+    def left(self) -> bool:
+        """Whether its request may have left."""
+        return self._gone
+
+    @left.setter
+    def left(self, value: bool) -> None:
+        if value and not self._gone:
+            self._gone = True
+            self._run.let_go(self)
+
+
 class _Run:
     """One bulk send in progress: counters, in-flight tasks and the input being consumed."""
 
@@ -237,8 +337,21 @@ class _Run:
         on_result: Callable[[BulkOutcome], object] | None,
         on_progress: Callable[[BulkProgress], object] | None,
         seen: set[int] | None,
+        source: BatchSource[Claim] | None = None,
     ) -> None:
         self.provider = provider
+        self.source = source
+        self.departing = 0
+        """Journaled batches holding a place: marked (or being marked), not left yet."""
+        self.room = asyncio.Event()
+        self.settling = asyncio.Semaphore(concurrency)
+        """Journaled batches whose outcome is being recorded (their slots already free)."""
+        self.waited = 1.0
+        """A running average of the seconds from mark to departure: waits for the account's
+        turn. It starts high: until requests are seen leaving at once, one place."""
+        self.unsent: list[Claim] = []
+        """Journaled batches stopped before their request left: handed back at the end."""
+        self.journal_error: Exception | None = None
         self.send_batch = send_batch
         self.batch_size = batch_size
         self.dedupe = dedupe
@@ -430,6 +543,8 @@ class _Run:
         if not batch.filed:
             self._file_stopped(batch)
             self._progress()
+        if isinstance(batch, _Departing):
+            self.give_place(batch)
 
     def _drop_unsent(self) -> None:
         """After an account-wide error: cancel the batches whose request has not left (waiting
@@ -452,6 +567,8 @@ class _Run:
             batch.filed = True
             self.requests -= 1
             self._skip(batch.numbers, batch.content, "cancelled before the request left")
+            if isinstance(batch, _Departing):
+                self.unsent.append(batch.claim)
 
     def _file_sent(self, result: SendResult, content: str) -> None:
         self.accepted += len(result.recipients)
@@ -472,6 +589,199 @@ class _Run:
         self.unknown.append((recipients, error))
         self.unknown_n += len(recipients)
         self._emit(Outcome.UNKNOWN, recipients, batch.content, error=error)
+
+    # -- journaled batches --------------------------------------------------------------------
+
+    def stopping(self) -> bool:
+        """Whether the run takes no more work (an abort, a failed callback or journal)."""
+        return (
+            self.aborted is not None
+            or self.callback_error is not None
+            or self.journal_error is not None
+        )
+
+    async def consume_claims(self, source: BatchSource[Claim], prefetch: int) -> None:
+        """Take claimed batches from ``source``, up to ``prefetch`` at a time (a reservation
+        costs a transaction: many share one), and start each when a slot is free, until the
+        source has none left or the run stops. Reserved batches never started are handed back."""
+        slots = self.slots
+        reserved: deque[Claim] = deque()
+        try:
+            while not self.stopping():
+                await slots.acquire()
+                try:
+                    if not reserved and not self.stopping():
+                        reserved.extend(await source.claim(prefetch))
+                except BaseException:
+                    slots.release()
+                    raise
+                if not reserved or self.stopping():
+                    slots.release()
+                    break
+                batch = _Departing(reserved.popleft(), self)
+                task = asyncio.create_task(self._send_claimed(source, batch))
+                self.in_flight[task] = batch
+                task.add_done_callback(self._ended)
+                self.requests += 1
+                self.taken += len(batch.numbers)
+        finally:
+            self.unsent.extend(reserved)
+
+    def let_go(self, batch: _Departing) -> None:
+        """``batch``'s request is leaving: learn how long it waited; its place is free."""
+        if batch.holding and batch.marked:
+            waited = asyncio.get_running_loop().time() - batch.marked
+            self.waited = 0.75 * self.waited + 0.25 * waited
+        self.give_place(batch)
+
+    async def take_place(self, batch: _Departing) -> None:
+        """Wait for a place among the batches marked in flight whose request has not left."""
+        while self.waited > _SLOW_DEPARTURE and self.departing >= 1:
+            self.room.clear()
+            await self.room.wait()
+        self.departing += 1
+        batch.holding = True
+
+    def give_place(self, batch: _Departing) -> None:
+        if batch.holding:
+            batch.holding = False
+            self.departing -= 1
+            self.room.set()
+
+    async def _send_claimed(self, source: BatchSource[Claim], batch: _Departing) -> None:
+        """Depart (durably in flight), send, and settle one journaled batch. Its slot is free
+        once the answer is in and its outcome is being recorded (the next batch need not wait
+        for that commit); at most ``concurrency`` outcomes are being recorded at once, so a run
+        never holds more than twice ``concurrency`` batches in flight."""
+        batch.started = True
+        step = "depart"
+        slotted = True
+        try:
+            await self.take_place(batch)
+            if self.stopping():
+                self._file_stopped(batch)  # decided while it waited: it never left
+                return
+            if not await source.depart(batch.claim):
+                batch.filed = True
+                self.requests -= 1
+                self._skip(batch.numbers, batch.content, "its claim lapsed: another runner has it")
+                return
+            batch.marked = asyncio.get_running_loop().time()
+            step = "send"
+            result, error = await self._attempt(batch)
+            step = "settle"
+            async with self.settling:
+                self.give_place(batch)
+                self.slots.release()
+                slotted = False
+                outcome = await self._settle(source, batch, result, error)
+            self._file_claimed(batch, outcome, result, error)
+        except asyncio.CancelledError:
+            if not batch.filed:
+                self._file_stopped(batch)
+            raise
+        except Exception as exc:  # the journal failed: stop, and keep the batch accounted for
+            if self.journal_error is None:
+                self.journal_error = exc
+                _log.error("%s journaled run stopping: the journal failed: %r", self.provider, exc)
+            if not batch.filed:
+                if step == "depart":
+                    self._file_stopped(batch)
+                else:
+                    error = OutcomeUnknown(
+                        "the journal failed before the outcome was recorded; it may have been sent",
+                        provider=self.provider,
+                    )
+                    self._file_unknown(batch, error)
+        finally:
+            self.give_place(batch)
+            if slotted:
+                self.slots.release()
+            self._progress()
+
+    async def _attempt(self, batch: _Departing) -> tuple[SendResult | None, SmsError | None]:
+        """Send one departed batch: its result, or the error that ended it."""
+        departure.set(batch)  # the transport marks it as the request leaves
+        try:
+            return await self.send_batch(batch.numbers, batch.content, batch.request_id), None
+        except SmsError as exc:
+            return None, exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A defect must not lose track of a batch that may have left: settle it as unknown.
+            _log.exception("%s journaled run: unexpected error in a batch", self.provider)
+            error = OutcomeUnknown(f"unexpected {type(exc).__name__}", provider=self.provider)
+            if self.aborted is None:
+                self.aborted = error
+            return None, error
+
+    async def _settle(
+        self,
+        source: BatchSource[Claim],
+        batch: _Departing,
+        result: SendResult | None,
+        error: SmsError | None,
+    ) -> Outcome | None:
+        """Record the outcome. A cancellation arriving meanwhile waits for the record (the
+        request has ended: its outcome is known and must not be lost), then goes on."""
+        recording = asyncio.ensure_future(source.settle(batch.claim, result, error))
+        try:
+            return await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                self._file_claimed(batch, await recording, result, error)
+            raise
+
+    def _file_claimed(
+        self,
+        batch: _Departing,
+        outcome: Outcome | None,
+        result: SendResult | None,
+        error: SmsError | None,
+    ) -> None:
+        """File a journaled batch as its source recorded it."""
+        if batch.filed:
+            return
+        batch.filed = True
+        content = batch.content
+        recipients = tuple(batch.numbers)
+        if outcome is Outcome.SENT and result is not None:
+            self._file_sent(result, content)
+        elif outcome is Outcome.FAILED and error is not None:
+            self.failed.append((recipients, error))
+            self.failed_n += len(recipients)
+            self._emit(Outcome.FAILED, recipients, content, error=error)
+        elif outcome is Outcome.SKIPPED:
+            self._skip(batch.numbers, content, str(error) if error else "handed back")
+        else:
+            if outcome is None:
+                _log.warning("%s: a claim lapsed before its outcome was recorded", self.provider)
+                error = OutcomeUnknown(
+                    "its claim lapsed (the lease ran out) before the outcome was recorded",
+                    provider=self.provider,
+                )
+            elif not isinstance(error, OutcomeUnknown):
+                error = OutcomeUnknown(
+                    f"it may have been sent ({error})" if error else "it may have been sent",
+                    provider=self.provider,
+                )
+            self._file_unknown(batch, error)
+        if error is not None and isinstance(error, self.abort_on) and self.aborted is None:
+            self.aborted = error
+            _log.warning("%s journaled run stopped: %s", self.provider, error)
+            self._drop_unsent()
+
+    async def release_unsent(self) -> None:
+        """Hand the batches that never left back to the source (best effort: what it cannot
+        take back stays in flight there, and a later sweep settles it)."""
+        if self.source is None or not self.unsent:
+            return
+        unsent, self.unsent = self.unsent, []
+        try:
+            await asyncio.shield(self.source.release(unsent))
+        except (Exception, asyncio.CancelledError) as exc:
+            _log.warning("%s: %d batch(es) not handed back: %r", self.provider, len(unsent), exc)
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -629,6 +939,67 @@ async def run(
             await asyncio.wait(set(state.in_flight))
         raise
     state._progress(final=True)
+    if state.callback_error is not None:
+        raise state.callback_error
+    return state.report()
+
+
+async def run_claims(
+    source: BatchSource[_C],
+    *,
+    provider: str,
+    send_batch: BatchSender,
+    concurrency: int | None = None,
+    keep_results: bool = False,
+    abort_on: tuple[type[SmsError], ...] = ACCOUNT_WIDE,
+    on_result: Callable[[BulkOutcome], object] | None = None,
+    on_progress: Callable[[BulkProgress], object] | None = None,
+) -> BulkReport:
+    """The journaled mode: send the batches ``source`` hands out, each recorded in flight before
+    its request leaves and settled after, and account for each as ``run`` does.
+
+    ``taken`` counts the numbers claimed; ``skipped`` holds those handed back (nothing sent:
+    a later run sends them). Cancelling the call hands back the batches that never left and
+    waits for the outcomes of those that were answered to be recorded. A failure of the
+    journal stops the run from claiming more and is raised once the batches in flight ended.
+    """
+    if concurrency is None:
+        concurrency = DEFAULT_CONCURRENCY
+    if concurrency < 1:
+        raise ValidationError("concurrency must be at least 1", provider=provider)
+    plain = cast("BatchSource[Claim]", source)
+    state = _Run(
+        provider=provider,
+        send_batch=send_batch,
+        batch_size=0,
+        concurrency=concurrency,
+        dedupe=False,
+        keep_results=keep_results,
+        abort_on=abort_on,
+        on_result=on_result,
+        on_progress=on_progress,
+        seen=None,
+        source=plain,
+    )
+    try:
+        await state.consume_claims(plain, concurrency)
+        while state.in_flight:
+            await asyncio.wait(set(state.in_flight))
+    except BaseException as exc:
+        if not isinstance(exc, asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError):
+                while state.in_flight:
+                    await asyncio.wait(set(state.in_flight))
+        for task in state.in_flight:
+            task.cancel()
+        if state.in_flight:
+            await asyncio.wait(set(state.in_flight))
+        await state.release_unsent()
+        raise
+    await state.release_unsent()
+    state._progress(final=True)
+    if state.journal_error is not None:
+        raise state.journal_error
     if state.callback_error is not None:
         raise state.callback_error
     return state.report()

@@ -1,4 +1,5 @@
-"""The ``smsvn`` command (also ``python -m smsvn``): send, balance, status, bulk, sandbox, demo.
+"""The ``smsvn`` command (also ``python -m smsvn``): send, balance, status, bulk, campaign,
+sandbox, demo.
 
 Credentials come from flags or ``SMSVN_*`` environment variables (flags show up in the process
 list: prefer the environment); ``--sandbox`` sends to an embedded simulator instead. Exit codes:
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import logging
 import os
+import shlex
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import IO, Any, Final, NoReturn, TextIO
 
@@ -24,17 +27,25 @@ from smsvn._console import (
     DailyTotalsLookup,
     MessageLookup,
     join_titles,
+    print_counts,
     print_report,
     progress_bars,
 )
-from smsvn.bulk import BulkOutcome
+from smsvn.bulk import DEFAULT_CONCURRENCY, BulkOutcome
 from smsvn.errors import SmsError, ValidationError
+from smsvn.journal import DEFAULT_LEASE, Campaign, Journal, LeaseLost
+from smsvn.journal._campaign import redact_url
 from smsvn.limits import RateLimit
 from smsvn.providers import Credential, Provider
 from smsvn.providers._base import BaseClient
 
 __all__ = ["main"]
 
+_FOR_WHAT_MATTERS: Final = (
+    "For a campaign that must survive a crash or a redeploy (resume where it stopped, nobody "
+    "sent twice, several runners), use `smsvn campaign run`."
+)
+_STATES: Final = ("pending", "in_flight", "sent", "failed", "unknown", "invalid", "duplicate")
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
@@ -99,8 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     default_provider = _default_provider()
 
-    def provider_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def provider_command(
+        name: str, help_text: str, parent: Any = commands, epilog: str | None = None
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_text, description=help_text, epilog=epilog
+        )
         sub.add_argument(
             "-p",
             "--provider",
@@ -119,8 +134,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
         return sub
 
-    def sending_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("-m", "--text", required=True, help="the message content")
+    def sending_options(sub: argparse.ArgumentParser, text: bool = True) -> None:
+        if text:
+            sub.add_argument("-m", "--text", required=True, help="the message content")
         for option, takers in _sender_options().items():
             names = " / ".join(p.title for p in takers)
             sub.add_argument(_flag(option), dest=option, help=f"{names} {option}")
@@ -128,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--strip-diacritics", action="store_true", help="send without Vietnamese marks"
         )
-        sub.add_argument("--price", type=float, help="price per segment, for the estimate")
+        if text:
+            sub.add_argument("--price", type=float, help="price per segment, for the estimate")
 
     send = provider_command("send", "send one SMS to one number or more")
     send.add_argument("--to", action="append", required=True, help="a number (repeatable)")
@@ -145,12 +162,18 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("id", nargs="?", help="the message id (or call id with --call)")
     status.add_argument("--call", action="store_true", help=f"a voice call's status ({calls})")
 
-    bulk = provider_command("bulk", "send one content to numbers from a file or stdin")
+    bulk = provider_command(
+        "bulk",
+        "send one content to numbers from a file or stdin",
+        epilog=_FOR_WHAT_MATTERS,
+    )
     bulk.add_argument("-f", "--file", help="numbers, one a line (first CSV column); default stdin")
     bulk.add_argument("--csv", dest="csv_out", help="write each recipient's outcome to this CSV")
     bulk.add_argument("--concurrency", type=int, help="batches in flight (default 32)")
     bulk.add_argument("--no-progress", action="store_true", help="no progress bar")
     sending_options(bulk)
+
+    _campaign_parser(commands, provider_command, sending_options)
 
     sandbox = commands.add_parser("sandbox", help="run the simulator until Ctrl-C")
     sandbox.add_argument("--port", type=int, default=8787)
@@ -163,13 +186,103 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--delivery-delay", type=float, default=0.05)
     sandbox.add_argument("--webhook-url", help="where SpeedSMS delivery reports are POSTed")
 
-    demo = commands.add_parser("demo", help="a bulk campaign through every simulated provider")
+    demo = commands.add_parser(
+        "demo",
+        help="a bulk campaign through every simulated provider, then one that survives SIGKILL",
+    )
     demo.add_argument(
         "--numbers", type=int, default=30_000, help="campaign size (split between the providers)"
+    )
+    demo.add_argument(
+        "--crash-numbers",
+        type=int,
+        default=6_000,
+        help="size of part two, the campaign whose runners are killed (0: skip it)",
     )
     demo.add_argument("--seed", type=int, default=2026)
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
+
+
+def _campaign_parser(
+    commands: Any,
+    provider_command: Callable[..., argparse.ArgumentParser],
+    sending_options: Callable[..., None],
+) -> None:
+    """``smsvn campaign run|work|status|export|resolve``."""
+    about = (
+        "durable campaigns in a journal (SQLite file or PostgreSQL): resume after a crash or "
+        "redeploy, several runners at once, nobody sent twice"
+    )
+    campaign = commands.add_parser("campaign", help=about, description=about)
+    steps = campaign.add_subparsers(dest="step", required=True, metavar="STEP")
+    journal = os.environ.get("SMSVN_JOURNAL")
+
+    def journal_options(sub: argparse.ArgumentParser, *, name: bool = True) -> None:
+        sub.add_argument(
+            "--journal",
+            default=journal,
+            required=journal is None,
+            help="a SQLite file (or sqlite:/// URL) or a postgresql:// URL (or $SMSVN_JOURNAL)",
+        )
+        sub.add_argument("--name", required=name, help="the campaign's name")
+
+    def runner_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="batches in flight"
+        )
+        sub.add_argument(
+            "--lease",
+            type=float,
+            default=DEFAULT_LEASE,
+            help="seconds a runner's claims outlive it (default 60)",
+        )
+        sub.add_argument("--rate-limit", help="the account's limit as REQUESTS/SECONDS, or 'off'")
+        sub.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    run = provider_command(
+        "run",
+        "add numbers to a campaign (once) and send what is pending; the same command again resumes",
+        parent=steps,
+    )
+    journal_options(run)
+    run.add_argument("-f", "--file", help="numbers, one a line (first CSV column); default stdin")
+    sending_options(run)
+    runner_options(run)
+
+    work = provider_command(
+        "work",
+        "send what is pending in a campaign: a runner for another process or machine",
+        parent=steps,
+    )
+    journal_options(work)
+    sending_options(work, text=False)
+    runner_options(work)
+
+    status = steps.add_parser("status", help="each state's count", description="counts")
+    journal_options(status, name=False)
+
+    export = steps.add_parser(
+        "export", help="every input with its state, message id and request id, as CSV"
+    )
+    journal_options(export)
+    export.add_argument("--csv", default="-", help="the file to write (default stdout)")
+    export.add_argument("--state", choices=_STATES, help="only the inputs in this state")
+
+    resolve = steps.add_parser(
+        "resolve",
+        help="settle unknown inputs by what you found out",
+        description="settle unknown inputs (that may have been sent) by what you checked: "
+        "sent, failed, or pending (it was not sent: send it again)",
+    )
+    journal_options(resolve)
+    resolve.add_argument(
+        "--as", dest="outcome", required=True, choices=("sent", "failed", "pending")
+    )
+    which = resolve.add_mutually_exclusive_group(required=True)
+    which.add_argument("--phone", action="append", help="an unknown input's number (repeatable)")
+    which.add_argument("--all", action="store_true", help="every unknown input")
+    resolve.add_argument("--note", help="why (kept as the inputs' detail)")
 
 
 def _rate_limit(value: str) -> RateLimit | None:
@@ -212,6 +325,8 @@ def _options(args: argparse.Namespace, provider: Provider) -> dict[str, Any]:
     option = provider.sender_option
     if option is not None and getattr(args, option, None):
         options[option] = getattr(args, option)
+    if getattr(args, "rate_limit", None) is not None:
+        options["rate_limit"] = _rate_limit(args.rate_limit)
     return options
 
 
@@ -402,8 +517,170 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO) -> int:
     print_report(report, out)
     if args.csv_out:
         print(f"per-recipient outcomes: {args.csv_out}", file=out)
+    print(_FOR_WHAT_MATTERS, file=out)
     failed = report.aborted is not None or report.failed or report.unknown
     return EXIT_ERROR if failed else EXIT_OK
+
+
+# -- campaigns --------------------------------------------------------------------------------
+
+
+async def _cmd_campaign(args: argparse.Namespace, out: TextIO) -> int:
+    steps: dict[str, Callable[[argparse.Namespace, TextIO], Awaitable[int]]] = {
+        "run": _campaign_send,
+        "work": _campaign_send,
+        "status": _campaign_status,
+        "export": _campaign_export,
+        "resolve": _campaign_resolve,
+    }
+    return await steps[args.step](args, out)
+
+
+async def _campaign_send(args: argparse.Namespace, out: TextIO) -> int:
+    """``campaign run`` (add the file's numbers once, then send) and ``campaign work`` (send)."""
+    importing = args.step == "run"
+    if importing:
+        print(_estimate_line(args, None), file=out)
+    async with Journal(args.journal) as journal:
+        campaign = await journal.campaign(args.name, create=importing)
+        if importing:
+            await _import(campaign, args, out)
+        async with _open_client(args) as client:
+            pending = (await campaign.counts()).pending
+            with progress_bars(not args.no_progress, out) as bars:
+                bar = bars(f"{client.provider}", pending)
+                try:
+                    report = await campaign.run(
+                        client,
+                        concurrency=args.concurrency,
+                        lease=args.lease,
+                        on_progress=bar,
+                        **_send_options(args),
+                    )
+                except asyncio.CancelledError:  # Ctrl-C: the run has handed back what it held
+                    bar(None)
+                    with contextlib.suppress(Exception):
+                        print_counts(campaign.name, await campaign.counts(), out)
+                    print(f"stopped; resume with: {_resume_command(args)}", file=out, flush=True)
+                    raise
+                bar(None)
+        print_report(report, out)
+        counts = await campaign.counts()
+    print_counts(campaign.name, counts, out)
+    if counts.unknown:
+        print(
+            f"{counts.unknown:,} unknown: they may have been sent and are never resent "
+            f"automatically; list them with `smsvn campaign export --state unknown`, check "
+            "them with the provider, then `smsvn campaign resolve`",
+            file=out,
+        )
+    if counts.unsettled:
+        print(f"not finished; resume with: {_resume_command(args)}", file=out)
+    unsettled = counts.unsettled or counts.unknown or counts.failed
+    return EXIT_ERROR if unsettled or report.aborted is not None else EXIT_OK
+
+
+def _numbers_file(args: argparse.Namespace, stack: ExitStack) -> IO[str]:
+    """The numbers' source: ``--file`` (closed with ``stack``) or stdin."""
+    if not args.file:
+        return sys.stdin
+    return stack.enter_context(open(args.file, encoding="utf-8-sig"))
+
+
+def _csv_file(path: str, out: TextIO, stack: ExitStack) -> TextIO:
+    """Where ``export`` writes: the file ``path`` (closed with ``stack``), or ``out`` for -."""
+    if path == "-":
+        return out
+    return stack.enter_context(open(path, "w", newline="", encoding="utf-8"))
+
+
+async def _import(campaign: Campaign, args: argparse.Namespace, out: TextIO) -> None:
+    """Add the file's numbers with the text (once: the same file again adds nothing). A
+    campaign started with another text is refused: every number would get both."""
+    texts = await campaign.texts()
+    if texts and args.text not in texts:
+        raise UsageError(
+            f"campaign {campaign.name!r} was started with another text; each number would get "
+            "both. Use another --name, or `smsvn campaign work` to finish it"
+        )
+    with ExitStack() as stack:
+        source = _numbers_file(args, stack)
+        added = await campaign.add(_read_numbers(source), content=args.text)
+    print(
+        f"{campaign.name}: {added.read:,} read: {added.added:,} new, {added.already:,} already "
+        f"in the campaign, {added.invalid:,} invalid, {added.duplicates:,} duplicates",
+        file=out,
+    )
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command that resumes this run, without credentials (those come from the
+    environment) and without a PostgreSQL password."""
+    words = ["smsvn", "campaign", args.step, "--journal", redact_url(args.journal)]
+    words += ["--name", args.name, "-p", args.provider]
+    if args.step == "run":
+        if args.file:
+            words += ["-f", args.file]
+        words += ["-m", args.text]
+    if args.sandbox:
+        words.append("--sandbox")
+    if args.base_url:
+        words += ["--base-url", args.base_url]
+    for option in _sender_options():
+        if getattr(args, option, None):
+            words += [_flag(option), getattr(args, option)]
+    if args.sms_type is not None:
+        words += ["--sms-type", str(args.sms_type)]
+    if args.strip_diacritics:
+        words.append("--strip-diacritics")
+    if args.rate_limit is not None:
+        words += ["--rate-limit", args.rate_limit]
+    return shlex.join(words)
+
+
+async def _campaign_status(args: argparse.Namespace, out: TextIO) -> int:
+    async with Journal(args.journal) as journal:
+        names = [args.name] if args.name else await journal.campaigns()
+        for name in names:
+            campaign = await journal.campaign(name, create=False)
+            print_counts(name, await campaign.counts(), out)
+    if not names:
+        print("no campaign in this journal", file=out)
+    return EXIT_OK
+
+
+async def _campaign_export(args: argparse.Namespace, out: TextIO) -> int:
+    with ExitStack() as stack:
+        handle = _csv_file(args.csv, out, stack)
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["phone", "state", "message_id", "request_id", "provider", "attempts", "detail",
+             "content"]
+        )  # fmt: skip
+        rows = 0
+        async with Journal(args.journal) as journal:
+            campaign = await journal.campaign(args.name, create=False)
+            async for r in campaign.recipients(state=args.state):
+                writer.writerow(
+                    [r.phone, r.state, r.message_id or "", r.request_id or "", r.provider or "",
+                     r.attempts, r.error or "", r.content]
+                )  # fmt: skip
+                rows += 1
+    if args.csv != "-":
+        print(f"{rows:,} inputs written to {args.csv}", file=out)
+    return EXIT_OK
+
+
+async def _campaign_resolve(args: argparse.Namespace, out: TextIO) -> int:
+    async with Journal(args.journal) as journal:
+        campaign = await journal.campaign(args.name, create=False)
+        changed = await campaign.resolve(
+            args.outcome, phones=None if args.all else args.phone, note=args.note
+        )
+        counts = await campaign.counts()
+    print(f"{changed:,} unknown input(s) resolved as {args.outcome}", file=out)
+    print_counts(campaign.name, counts, out)
+    return EXIT_OK
 
 
 async def _cmd_sandbox(args: argparse.Namespace, out: TextIO) -> int:
@@ -424,7 +701,11 @@ async def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from smsvn._demo import run_demo
 
     return await run_demo(
-        numbers=args.numbers, seed=args.seed, progress=not args.no_progress, out=out
+        numbers=args.numbers,
+        seed=args.seed,
+        progress=not args.no_progress,
+        out=out,
+        crash_numbers=args.crash_numbers,
     )
 
 
@@ -433,6 +714,7 @@ _COMMANDS: Final[dict[str, Callable[[argparse.Namespace, TextIO], Any]]] = {
     "balance": _cmd_balance,
     "status": _cmd_status,
     "bulk": _cmd_bulk,
+    "campaign": _cmd_campaign,
     "sandbox": _cmd_sandbox,
     "demo": _cmd_demo,
 }
@@ -460,6 +742,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("smsvn: interrupted", file=sys.stderr)
         return 130
+    except LeaseLost as exc:
+        if args.debug:
+            raise
+        _fail(str(exc), EXIT_ERROR)
     except (UsageError, ValidationError) as exc:
         if args.debug:
             raise

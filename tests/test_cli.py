@@ -9,7 +9,9 @@ import csv
 import io
 import os
 import re
+import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Unpack
@@ -24,7 +26,7 @@ from smsvn.cli import main
 from smsvn.models import Balance, DailyTotals, SendResult
 from smsvn.providers import Credential, Provider
 from smsvn.providers._base import BaseClient, ClientOptions, split_recipients
-from smsvn.sandbox import Sandbox
+from smsvn.sandbox import Fault, Sandbox
 from smsvn.sandbox._base import Handler, Route
 
 
@@ -210,13 +212,27 @@ async def test_sandbox_command_serves_until_stopped(free_port: int) -> None:
 
 
 async def test_demo_runs_a_small_campaign_through_all_three() -> None:
-    code, out, err = await smsvn("demo", "--numbers", "900", "--no-progress")
+    code, out, err = await smsvn(
+        "demo", "--numbers", "900", "--crash-numbers", "1800", "--no-progress"
+    )
     assert code == 0, err
+    part_one, _, part_two = out.partition("part two")
     for provider in ("speedsms", "esms", "fibo"):
-        assert any(line.startswith(provider) for line in out.splitlines())
-    assert "refused locally" in out
+        assert any(line.startswith(provider) for line in part_one.splitlines())
+    assert "refused locally" in part_one
     assert "! outbox" not in out
     assert " done, " not in out  # --no-progress: no progress lines either
+    # Part two: each runner really killed, and the outbox shows nobody got a message twice.
+    for provider in ("speedsms", "esms", "fibo"):
+        assert f"  {provider}: killed (SIGKILL)" in part_two
+    rows = {
+        line.split()[0]: line.split()
+        for line in part_two.splitlines()
+        if line.startswith(("speedsms ", "esms ", "fibo "))
+    }
+    assert set(rows) == {"speedsms", "esms", "fibo"}
+    assert all(row[-1] == "0" for row in rows.values())  # sent twice
+    assert rows["esms"][3] == "0"  # unknown: resent under its RequestId instead
 
 
 # -- a toy fourth provider, registered by the tests below ---------------------------------------
@@ -454,3 +470,136 @@ async def test_the_demo_leaves_out_a_provider_the_sandbox_does_not_simulate(
         finally:
             for _, client in clients:
                 await client.aclose()
+
+
+# -- campaign: a durable campaign from the command line -------------------------------------------
+
+
+def fibo_env(sb: Sandbox) -> dict[str, str]:
+    return {
+        "SMSVN_FIBO_CLIENT_NO": sb.fibo_client_no,
+        "SMSVN_FIBO_CLIENT_PASS": sb.fibo_client_pass,
+    }
+
+
+def campaign_args(sb: Sandbox, journal: Path, *rest: str) -> list[str]:
+    return [
+        "campaign", "run", "--journal", str(journal), "--name", "promo", "-p", "fibo",
+        "--base-url", sb.fibo_url, "--sender", "SMSVN", "--no-progress", "--rate-limit", "off",
+        *rest,
+    ]  # fmt: skip
+
+
+async def test_campaign_run_again_resumes_and_sends_nothing_twice(tmp_path: Path) -> None:
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("\n".join([*(f"0912{i:06d}" for i in range(40)), "0912000001", "x1"]))
+    journal = tmp_path / "campaigns.db"
+    async with Sandbox(speedsms_rate_limit=None) as sb:
+        args = campaign_args(sb, journal, "-f", str(numbers), "-m", "Khuyen mai")
+        code, out, err = await smsvn(*args, env=fibo_env(sb))
+        assert code == 0, err
+        assert "promo: 42 read: 40 new, 0 already in the campaign, 1 invalid, 1 duplicates" in out
+        assert "promo: 40 sent, 0 failed, 0 unknown, 0 pending" in out
+        assert len(sb.outbox) == 40
+        code, out, err = await smsvn(*args, env=fibo_env(sb))
+        assert code == 0, err
+        assert "0 new, 42 already in the campaign" in out
+        assert len(sb.outbox) == 40  # the same command again sends nothing
+        code, out, err = await smsvn(
+            "campaign", "run", "--journal", str(journal), "--name", "promo", "-p", "fibo",
+            "--sandbox", "-f", str(numbers), "-m", "Another text",
+        )  # fmt: skip
+        assert code == 2 and "started with another text" in err
+        code, out, _ = await smsvn("campaign", "status", "--journal", str(journal))
+        assert out.startswith("promo: 40 sent, 0 failed, 0 unknown, 0 pending, 0 in flight, 1 "
+                              "invalid, 1 duplicates (42 inputs)")  # fmt: skip
+        export = tmp_path / "sent.csv"
+        code, out, _ = await smsvn(
+            "campaign", "export", "--journal", str(journal), "--name", "promo",
+            "--csv", str(export), "--state", "sent",
+        )  # fmt: skip
+        assert code == 0 and "40 inputs written" in out
+        with export.open() as handle:
+            exported = list(csv.DictReader(handle))
+        assert {r["phone"] for r in exported} == {f"0912{i:06d}" for i in range(40)}
+        assert all(r["provider"] == "fibo" and r["attempts"] == "1" for r in exported)
+
+
+async def test_campaign_unknowns_are_shown_and_resolved(tmp_path: Path) -> None:
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("\n".join(f"0912{i:06d}" for i in range(10)))
+    journal = tmp_path / "campaigns.db"
+    async with Sandbox(speedsms_rate_limit=None) as sb:
+        sb.faults.add(Fault(kind="drop_after", provider="fibo", route="send", times=2))
+        args = campaign_args(sb, journal, "-f", str(numbers), "-m", "Khuyen mai")
+        code, out, err = await smsvn(*args, env=fibo_env(sb))
+        assert code == 1, err
+        assert "8 sent, 0 failed, 2 unknown" in out
+        assert "`smsvn campaign export --state unknown`" in out
+        code, out, _ = await smsvn(
+            "campaign", "export", "--journal", str(journal), "--name", "promo",
+            "--state", "unknown",
+        )  # fmt: skip
+        unknown = [row["phone"] for row in csv.DictReader(io.StringIO(out))]
+        assert len(unknown) == 2
+        code, out, _ = await smsvn(
+            "campaign", "resolve", "--journal", str(journal), "--name", "promo",
+            "--as", "sent", "--phone", unknown[0],
+        )  # fmt: skip
+        assert code == 0 and "1 unknown input(s) resolved as sent" in out
+        code, out, _ = await smsvn(
+            "campaign", "resolve", "--journal", str(journal), "--name", "promo",
+            "--as", "pending", "--all",
+        )  # fmt: skip
+        assert "1 unknown input(s) resolved as pending" in out
+        code, out, err = await smsvn(*args, env=fibo_env(sb))
+        assert code == 0, err
+        assert "promo: 10 sent, 0 failed, 0 unknown" in out
+
+
+async def test_campaign_ctrl_c_prints_the_summary_and_how_to_resume(tmp_path: Path) -> None:
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("\n".join(f"0912{i:06d}" for i in range(300)))
+    journal = tmp_path / "campaigns.db"
+    async with Sandbox(speedsms_rate_limit=None) as sb:
+        sb.faults.add(Fault(kind="latency", provider="fibo", route="send", seconds=0.05))
+        args = campaign_args(sb, journal, "-f", str(numbers), "-m", "Khuyen mai")
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("SMSVN_")}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "smsvn", *args, "--concurrency", "4",
+            env={**environment, **fibo_env(sb)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        while len(sb.outbox) < 30:  # noqa: ASYNC110 (the outbox has no event to wait on)
+            await asyncio.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        out_bytes, err_bytes = await asyncio.wait_for(process.communicate(), timeout=60)
+        out, err = out_bytes.decode(), err_bytes.decode()
+        assert process.returncode == 130, err
+        assert "interrupted" in err
+        summary = re.search(
+            r"promo: (\d+) sent, 0 failed, (\d+) unknown, (\d+) pending, 0 in flight", out
+        )
+        assert summary, out
+        sent, unknown, pending = map(int, summary.groups())
+        assert sent + unknown + pending == 300 and pending > 0
+        assert sent == len(sb.outbox) - unknown or sent <= len(sb.outbox)
+        resume = re.search(r"stopped; resume with: (.*)", out)
+        assert resume and "--journal" in resume.group(1) and "-m 'Khuyen mai'" in resume.group(1)
+        assert sb.fibo_client_pass not in out + err
+        code, out, err = await smsvn(*args, env=fibo_env(sb))
+        assert code in (0, 1), err
+        accepted = Counter(r.phone for r in sb.outbox)
+        assert max(accepted.values()) == 1
+        assert f"{300 - unknown} sent, 0 failed, {unknown} unknown, 0 pending" in out
+
+
+def test_bulk_points_to_campaigns_for_anything_that_matters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(["bulk", "--help"]) == 0
+    assert "smsvn campaign run" in " ".join(capsys.readouterr().out.split())
+    assert run(["campaign", "--help"]) == 0
+    helped = capsys.readouterr().out
+    for step in ("run", "work", "status", "export", "resolve"):
+        assert step in helped

@@ -32,6 +32,7 @@ PUBLIC = [
     "Hooks",
     "InboundSms",
     "InvalidNumber",
+    "Journal",
     "Message",
     "MessageStatus",
     "Outcome",

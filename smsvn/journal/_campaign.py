@@ -1,0 +1,503 @@
+"""``Journal`` and ``Campaign``: durable campaigns that survive crashes, deploys and SIGKILL.
+
+A campaign is a named set of inputs in the journal. ``add`` streams inputs in (idempotently,
+see ``_intake``); ``run`` sends what is pending through a client or a ``Failover`` with the bulk
+engine's journaled mode, in as many processes (SQLite) or machines (PostgreSQL) as you like;
+``counts`` and ``recipients`` read the account; ``reconcile``, ``apply`` and ``resolve`` settle
+what is ``unknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol, Self, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+from smsvn import bulk, providers
+from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport
+from smsvn.errors import ValidationError
+from smsvn.failover import NOTHING_SENT, Failover
+from smsvn.journal._intake import CHUNK, Intake, check_content
+from smsvn.journal._runner import Runner, Source, check_lease
+from smsvn.journal._store import (
+    STATE_NAMES,
+    Added,
+    Chunk,
+    Counts,
+    Recipient,
+    State,
+    Store,
+    phone_int,
+    phone_text,
+)
+from smsvn.models import DeliveryReport, Message, SentMessage
+from smsvn.phone import normalize
+from smsvn.providers import Provider
+from smsvn.providers._base import BaseClient
+
+__all__ = ["DEFAULT_LEASE", "Campaign", "Journal", "redact_url"]
+
+_log = logging.getLogger("smsvn")
+
+DEFAULT_LEASE: Final = 60.0
+"""Seconds a runner's claims hold without renewal (renewed every quarter of it)."""
+_PAGE: Final = 1000
+_NAME_MAX: Final = 200
+_NEEDS_CONTENT: Final = "numbers need the campaign's text: add(numbers, content=...)"
+_RESOLVABLE: Final = {"sent": State.SENT, "failed": State.FAILED, "pending": State.PENDING}
+
+
+@runtime_checkable
+class SentList(Protocol):
+    """A client that lists the messages its account sent between two days (eSMS
+    ``GetSmsSentData``): what ``reconcile`` looks unknown messages up in."""
+
+    async def sent_messages(
+        self, start: datetime, end: datetime
+    ) -> list[SentMessage]: ...  # pragma: no cover - a protocol
+
+
+class Journal:
+    """Where campaigns are kept: ``Journal("campaigns.db")`` (SQLite, one machine) or
+    ``Journal("postgresql://host/db")`` (PostgreSQL, ``smsvn[postgres]``, several machines).
+
+    A filesystem path or a ``sqlite:///`` URL (``sqlite:////abs/path.db`` for an absolute
+    path) opens SQLite; a ``postgresql://`` (or ``postgres://``) libpq DSN opens PostgreSQL.
+    Use it as an async context manager; the tables are created on first use.
+    """
+
+    def __init__(self, url: str) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise ValidationError("a journal is a file path, a sqlite:/// or postgresql:// URL")
+        self.url = url
+        self._store: Store = _open_store(url)
+        self._opened = False
+
+    def __repr__(self) -> str:
+        return f"Journal({redact_url(self.url)!r})"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Connect (and create the tables if needed)."""
+        if not self._opened:
+            await self._store.open()
+            self._opened = True
+
+    async def aclose(self) -> None:
+        """Disconnect; safe to call twice."""
+        self._opened = False
+        await self._store.close()
+
+    async def campaign(self, name: str, *, create: bool = True) -> Campaign:
+        """The campaign called ``name``: created when it does not exist (unless ``create`` is
+        False: then ``ValidationError``)."""
+        if not isinstance(name, str) or not name.strip() or len(name) > _NAME_MAX:
+            raise ValidationError(f"a campaign name is a non-empty str of at most {_NAME_MAX}")
+        ident = await self._store.campaign(name, create)
+        if ident is None:
+            raise ValidationError(f"no campaign named {name!r} in this journal")
+        return Campaign(self._store, ident, name)
+
+    async def campaigns(self) -> list[str]:
+        """The names of the journal's campaigns, oldest first."""
+        return await self._store.campaigns()
+
+
+def _open_store(url: str) -> Store:
+    """The store ``url`` names (nothing is connected yet)."""
+    scheme = url.split(":", 1)[0].lower() if "://" in url else ""
+    if scheme in ("postgresql", "postgres"):
+        from smsvn.journal._postgres import PostgresStore
+
+        return PostgresStore(url)
+    if scheme == "sqlite":
+        path = url[len("sqlite://") :]
+        if not path.startswith("/") or path in ("/", "/:memory:"):
+            raise ValidationError(
+                "a SQLite journal URL names a file: sqlite:///relative.db or sqlite:////abs.db "
+                "(a journal in memory would not survive the crash it is for)"
+            )
+        path = path[1:]
+    elif scheme:
+        raise ValidationError(f"a journal is a file path or a sqlite:// or postgresql:// URL, "
+                              f"not {scheme}://")  # fmt: skip
+    else:
+        path = url
+    from smsvn.journal._sqlite import SqliteStore
+
+    return SqliteStore(path)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<journal>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Campaign:
+    """One campaign of a journal (``journal.campaign(name)``)."""
+
+    def __init__(self, store: Store, ident: int, name: str) -> None:
+        self._store = store
+        self._id = ident
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Campaign({self.name!r})"
+
+    # -- input -------------------------------------------------------------------------------
+
+    async def add(
+        self,
+        items: Iterable[str] | AsyncIterable[str] | Iterable[Message] | AsyncIterable[Message],
+        *,
+        content: str | None = None,
+    ) -> Added:
+        """Add numbers (with ``content``, the campaign's text) or ``Message`` items (each with
+        its own text), streaming, a chunk per transaction. Idempotent: the same input again adds
+        nothing (see ``smsvn.journal._intake`` for the rule); invalid numbers and duplicates
+        (the same number with the same text) are recorded with the reason. Bad ``content`` is a
+        ``ValidationError`` before anything is added."""
+        bulk.check_source(items)
+        if content is not None:
+            content = check_content(content)
+        intake = Intake(content)
+        shared = None
+        if content is not None:
+            shared = await self._store.content_id(self._id, content, intake.digest)
+        total = Added()
+        writing: asyncio.Future[Added] | None = None
+        held: Chunk | None = None  # one segment is held back: the last is written as final
+        add = self._store.add
+        try:
+            async for part in _segments(items, content is None):
+                chunk = intake.chunk(part)  # this segment's rows, while the last one is written
+                if writing is not None:
+                    total = _sum(total, await writing)
+                    writing = None
+                if held is not None:
+                    writing = asyncio.ensure_future(
+                        add(self._id, shared, intake.digest, held, False)
+                    )
+                held = chunk
+            if writing is not None:
+                total = _sum(total, await writing)
+                writing = None
+            if held is not None:
+                total = _sum(total, await add(self._id, shared, intake.digest, held, True))
+        except BaseException:
+            # The input failed (or the call was cancelled): what was read before is still added.
+            with contextlib.suppress(Exception):
+                if writing is not None:
+                    await writing
+                if held is not None:
+                    await add(self._id, shared, intake.digest, held, True)
+            raise
+        return total
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def texts(self) -> list[str]:
+        """The shared texts numbers were added with (``add(numbers, content=...)``), oldest
+        first."""
+        return await self._store.contents(self._id)
+
+    async def counts(self) -> Counts:
+        """How many inputs are in each state."""
+        return await self._store.counts(self._id)
+
+    async def recipients(self, state: str | None = None) -> AsyncIterator[Recipient]:
+        """Every input (or those in ``state``: ``"unknown"``, ...), in the order added."""
+        wanted = _state(state) if state is not None else None
+        after = 0
+        while True:
+            page = await self._store.page(self._id, wanted, after, _PAGE)
+            for ident, recipient in page:
+                after = ident
+                yield recipient
+            if len(page) < _PAGE:
+                return
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        client: BaseClient | Failover,
+        *,
+        concurrency: int = bulk.DEFAULT_CONCURRENCY,
+        lease: float = DEFAULT_LEASE,
+        on_progress: Callable[[BulkProgress], object] | None = None,
+        on_result: Callable[[BulkOutcome], object] | None = None,
+        keep_results: bool = False,
+        **options: Any,
+    ) -> BulkReport:
+        """Send what is pending through ``client`` (or each provider of a ``Failover`` in turn:
+        a batch that provably was not sent goes to the next one), until nothing is left for
+        this runner. Several runners may run at once (processes, machines): each batch is
+        claimed by one. A finished campaign sends nothing. ``options`` are the client's send
+        options (``sms_type=``, ``sender=``, ...; not with a ``Failover``, whose clients send
+        with the defaults they were built with).
+
+        Returns this run's report (``taken`` = numbers it claimed; ``skipped`` = those it
+        handed back, still pending). Raises ``LeaseLost`` if this runner's lease ran out and
+        others took over (it was paused), and the journal's own errors if it fails.
+        """
+        clients: tuple[BaseClient, ...]
+        if isinstance(client, Failover):
+            if options:
+                raise ValidationError(
+                    "a Failover's clients send with the defaults they were built with: "
+                    f"no send options here ({', '.join(options)})"
+                )
+            clients = client.clients
+        elif isinstance(client, BaseClient):
+            clients = (client,)
+        else:
+            raise ValidationError(f"run needs a client or a Failover, not {type(client).__name__}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValidationError("concurrency must be a positive int")
+        lease = check_lease(lease)
+        contents = await self._store.contents(self._id)
+        runner = Runner(self._store, self._id, lease)
+        sources = [
+            Source(runner, c, _entry(c), stage=i, fresh=i == 0, options=dict(options))
+            for i, c in enumerate(clients)
+        ]
+        for source in sources:
+            source.prepare(contents)  # bad options or content: ValidationError, nothing sent
+        await runner.start()
+        parts: list[BulkReport] = []
+        try:
+            for source in sources:
+                report = await bulk.run_claims(
+                    source,
+                    provider=source.provider,
+                    send_batch=source.send,
+                    concurrency=concurrency,
+                    keep_results=keep_results,
+                    on_result=on_result,
+                    on_progress=on_progress,
+                )
+                parts.append(report)
+                if report.aborted is not None and not isinstance(report.aborted, NOTHING_SENT):
+                    break
+                if source is sources[-1]:
+                    break
+                following = sources[sources.index(source) + 1]
+                following.fresh = report.aborted is not None
+                handed = await self._store.handed(self._id, runner.id)
+                if not following.fresh and not any(0 <= t <= following.stage for _, t in handed):
+                    break
+            left = await self._store.handed(self._id, runner.id) if len(parts) > 1 else []
+        finally:
+            await asyncio.shield(_stop(runner))
+        if len(parts) == 1:
+            return parts[0]
+        return _merge(parts, [phone_text(number) for number, _ in left])
+
+    # -- settling unknowns -------------------------------------------------------------------
+
+    async def reconcile(self, client: BaseClient) -> int:
+        """Ask ``client``'s provider about the campaign's ``unknown`` messages sent through it,
+        and record as sent those it lists. Needs a client that lists its sent messages (eSMS:
+        ``GetSmsSentData``); for SpeedSMS, feed its delivery reports to ``apply``. Returns how
+        many became sent; a message the provider does not list stays unknown (it may not be
+        listed yet)."""
+        if not isinstance(client, SentList):
+            raise ValidationError(
+                f"{client.provider} cannot list sent messages: feed its delivery reports "
+                "(smsvn.webhooks) to campaign.apply(), or campaign.resolve() what you checked"
+            )
+        rows = await self._store.unknown_since(self._id, client.provider)
+        if not rows:
+            return 0
+        first = min(since for _, _, since in rows)
+        last = max(since for _, _, since in rows)
+        listed = await client.sent_messages(
+            datetime.fromtimestamp(first, UTC), datetime.fromtimestamp(last, UTC)
+        )
+        by_phone: dict[str, list[SentMessage]] = {}
+        for message in listed:
+            by_phone.setdefault(message.phone, []).append(message)
+        texts = {ident: recipient.content for ident, recipient in await self._unknown_rows(rows)}
+        found: list[tuple[int, str | None]] = []
+        for ident, number, _ in rows:
+            candidates = by_phone.get(phone_text(number), [])
+            for message in candidates:
+                if message.content == texts.get(ident):
+                    candidates.remove(message)  # one listed message settles one input
+                    found.append((ident, message.message_id))
+                    break
+        return await self._store.settle_found(self._id, found, client.provider)
+
+    async def _unknown_rows(
+        self, rows: list[tuple[int, int, float]]
+    ) -> list[tuple[int, Recipient]]:
+        wanted = {ident for ident, _, _ in rows}
+        out: list[tuple[int, Recipient]] = []
+        after = 0
+        while True:
+            page = await self._store.page(self._id, State.UNKNOWN, after, _PAGE)
+            out.extend((ident, r) for ident, r in page if ident in wanted)
+            if len(page) < _PAGE:
+                return out
+            after = page[-1][0]
+
+    async def apply(self, report: DeliveryReport) -> bool:
+        """A provider's delivery report (``smsvn.webhooks``) proves the message was accepted:
+        the campaign's oldest ``unknown`` input to that number through that provider becomes
+        sent. Use reports from the campaign's own time: the journal cannot tell two messages to
+        one number on one account apart. Returns whether an input changed."""
+        if not isinstance(report, DeliveryReport):
+            raise ValidationError("apply takes a smsvn.DeliveryReport")
+        try:
+            number = phone_int(normalize(report.phone))
+        except ValidationError:
+            return False
+        changed = await self._store.settle_phone(
+            self._id, report.provider, number, report.message_id
+        )
+        return changed > 0
+
+    async def resolve(
+        self,
+        outcome: Literal["sent", "failed", "pending"],
+        *,
+        phones: Iterable[str] | None = None,
+        note: str | None = None,
+    ) -> int:
+        """Settle ``unknown`` inputs (those to ``phones``, or all) by what you found out: "sent",
+        "failed", or "pending" (it was not sent: send it again). Returns how many changed."""
+        state = _RESOLVABLE.get(outcome) if isinstance(outcome, str) else None
+        if state is None:
+            raise ValidationError(f"resolve to one of {', '.join(_RESOLVABLE)}, not {outcome!r}")
+        numbers = None
+        if phones is not None:
+            bulk.check_source(phones)
+            numbers = [phone_int(normalize(p)) for p in phones]
+        reason = note if note is not None else f"resolved as {outcome}"
+        return await self._store.resolve(self._id, state, numbers, reason)
+
+
+async def _segments(items: object, messages: bool) -> AsyncIterator[list[object]]:
+    """The items of an iterable or async iterable, ``CHUNK`` at a time. When ``messages`` (no
+    shared content), a first item that is a number is a ``ValidationError``: nothing is added.
+    An input that raises gives what it yielded before, then its exception."""
+    if isinstance(items, AsyncIterable):
+        source: AsyncIterator[object] | None = aiter(items)
+        iterator = None
+    elif isinstance(items, Iterable):
+        source, iterator = None, iter(items)
+    else:
+        raise ValidationError(
+            f"add takes an iterable of numbers or Messages, not {type(items).__name__}"
+        )
+    first = True
+    while True:
+        part: list[object] = []
+        failure: Exception | None = None
+        try:
+            if iterator is not None:
+                for item in iterator:
+                    part.append(item)
+                    if len(part) >= CHUNK:
+                        break
+            elif source is not None:
+                async for item in source:
+                    part.append(item)
+                    if len(part) >= CHUNK:
+                        break
+        except Exception as exc:
+            failure = exc
+        if first and messages and part and isinstance(part[0], str):
+            raise ValidationError(_NEEDS_CONTENT)
+        first = False
+        if part:
+            yield part
+        if failure is not None:
+            raise failure
+        if len(part) < CHUNK:
+            return
+
+
+def _sum(a: Added, b: Added) -> Added:
+    return Added(
+        read=a.read + b.read,
+        added=a.added + b.added,
+        invalid=a.invalid + b.invalid,
+        duplicates=a.duplicates + b.duplicates,
+        already=a.already + b.already,
+    )
+
+
+def _state(name: str) -> State:
+    for state, public in STATE_NAMES.items():
+        if public == name:
+            return state
+    raise ValidationError(f"state is one of {', '.join(STATE_NAMES.values())}, not {name!r}")
+
+
+def _entry(client: BaseClient) -> Provider | None:
+    """The client's registry entry (what its provider deduplicates), if it is registered."""
+    try:
+        return providers.get(client.provider)
+    except ValidationError:
+        return None
+
+
+async def _stop(runner: Runner) -> None:
+    """Retire the runner; a journal that fails now is logged (what it held is swept later)."""
+    try:
+        await runner.stop()
+    except Exception as exc:
+        _log.warning("journal: could not retire the runner: %r", exc)
+
+
+def _merge(parts: list[BulkReport], skipped: list[str]) -> BulkReport:
+    """One report for the stages of a Failover run. What a stage handed on and a later one took
+    is in the later one's lists; ``skipped`` is what this runner handed on and no stage took
+    (still pending: a later run sends it)."""
+    failed = [(n, e) for p in parts for n, e in p.failed]
+    unknown = [(n, e) for p in parts for n, e in p.unknown]
+    invalid = [n for p in parts for n in p.invalid]
+    accepted = sum(p.accepted for p in parts)
+    taken = (
+        accepted
+        + sum(len(n) for n, _ in failed)
+        + sum(len(n) for n, _ in unknown)
+        + len(invalid)
+        + len(skipped)
+    )
+    return BulkReport(
+        provider=",".join(p.provider for p in parts),
+        sent=[r for p in parts for r in p.sent],
+        failed=failed,
+        unknown=unknown,
+        invalid=invalid,
+        skipped=skipped,
+        duplicates=0,
+        accepted=accepted,
+        cost=sum(p.cost for p in parts),
+        segments=sum(p.segments for p in parts),
+        requests=sum(p.requests for p in parts),
+        taken=taken,
+        elapsed=sum(p.elapsed for p in parts),
+        aborted=parts[-1].aborted,
+        parts=tuple(parts),
+    )

@@ -1,0 +1,414 @@
+"""One runner of a campaign: its lease, its commits, and the batches it feeds the bulk engine.
+
+- **Lease.** A runner registers (``enlist``) and renews its lease every quarter of it. A runner
+  that stops renewing — killed, paused, cut off from the journal — is dead once the lease runs
+  out; on Linux, one whose process is gone is dead at once (``_host``). Any runner sweeps the
+  dead: what they reserved is free again; what they had in flight becomes ``unknown``, or, for
+  a provider that deduplicates by request id (the registry's ``resend_window``), a pending
+  resend under the same id. A runner that finds its own registration gone (others declared it
+  dead while it was paused) stops: its claims are no longer its own.
+- **Commits.** Marks and outcomes from every batch in flight are grouped: while one transaction
+  commits, the next ones queue and go together in the following one.
+- **Batches** (``Source``, the engine's ``BatchSource``): claimed from the journal, marked in
+  flight before the request leaves (fenced: refused when the claim has lapsed), settled after.
+  Only an error that proves nothing was sent hands a batch back (to this runner's next Failover
+  provider); a resend under its original id that the provider answers "already received" was
+  sent by the earlier attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+from smsvn.bulk import BatchSender, Outcome
+from smsvn.errors import OutcomeUnknown, SmsError, ValidationError
+from smsvn.failover import NOTHING_SENT
+from smsvn.journal import _host
+from smsvn.journal._store import (
+    ClaimedRow,
+    Settle,
+    State,
+    Store,
+    Write,
+    phone_int,
+    phone_text,
+)
+from smsvn.models import SendResult
+from smsvn.phone import normalize
+from smsvn.providers import Provider
+from smsvn.providers._base import BaseClient
+
+__all__ = ["POLL", "RESEND_SHARE", "LeaseLost", "Runner", "Source", "check_lease"]
+
+_log = logging.getLogger("smsvn")
+
+POLL: Final = 0.2
+"""Seconds between looks at the journal while other runners hold the rest of the work."""
+RESEND_SHARE: Final = 0.75
+"""The share of a provider's deduplication window within which a batch is resent under its
+request id (eSMS: 18 of its 24 hours): the rest is margin for clocks and slow runners."""
+
+
+class LeaseLost(Exception):
+    """This runner's lease ran out and others took over its claims (was it paused?): it stops,
+    and a new run resumes the campaign."""
+
+
+class Runner:
+    """This process's registration on one campaign: lease, heartbeat, sweeps, commits."""
+
+    def __init__(self, store: Store, campaign: int, lease: float) -> None:
+        self.store = store
+        self.campaign = campaign
+        self.lease = lease
+        self.id = 0
+        self.lost: LeaseLost | None = None
+        self._renewed = 0.0
+        self._tokens = 0
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._queue: list[tuple[Write | Settle, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Register, sweep what dead runners left, and start renewing the lease."""
+        self.id = await self.store.enlist(self.campaign, _host.me(), self.lease)
+        self._renewed = asyncio.get_running_loop().time()
+        await self.sweep()
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    async def stop(self) -> None:
+        """Stop renewing and retire: whatever this runner still holds is swept like a dead
+        runner's (reserved rows freed; rows in flight unknown or pending a resend)."""
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        flusher = self._flusher
+        if flusher is not None:
+            with contextlib.suppress(Exception):
+                await flusher
+        if self.id:
+            await self.store.sweep(self.campaign, [self.id])
+
+    def tokens(self, count: int) -> int:
+        """The first of ``count`` new batch tokens, unique to this runner."""
+        first = self._tokens + 1
+        self._tokens += count
+        return first
+
+    # -- lease -------------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        """Renew the lease every quarter of it, and sweep the dead."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.lease / 4)
+            try:
+                await self.renew()
+                if self.lost is not None:
+                    return
+                await self.sweep()
+            except Exception as exc:
+                _log.warning("journal: could not renew this runner's lease: %r", exc)
+                if loop.time() - self._renewed > self.lease:
+                    self.lost = LeaseLost(f"the lease could not be renewed: {exc!r}")
+                    return
+
+    async def renew(self) -> bool:
+        """Renew the lease now; False (and ``lost`` set) when this runner was declared dead."""
+        if self.lost is not None:
+            return False
+        if not await self.store.renew(self.id, self.lease):
+            self.lost = LeaseLost(
+                "this runner's lease ran out and others took over its claims (was the process "
+                "paused?); run again to resume"
+            )
+            _log.error("journal: %s", self.lost)
+            return False
+        self._renewed = asyncio.get_running_loop().time()
+        return True
+
+    async def holds(self) -> bool:
+        """Whether this runner may still send: its lease is current (renewed now if it looks
+        stale, say after the process was paused)."""
+        if self.lost is not None:
+            return False
+        if asyncio.get_running_loop().time() - self._renewed < self.lease * 0.75:
+            return True
+        return await self.renew()
+
+    async def sweep(self) -> None:
+        """Retire the dead runners of the campaign (lease run out, or process gone)."""
+        dead = [
+            r.id
+            for r in await self.store.runners(self.campaign)
+            if r.id != self.id and not r.expired and not _host.alive(r.machine, r.pid, r.started)
+        ]
+        swept = await self.store.sweep(self.campaign, dead)
+        if swept.runners:
+            _log.warning(
+                "journal: %d stopped runner(s): %d reserved freed, %d to resend under their "
+                "request id, %d now unknown",
+                swept.runners,
+                swept.freed,
+                swept.resend,
+                swept.unknown,
+            )
+
+    # -- commits -----------------------------------------------------------------------------
+
+    async def commit(self, item: Write | Settle) -> bool:
+        """Write one mark or outcome, grouped with those queued meanwhile; whether the batch
+        was still held as expected."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                group, self._queue = self._queue, []
+                try:
+                    results = await self.store.write([item for item, _ in group])
+                except Exception as exc:
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                except BaseException:
+                    for _, future in group:
+                        future.cancel()
+                    raise
+                for (_, future), result in zip(group, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._flusher = None
+
+
+class _Claim:
+    """A batch of the journal, as the engine sees it (``bulk.Claim``)."""
+
+    __slots__ = ("content", "numbers", "request_id", "resend", "size", "token")
+
+    def __init__(self, token: int, rows: Sequence[ClaimedRow], request_id: str | None) -> None:
+        self.token = token
+        self.numbers = [phone_text(row.phone) for row in rows]
+        self.content = rows[0].text
+        self.request_id = request_id
+        self.resend = rows[0].resend
+        self.size = len(rows)
+
+
+class Source:
+    """One runner's batches through one client (one Failover stage): the engine's source."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        client: BaseClient,
+        entry: Provider | None,
+        *,
+        stage: int,
+        fresh: bool,
+        options: dict[str, Any],
+    ) -> None:
+        self.runner = runner
+        self.client = client
+        self.provider = client.provider
+        self.stage = stage
+        self.fresh = fresh
+        self.window = entry.resend_window if entry is not None else None
+        self.resent_code = entry.resent_code if entry is not None else None
+        self._options = options
+        self._senders: dict[str, BatchSender] = {}
+        self._generic: BatchSender | None = None
+        self._resends: set[str] = set()
+
+    def prepare(self, contents: Sequence[str]) -> None:
+        """Check every shared content (and the send options) with the client before anything
+        is sent: a content the provider cannot take is a ``ValidationError`` now."""
+        for content in contents:
+            self._sender(content)
+        self._generic = self.client.batch_sender(content=None, **self._options)
+
+    def _sender(self, content: str) -> BatchSender:
+        sender = self._senders.get(content)
+        if sender is None:
+            sender = self._senders[content] = self.client.batch_sender(
+                content=content, **self._options
+            )
+        return sender
+
+    # -- the engine's BatchSource ------------------------------------------------------------
+
+    async def claim(self, count: int) -> list[_Claim]:
+        """Up to ``count`` batches; waits while other runners hold work that may come back."""
+        runner = self.runner
+        store = runner.store
+        while True:
+            if not await runner.holds():  # a lease that ran out (say, paused) is lost now
+                raise runner.lost or LeaseLost("this runner's lease ran out")
+            found = await store.claim(
+                runner.campaign,
+                runner.id,
+                batch_size=self.client.batch_size,
+                batches=count,
+                first_token=runner.tokens(count),
+                provider=self.provider,
+                tier=self.stage,
+                fresh=self.fresh,
+            )
+            if found is None:
+                runner.lost = LeaseLost(
+                    "this runner was declared dead (its lease ran out: was the process paused?) "
+                    "and others took over its claims; run again to resume"
+                )
+                raise runner.lost
+            if found:
+                return [self._batch(token, rows) for token, rows in found]
+            outlook = await store.outlook(runner.campaign, runner.id)
+            if not outlook.held_by_others:
+                return []
+            await asyncio.sleep(POLL)
+            await runner.sweep()
+
+    def _batch(self, token: int, rows: list[ClaimedRow]) -> _Claim:
+        first = rows[0]
+        request_id = first.request_id
+        if request_id is None and self.window is not None:
+            request_id = uuid.uuid4().hex  # durable before it is used: written at departure
+        claim = _Claim(token, rows, request_id)
+        if claim.resend and request_id is not None:
+            self._resends.add(request_id)
+        return claim
+
+    async def depart(self, claim: _Claim) -> bool:
+        """Mark the batch in flight, durably; False when it must not be sent."""
+        if not await self.runner.holds():
+            return False
+        resend_for = None if self.window is None else self.window * RESEND_SHARE
+        return await self.runner.commit(
+            Write(
+                campaign=self.runner.campaign,
+                owner=self.runner.id,
+                batch=claim.token,
+                size=claim.size,
+                provider=self.provider,
+                request_id=claim.request_id,
+                resend_for=resend_for,
+            )
+        )
+
+    async def send(self, numbers: list[str], content: str, request_id: str | None) -> SendResult:
+        """Send one batch with the sender of its content. A resend under its original id that
+        the provider refuses as already received was sent by the earlier attempt."""
+        sender = self._senders.get(content)
+        if sender is None:
+            sender = self._generic if self._generic is not None else self._sender(content)
+        try:
+            return await sender(numbers, content, request_id)
+        except SmsError as exc:
+            if (
+                request_id is not None
+                and request_id in self._resends
+                and self.resent_code is not None
+                and exc.code == self.resent_code
+                and not isinstance(exc, OutcomeUnknown)
+            ):
+                return SendResult(
+                    provider=self.provider,
+                    message_id=None,
+                    recipients=tuple(numbers),
+                    request_id=request_id,
+                )
+            raise
+
+    async def settle(
+        self, claim: _Claim, result: SendResult | None, error: SmsError | None
+    ) -> Outcome | None:
+        """Record what became of the batch; the outcome recorded, None if the claim lapsed."""
+        if claim.request_id is not None:
+            self._resends.discard(claim.request_id)
+        campaign, owner, token = self.runner.campaign, self.runner.id, claim.token
+        outcome: Outcome
+        if result is not None:
+            item = Settle(
+                campaign,
+                owner,
+                token,
+                State.SENT,
+                message_id=result.message_id,
+                refused=_refused(result),
+            )
+            outcome = Outcome.SENT
+        elif error is None or isinstance(error, OutcomeUnknown):
+            if self.window is not None:
+                # The request may have got in under its id: only a resend under that id may
+                # follow (a later run; never this one, which would loop on a failing provider).
+                item = Settle(campaign, owner, token, State.PENDING, reason=_why(error), tier=-1)
+                outcome = Outcome.SKIPPED
+            else:
+                item = Settle(campaign, owner, token, State.UNKNOWN, reason=_why(error))
+                outcome = Outcome.UNKNOWN
+        elif isinstance(error, NOTHING_SENT):
+            # Nothing was sent now. A fresh batch is handed on (to this runner's next provider,
+            # or to a later run); a resend stays a resend under its id.
+            item = Settle(
+                campaign,
+                owner,
+                token,
+                State.PENDING,
+                reason=str(error),
+                forget=not claim.resend,
+                tier=self.stage + 1 if not claim.resend else -1,
+            )
+            outcome = Outcome.SKIPPED
+        elif claim.resend:
+            # Refused now, but the earlier attempt under this id may have got in.
+            item = Settle(campaign, owner, token, State.UNKNOWN, reason=_why(error))
+            outcome = Outcome.UNKNOWN
+        else:
+            item = Settle(campaign, owner, token, State.FAILED, reason=str(error))
+            outcome = Outcome.FAILED
+        return outcome if await self.runner.commit(item) else None
+
+    async def release(self, claims: Sequence[_Claim]) -> None:
+        """Hand back batches that never left: pending again, for anyone."""
+        campaign, owner = self.runner.campaign, self.runner.id
+        writes = [
+            Settle(campaign, owner, c.token, State.PENDING, forget=not c.resend, release=True)
+            for c in claims
+        ]
+        for claim in claims:
+            if claim.request_id is not None:
+                self._resends.discard(claim.request_id)
+        await asyncio.gather(*(self.runner.commit(w) for w in writes))
+
+
+def _refused(result: SendResult) -> list[tuple[int, str]]:
+    """The numbers of a sent batch that the provider refused, as the store keeps them."""
+    refused: list[tuple[int, str]] = []
+    for bad in result.invalid:
+        with contextlib.suppress(ValidationError):
+            refused.append((phone_int(normalize(str(bad))), bad.reason))
+    return refused
+
+
+def _why(error: SmsError | None) -> str:
+    return str(error) if error is not None else "it may have been sent"
+
+
+def check_lease(lease: object) -> float:
+    """A lease in seconds (at least half a second, finite), or ``ValidationError``."""
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0.5 <= lease < 1e7:
+        raise ValidationError("lease must be a number of seconds, at least 0.5")
+    return float(lease)

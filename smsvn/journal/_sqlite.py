@@ -1,0 +1,843 @@
+"""The default journal store: one SQLite file, for the runners of one machine.
+
+The stdlib's ``sqlite3`` runs in one worker thread per journal (a connection belongs to the
+thread that made it), so the event loop never waits on the disk. The file is in WAL mode with
+``synchronous=FULL``: a commit is on disk before the call returns, so a batch marked in flight
+stays marked through a power cut (with NORMAL, the last commits can be lost on power loss,
+and a batch whose mark was lost would be sent again by the next runner). Every write is one
+``BEGIN IMMEDIATE`` transaction, which takes the file's write lock at once: runners in other
+processes queue for it (``busy_timeout``) instead of failing on a lock upgrade.
+
+Several processes may run one campaign at once: a claim reserves its rows inside the write
+transaction, so two runners never reserve the same row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeVar
+
+from smsvn.journal._store import (
+    STATE_NAMES,
+    Added,
+    Chunk,
+    ClaimedRow,
+    Counts,
+    Outlook,
+    Recipient,
+    RunnerInfo,
+    RunnerRow,
+    Settle,
+    State,
+    Swept,
+    Write,
+    group_rows,
+    phone_text,
+)
+
+__all__ = ["SqliteStore"]
+
+_T = TypeVar("_T")
+
+CACHE_KIB: Final = 32 * 1024
+"""The connection's page cache: an add of a million numbers touches the duplicate index at
+random, and a cache that holds it keeps the add fast (SQLite's default is 2 MiB)."""
+ADD_COMMIT_EVERY: Final = 5
+"""Segments of an add per commit (100,000 numbers)."""
+BUSY_TIMEOUT: Final = 60.0
+"""Seconds a write waits for another process's transaction to end before failing."""
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS smsvn_campaigns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS smsvn_contents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    campaign INTEGER NOT NULL REFERENCES smsvn_campaigns (id),
+    digest INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    UNIQUE (campaign, text)
+);
+CREATE TABLE IF NOT EXISTS smsvn_runners (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    campaign INTEGER NOT NULL REFERENCES smsvn_campaigns (id),
+    name TEXT NOT NULL,
+    machine TEXT,
+    pid INTEGER NOT NULL,
+    started INTEGER NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS smsvn_recipients (
+    id INTEGER PRIMARY KEY,
+    campaign INTEGER NOT NULL,
+    seg INTEGER NOT NULL,
+    chain INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    phone INTEGER,
+    digest INTEGER NOT NULL,
+    content INTEGER,
+    text TEXT,
+    given TEXT,
+    given_id TEXT,
+    request_id TEXT,
+    provider TEXT,
+    message_id TEXT,
+    reason TEXT,
+    owner INTEGER,
+    batch INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    since REAL,
+    resend_until REAL,
+    passed INTEGER,
+    tier INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS smsvn_recipients_key
+    ON smsvn_recipients (campaign, seg, chain);
+CREATE UNIQUE INDEX IF NOT EXISTS smsvn_recipients_once
+    ON smsvn_recipients (campaign, phone, digest) WHERE state < 5;
+CREATE INDEX IF NOT EXISTS smsvn_recipients_free
+    ON smsvn_recipients (campaign, id) WHERE state = 0 AND owner IS NULL;
+CREATE INDEX IF NOT EXISTS smsvn_recipients_held
+    ON smsvn_recipients (campaign, owner, batch) WHERE state < 2 AND owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS smsvn_recipients_resend
+    ON smsvn_recipients (campaign, resend_until) WHERE state = 0 AND since IS NOT NULL;
+"""
+# Index by index: ``key`` (segment, chain: see ``_intake``) makes an add idempotent; ``once``
+# finds duplicates (a number with the same text twice); ``free`` is what claims walk (pending
+# rows no runner holds, oldest first); ``held`` finds the rows of one batch (the fenced writes)
+# and those of dead runners (sweeps); ``resend`` finds pending resends. Counts and exports read
+# the table (each index more slows every add). Queries repeat each partial index's condition
+# word for word, which is how SQLite knows that the index applies.
+
+_DUPLICATE_REASON: Final = "duplicate: the campaign already has this number with this text"
+_LOST_REASON: Final = "its runner stopped while it was in flight: it may have been sent"
+_EXPIRED_REASON: Final = (
+    "its runner stopped while it was in flight, and it was not resent within the provider's "
+    "deduplication window: it may have been sent"
+)
+
+_CLAIM: Final = """
+SELECT r.id, r.phone, r.content, COALESCE(r.text, c.text), r.request_id, r.given_id,
+       r.since IS NOT NULL
+FROM smsvn_recipients r LEFT JOIN smsvn_contents c ON c.id = r.content
+WHERE r.campaign = :campaign AND r.state = 0 AND r.owner IS NULL
+  AND CASE WHEN r.since IS NOT NULL
+                THEN r.provider = :provider AND r.resend_until > :now AND r.passed IS NOT :runner
+           WHEN r.passed = :runner THEN r.tier <= :tier
+           ELSE :fresh END
+ORDER BY r.id
+LIMIT :limit
+"""
+
+_DEPART: Final = """
+UPDATE smsvn_recipients
+SET state = 1, attempts = attempts + 1, provider = ?, request_id = COALESCE(request_id, ?),
+    since = COALESCE(since, ?), resend_until = COALESCE(resend_until, ?)
+WHERE campaign = ? AND owner = ? AND batch = ? AND state = 0 AND state < 2
+  AND owner IS NOT NULL AND EXISTS (SELECT 1 FROM smsvn_runners WHERE id = owner)
+"""
+
+_MARK_ALL: Final = """
+UPDATE smsvn_recipients
+SET state = 1, attempts = attempts + 1, provider = v.provider,
+    request_id = COALESCE(smsvn_recipients.request_id, v.request_id),
+    since = COALESCE(since, ?), resend_until = COALESCE(resend_until, v.until)
+FROM v
+WHERE campaign = ? AND owner = ? AND smsvn_recipients.batch = v.batch
+  AND smsvn_recipients.state = 0 AND smsvn_recipients.state < 2 AND owner IS NOT NULL
+"""
+
+_FINISH_ALL: Final = """
+UPDATE smsvn_recipients
+SET state = v.state, message_id = v.message_id, reason = v.reason
+FROM v
+WHERE campaign = ? AND owner = ? AND smsvn_recipients.batch = v.batch
+  AND smsvn_recipients.state = 1 AND smsvn_recipients.state < 2 AND owner IS NOT NULL
+"""
+
+_REFUSE: Final = """
+UPDATE smsvn_recipients SET state = 5, reason = ?
+WHERE campaign = ? AND owner = ? AND batch = ? AND phone = ? AND state = 1 AND state < 2
+  AND owner IS NOT NULL
+"""
+
+_FINISH: Final = """
+UPDATE smsvn_recipients SET state = ?, message_id = ?, reason = ?
+WHERE campaign = ? AND owner = ? AND batch = ? AND state = 1 AND state < 2 AND owner IS NOT NULL
+"""
+
+_HAND_BACK: Final = """
+UPDATE smsvn_recipients
+SET state = 0, owner = NULL, batch = NULL, passed = ?, tier = ?, reason = ?,
+    request_id = CASE WHEN ? THEN NULL ELSE request_id END,
+    since = CASE WHEN ? THEN NULL ELSE since END,
+    resend_until = CASE WHEN ? THEN NULL ELSE resend_until END
+WHERE campaign = ? AND owner = ? AND batch = ? AND state {held} AND state < 2
+  AND owner IS NOT NULL
+"""
+
+_PAGE: Final = """
+SELECT r.id, r.phone, r.given, r.state, COALESCE(r.text, c.text), r.message_id, r.request_id,
+       r.provider, r.attempts, r.reason
+FROM smsvn_recipients r LEFT JOIN smsvn_contents c ON c.id = r.content
+WHERE r.campaign = ? {state} AND r.id > ?
+ORDER BY r.id
+LIMIT ?
+"""
+
+
+class _Worker:
+    """One thread owning the SQLite connection: calls run there, one at a time, in order."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="smsvn-journal", daemon=True)
+        self._ready: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Start the thread and open the connection there (its errors are raised here)."""
+        self._ready = asyncio.get_running_loop().create_future()
+        self._thread.start()
+        await self._ready
+
+    async def call(self, job: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``job(connection)`` in the thread; its result or exception comes back here."""
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((job, future))
+        return await future
+
+    async def stop(self) -> None:
+        """Close the connection and end the thread."""
+        self._jobs.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    def _serve(self) -> None:
+        ready = self._ready
+        assert ready is not None
+        loop = ready.get_loop()
+        try:
+            connection = _connect(self._path)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, ready, None, exc)
+            return
+        loop.call_soon_threadsafe(_settle, ready, None, None)
+        try:
+            while (item := self._jobs.get()) is not None:
+                job, future = item
+                try:
+                    result = job(connection)
+                except BaseException as exc:
+                    if connection.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            connection.execute("ROLLBACK")
+                    future.get_loop().call_soon_threadsafe(_settle, future, None, exc)
+                else:
+                    future.get_loop().call_soon_threadsafe(_settle, future, result, None)
+        finally:
+            connection.close()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Complete ``future`` in its loop, unless its awaiter has gone (cancelled)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """The connection, in WAL mode with full sync, the schema in place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no directory {directory!r} for the journal")
+    connection = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+    )
+    try:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        connection.execute("PRAGMA temp_store = MEMORY")
+        with _transaction(connection):
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+class _transaction(contextlib.AbstractContextManager[sqlite3.Connection]):
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on an exception."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._connection.execute("BEGIN IMMEDIATE")
+        return self._connection
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._connection.execute("COMMIT")
+        else:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.execute("ROLLBACK")
+
+
+class SqliteStore:
+    """A journal in one SQLite file (see the module's docstring)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._worker: _Worker | None = None
+        self._added = 0
+        """Segments an add has written since its last commit (see ``add``)."""
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    async def open(self) -> None:
+        worker = _Worker(self.path)
+        await worker.start()
+        self._worker = worker
+
+    async def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop()
+
+    async def _call(self, job: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``job`` in the worker, after committing an add's open transaction (if any)."""
+        worker = self._worker
+        if worker is None:
+            raise RuntimeError("the journal is not open (use it as `async with`)")
+
+        def after_adds(db: sqlite3.Connection) -> _T:
+            if db.in_transaction:
+                self._added = 0
+                db.execute("COMMIT")
+            return job(db)
+
+        return await worker.call(after_adds)
+
+    # -- campaigns and contents ------------------------------------------------------------
+
+    async def campaign(self, name: str, create: bool) -> int | None:
+        def job(db: sqlite3.Connection) -> int | None:
+            row = db.execute("SELECT id FROM smsvn_campaigns WHERE name = ?", (name,)).fetchone()
+            if row is not None or not create:
+                return None if row is None else int(row[0])
+            with _transaction(db):
+                db.execute(
+                    "INSERT OR IGNORE INTO smsvn_campaigns (name, created) VALUES (?, ?)",
+                    (name, time.time()),
+                )
+                row = db.execute(
+                    "SELECT id FROM smsvn_campaigns WHERE name = ?", (name,)
+                ).fetchone()
+            return int(row[0])
+
+        return await self._call(job)
+
+    async def campaigns(self) -> list[str]:
+        def job(db: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in db.execute("SELECT name FROM smsvn_campaigns ORDER BY id")]
+
+        return await self._call(job)
+
+    async def content_id(self, campaign: int, text: str, digest: int) -> int:
+        def job(db: sqlite3.Connection) -> int:
+            query = "SELECT id FROM smsvn_contents WHERE campaign = ? AND text = ?"
+            row = db.execute(query, (campaign, text)).fetchone()
+            if row is None:
+                with _transaction(db):
+                    db.execute(
+                        "INSERT OR IGNORE INTO smsvn_contents (campaign, digest, text) "
+                        "VALUES (?, ?, ?)",
+                        (campaign, digest, text),
+                    )
+                    row = db.execute(query, (campaign, text)).fetchone()
+            return int(row[0])
+
+        return await self._call(job)
+
+    async def contents(self, campaign: int) -> list[str]:
+        def job(db: sqlite3.Connection) -> list[str]:
+            query = "SELECT text FROM smsvn_contents WHERE campaign = ? ORDER BY id"
+            return [r[0] for r in db.execute(query, (campaign,))]
+
+        return await self._call(job)
+
+    # -- import ----------------------------------------------------------------------------
+
+    async def add(
+        self, campaign: int, content: int | None, digest: int, chunk: Chunk, final: bool
+    ) -> Added:
+        def job(db: sqlite3.Connection) -> Added:
+            # One statement a run of rows, each row ignored when its key is there already (the
+            # same input again) or when the unique index already has its number with its text
+            # (a duplicate). The ignored rows whose key is not there are the duplicates: they
+            # are added as such. Integers only are written into the statements' text.
+            # The transaction stays open for the next segment (up to ``ADD_COMMIT_EVERY``, or
+            # until any other call): each commit writes every page the segments touched, and
+            # the duplicate index is touched all over. Nothing else waits on an open one: the
+            # next other call commits it first.
+            c, seg = int(campaign), int(chunk.segment)
+            shared = "NULL" if content is None else str(int(content))
+            plain = (
+                "INSERT OR IGNORE INTO smsvn_recipients "
+                "(campaign, seg, chain, state, phone, digest, content) "
+                f"VALUES ({c}, {seg}, ?, 0, ?, {int(digest)}, {shared})"
+            )
+            other = (
+                "INSERT OR IGNORE INTO smsvn_recipients "
+                "(campaign, seg, chain, state, phone, digest, text, given, given_id, reason) "
+                f"VALUES ({c}, {seg}, ?, ?, ?, ?, ?, ?, ?, ?)"
+            )
+            if not db.in_transaction:
+                db.execute("BEGIN IMMEDIATE")
+            top = db.execute("SELECT COALESCE(MAX(id), 0) FROM smsvn_recipients").fetchone()[0]
+            before = db.total_changes
+            for run in chunk.runs:
+                db.executemany(plain if run.plain else other, run.rows)
+            if db.total_changes - before < chunk.size:
+                there = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT chain FROM smsvn_recipients WHERE campaign = ? AND seg = ?",
+                        (c, seg),
+                    )
+                }
+                missing = [row for row in _rows(chunk, content, digest) if row[0] not in there]
+                db.executemany(
+                    "INSERT INTO smsvn_recipients (campaign, seg, chain, state, phone, "
+                    "digest, content, text, given_id, reason) "
+                    f"VALUES ({c}, {seg}, ?, 6, ?, ?, ?, ?, ?, '{_DUPLICATE_REASON}')",
+                    missing,
+                )
+            new = dict(
+                db.execute(
+                    "SELECT state, COUNT(*) FROM smsvn_recipients WHERE id > ? GROUP BY state",
+                    (top,),
+                ).fetchall()
+            )
+            self._added += 1
+            if final or self._added >= ADD_COMMIT_EVERY:
+                self._added = 0
+                db.execute("COMMIT")
+            added = new.get(State.PENDING, 0)
+            invalid = new.get(State.INVALID, 0)
+            duplicates = new.get(State.DUPLICATE, 0)
+            return Added(
+                read=chunk.size,
+                added=added,
+                invalid=invalid,
+                duplicates=duplicates,
+                already=chunk.size - added - invalid - duplicates,
+            )
+
+        worker = self._worker
+        if worker is None:
+            raise RuntimeError("the journal is not open (use it as `async with`)")
+        return await worker.call(job)
+
+    # -- runners ---------------------------------------------------------------------------
+
+    async def enlist(self, campaign: int, runner: RunnerInfo, lease: float) -> int:
+        def job(db: sqlite3.Connection) -> int:
+            with _transaction(db):
+                cursor = db.execute(
+                    "INSERT INTO smsvn_runners (campaign, name, machine, pid, started, expires) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (campaign, runner.name, runner.machine, runner.pid, runner.started,
+                     time.time() + lease),
+                )  # fmt: skip
+                return int(cursor.lastrowid or 0)
+
+        return await self._call(job)
+
+    async def renew(self, runner: int, lease: float) -> bool:
+        def job(db: sqlite3.Connection) -> bool:
+            with _transaction(db):
+                cursor = db.execute(
+                    "UPDATE smsvn_runners SET expires = ? WHERE id = ?",
+                    (time.time() + lease, runner),
+                )
+                return cursor.rowcount == 1
+
+        return await self._call(job)
+
+    async def runners(self, campaign: int) -> list[RunnerRow]:
+        def job(db: sqlite3.Connection) -> list[RunnerRow]:
+            now = time.time()
+            return [
+                RunnerRow(int(i), name, machine, int(pid), int(started), expires < now)
+                for i, name, machine, pid, started, expires in db.execute(
+                    "SELECT id, name, machine, pid, started, expires FROM smsvn_runners "
+                    "WHERE campaign = ? ORDER BY id",
+                    (campaign,),
+                )
+            ]
+
+        return await self._call(job)
+
+    async def sweep(self, campaign: int, dead: Sequence[int]) -> Swept:
+        def job(db: sqlite3.Connection) -> Swept:
+            with _transaction(db):
+                now = time.time()
+                gone = {int(r[0]) for r in db.execute(
+                    "SELECT id FROM smsvn_runners WHERE campaign = ? AND expires < ?",
+                    (campaign, now),
+                )}  # fmt: skip
+                gone.update(dead)
+                for runner in gone:
+                    db.execute("DELETE FROM smsvn_runners WHERE id = ?", (runner,))
+                alive = "SELECT id FROM smsvn_runners WHERE campaign = :campaign"
+                held = (
+                    "campaign = :campaign AND state < 2 AND owner IS NOT NULL "
+                    f"AND owner NOT IN ({alive})"
+                )
+                args = {"campaign": campaign, "now": now, "lost": _LOST_REASON}
+                freed = db.execute(
+                    f"UPDATE smsvn_recipients SET owner = NULL, batch = NULL "
+                    f"WHERE {held} AND state = 0",
+                    args,
+                ).rowcount
+                resend = db.execute(
+                    f"UPDATE smsvn_recipients SET state = 0, owner = NULL, batch = NULL, "
+                    f"passed = NULL WHERE {held} AND state = 1 AND resend_until > :now",
+                    args,
+                ).rowcount
+                unknown = db.execute(
+                    f"UPDATE smsvn_recipients SET state = 4, reason = :lost "
+                    f"WHERE {held} AND state = 1",
+                    args,
+                ).rowcount
+                unknown += db.execute(
+                    "UPDATE smsvn_recipients SET state = 4, reason = ? "
+                    "WHERE campaign = ? AND state = 0 AND since IS NOT NULL "
+                    "AND resend_until <= ? AND owner IS NULL",
+                    (_EXPIRED_REASON, campaign, now),
+                ).rowcount
+            return Swept(len(gone), freed, resend, unknown)
+
+        return await self._call(job)
+
+    # -- claims and outcomes ---------------------------------------------------------------
+
+    async def claim(
+        self,
+        campaign: int,
+        runner: int,
+        *,
+        batch_size: int,
+        batches: int,
+        first_token: int,
+        provider: str,
+        tier: int,
+        fresh: bool,
+    ) -> list[tuple[int, list[ClaimedRow]]] | None:
+        def job(db: sqlite3.Connection) -> list[tuple[int, list[ClaimedRow]]] | None:
+            with _transaction(db):
+                if not db.execute("SELECT 1 FROM smsvn_runners WHERE id = ?", (runner,)).fetchone():
+                    return None
+                found = [
+                    ClaimedRow(
+                        int(i), int(phone), content, text,
+                        request_id if resend else given_id, bool(resend),
+                    )
+                    for i, phone, content, text, request_id, given_id, resend in db.execute(
+                        _CLAIM,
+                        {
+                            "campaign": campaign, "provider": provider, "now": time.time(),
+                            "runner": runner, "tier": tier, "fresh": fresh,
+                            "limit": batch_size * batches,
+                        },
+                    )
+                ]  # fmt: skip
+                groups = group_rows(found, batch_size, batches)
+                claimed = [(first_token + n, group) for n, group in enumerate(groups)]
+                db.executemany(
+                    "UPDATE smsvn_recipients SET owner = ?, batch = ? WHERE id = ?",
+                    [(runner, token, row.id) for token, group in claimed for row in group],
+                )
+            return claimed
+
+        return await self._call(job)
+
+    async def write(self, writes: Sequence[Write | Settle]) -> list[bool]:
+        def job(db: sqlite3.Connection) -> list[bool]:
+            with _transaction(db):
+                return _write(db, writes, time.time())
+
+        return await self._call(job)
+
+    async def outlook(self, campaign: int, runner: int) -> Outlook:
+        def job(db: sqlite3.Connection) -> Outlook:
+            row = db.execute(
+                "SELECT COUNT(*) FROM smsvn_recipients WHERE campaign = ? AND state < 2 "
+                "AND owner IS NOT NULL AND owner != ?",
+                (campaign, runner),
+            ).fetchone()
+            return Outlook(int(row[0]))
+
+        return await self._call(job)
+
+    async def handed(self, campaign: int, runner: int) -> list[tuple[int, int]]:
+        def job(db: sqlite3.Connection) -> list[tuple[int, int]]:
+            return [
+                (int(phone), int(tier))
+                for phone, tier in db.execute(
+                    "SELECT phone, tier FROM smsvn_recipients WHERE campaign = ? AND state = 0 "
+                    "AND owner IS NULL AND passed = ? ORDER BY id",
+                    (campaign, runner),
+                )
+            ]
+
+        return await self._call(job)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def counts(self, campaign: int) -> Counts:
+        def job(db: sqlite3.Connection) -> Counts:
+            rows = db.execute(
+                "SELECT state, COUNT(*) FROM smsvn_recipients WHERE campaign = ? GROUP BY state",
+                (campaign,),
+            )
+            return Counts(**{STATE_NAMES[State(state)]: int(n) for state, n in rows})
+
+        return await self._call(job)
+
+    async def page(
+        self, campaign: int, state: State | None, after: int, limit: int
+    ) -> list[tuple[int, Recipient]]:
+        def job(db: sqlite3.Connection) -> list[tuple[int, Recipient]]:
+            if state is None:
+                rows = db.execute(_PAGE.format(state=""), (campaign, after, limit))
+            else:
+                rows = db.execute(
+                    _PAGE.format(state="AND r.state = ?"), (campaign, int(state), after, limit)
+                )
+            return [_recipient(row) for row in rows]
+
+        return await self._call(job)
+
+    # -- reconciliation --------------------------------------------------------------------
+
+    async def unknown_since(self, campaign: int, provider: str) -> list[tuple[int, int, float]]:
+        def job(db: sqlite3.Connection) -> list[tuple[int, int, float]]:
+            return [
+                (int(i), int(phone), float(since or 0.0))
+                for i, phone, since in db.execute(
+                    "SELECT id, phone, since FROM smsvn_recipients "
+                    "WHERE campaign = ? AND state = 4 AND provider = ? ORDER BY id",
+                    (campaign, provider),
+                )
+            ]
+
+        return await self._call(job)
+
+    async def settle_found(
+        self, campaign: int, found: Sequence[tuple[int, str | None]], provider: str | None
+    ) -> int:
+        def job(db: sqlite3.Connection) -> int:
+            with _transaction(db):
+                return sum(
+                    db.execute(
+                        "UPDATE smsvn_recipients "
+                        "SET state = 2, message_id = COALESCE(?, message_id), reason = NULL "
+                        "WHERE id = ? AND campaign = ? AND state = 4",
+                        (message_id, row, campaign),
+                    ).rowcount
+                    for row, message_id in found
+                )
+
+        return await self._call(job)
+
+    async def settle_phone(self, campaign: int, provider: str, phone: int, message_id: str) -> int:
+        def job(db: sqlite3.Connection) -> int:
+            with _transaction(db):
+                return db.execute(
+                    "UPDATE smsvn_recipients SET state = 2, message_id = ?, reason = NULL "
+                    "WHERE id = (SELECT id FROM smsvn_recipients WHERE campaign = ? "
+                    "AND phone = ? AND provider = ? AND state = 4 AND state < 5 "
+                    "ORDER BY id LIMIT 1)",
+                    (message_id, campaign, phone, provider),
+                ).rowcount
+
+        return await self._call(job)
+
+    async def resolve(
+        self, campaign: int, state: State, phones: Sequence[int] | None, reason: str | None
+    ) -> int:
+        def job(db: sqlite3.Connection) -> int:
+            assignments = "state = :state, reason = :reason"
+            if state == State.PENDING:
+                assignments += (
+                    ", owner = NULL, batch = NULL, passed = NULL, request_id = NULL, "
+                    "since = NULL, resend_until = NULL"
+                )
+            update = (
+                f"UPDATE smsvn_recipients SET {assignments} "
+                "WHERE campaign = :campaign AND state = 4"
+            )
+            args: dict[str, object] = {"state": int(state), "reason": reason, "campaign": campaign}
+            with _transaction(db):
+                if phones is None:
+                    return db.execute(update, args).rowcount
+                return sum(
+                    db.execute(update + " AND phone = :phone", {**args, "phone": p}).rowcount
+                    for p in phones
+                )
+
+        return await self._call(job)
+
+
+def _rows(
+    chunk: Chunk, content: int | None, digest: int
+) -> list[tuple[object, object, object, object, object, object]]:
+    """(chain, number, digest, content, text, request id) of each numbered row of ``chunk``."""
+    rows: list[tuple[object, object, object, object, object, object]] = []
+    for run in chunk.runs:
+        if run.plain:
+            rows.extend((key, number, digest, content, None, None) for key, number in run.rows)
+        else:
+            rows.extend(
+                (row[0], row[2], row[3], None, row[4], row[6])
+                for row in run.rows
+                if row[2] is not None
+            )
+    return rows
+
+
+_GROUPED: Final = sqlite3.sqlite_version_info >= (3, 33)
+"""Whether this SQLite has ``UPDATE ... FROM`` (3.33): marks and outcomes of many batches go in
+one statement each; otherwise one statement a batch."""
+
+
+def _write(db: sqlite3.Connection, writes: Sequence[Write | Settle], now: float) -> list[bool]:
+    """Apply a group of marks and outcomes (each fenced); whether each batch was still held.
+
+    The common ones (marks; outcomes without refused numbers) go in one statement per kind and
+    runner, after one query that finds which of the group's batches are still held: a few
+    statements per commit, however many batches it carries."""
+    done: list[bool | None] = [None] * len(writes)
+    if _GROUPED:
+        marks: dict[tuple[int, int], list[tuple[int, Write]]] = {}
+        outcomes: dict[tuple[int, int], list[tuple[int, Settle]]] = {}
+        for i, item in enumerate(writes):
+            if isinstance(item, Write):
+                marks.setdefault((item.campaign, item.owner), []).append((i, item))
+            elif item.state != State.PENDING and not item.refused:
+                outcomes.setdefault((item.campaign, item.owner), []).append((i, item))
+        for (campaign, owner), group in marks.items():
+            held = _held(db, campaign, owner, [w.batch for _, w in group], State.PENDING)
+            if not db.execute("SELECT 1 FROM smsvn_runners WHERE id = ?", (owner,)).fetchone():
+                held = {}
+            ready = [(i, w) for i, w in group if held.get(w.batch) == w.size > 0]
+            for i, _ in group:
+                done[i] = False
+            if ready:
+                values = ", ".join(["(?, ?, ?, ?)"] * len(ready))
+                params: list[object] = []
+                for i, w in ready:
+                    done[i] = True
+                    until = None if w.resend_for is None else now + w.resend_for
+                    params += [w.batch, w.provider, w.request_id, until]
+                db.execute(
+                    f"WITH v (batch, provider, request_id, until) AS (VALUES {values}) {_MARK_ALL}",
+                    [*params, now, campaign, owner],
+                )
+        for (campaign, owner), settled in outcomes.items():
+            held = _held(db, campaign, owner, [s.batch for _, s in settled], State.IN_FLIGHT)
+            ready_outcomes = [(i, o) for i, o in settled if held.get(o.batch)]
+            for i, _ in settled:
+                done[i] = False
+            if ready_outcomes:
+                values = ", ".join(["(?, ?, ?, ?)"] * len(ready_outcomes))
+                params = []
+                for i, o in ready_outcomes:
+                    done[i] = True
+                    params += [o.batch, int(o.state), o.message_id, o.reason]
+                db.execute(
+                    f"WITH v (batch, state, message_id, reason) AS (VALUES {values}) {_FINISH_ALL}",
+                    [*params, campaign, owner],
+                )
+    return [
+        _apply(db, item, now) if result is None else result
+        for item, result in zip(writes, done, strict=True)
+    ]
+
+
+def _held(
+    db: sqlite3.Connection, campaign: int, owner: int, batches: list[int], state: State
+) -> dict[int, int]:
+    """Rows in ``state`` of each of ``batches`` that ``owner`` still holds."""
+    marks = ", ".join("?" * len(batches))
+    return dict(
+        db.execute(
+            "SELECT batch, COUNT(*) FROM smsvn_recipients WHERE campaign = ? AND owner = ? "
+            f"AND batch IN ({marks}) AND state = {int(state)} AND state < 2 "
+            "AND owner IS NOT NULL GROUP BY batch",
+            (campaign, owner, *batches),
+        ).fetchall()
+    )
+
+
+def _apply(db: sqlite3.Connection, item: Write | Settle, now: float) -> bool:
+    """One fenced mark or outcome; whether the batch was still held as expected."""
+    if isinstance(item, Write):
+        until = None if item.resend_for is None else now + item.resend_for
+        cursor = db.execute(
+            _DEPART,
+            (item.provider, item.request_id, now, until, item.campaign, item.owner, item.batch),
+        )
+        return cursor.rowcount == item.size > 0
+    if item.state == State.PENDING:
+        forget = item.forget
+        held = "IN (0, 1)" if item.release else "= 1"
+        cursor = db.execute(
+            _HAND_BACK.format(held=held),
+            (None if item.release else item.owner, item.tier, item.reason, forget, forget,
+             forget, item.campaign, item.owner, item.batch),
+        )  # fmt: skip
+        return cursor.rowcount > 0
+    changed = 0
+    for phone, why in item.refused:
+        changed += db.execute(_REFUSE, (why, item.campaign, item.owner, item.batch, phone)).rowcount
+    changed += db.execute(
+        _FINISH,
+        (int(item.state), item.message_id, item.reason, item.campaign, item.owner, item.batch),
+    ).rowcount
+    return changed > 0
+
+
+def _recipient(row: tuple[Any, ...]) -> tuple[int, Recipient]:
+    """One ``_PAGE`` row as (id, Recipient)."""
+    ident, phone, given, state, text, message_id, request_id, provider, attempts, reason = row
+    return int(ident), Recipient(
+        phone=phone_text(phone) if phone is not None else (given or ""),
+        state=STATE_NAMES[State(state)],
+        content=text or "",
+        message_id=message_id,
+        request_id=request_id,
+        provider=provider,
+        attempts=int(attempts),
+        error=reason,
+    )

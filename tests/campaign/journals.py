@@ -1,0 +1,133 @@
+"""Journals for the tests: a real SQLite file, and a real PostgreSQL database (a schema of the
+test's own, dropped afterwards); and a way to read what a journal holds underneath its API (the
+owner and batch of every row), for tests that check the journal against the simulator.
+
+``journal_url`` runs a test once per store. PostgreSQL comes from ``tests.services``: skipped
+where there is none, a failure under ``CI``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from typing import NamedTuple
+
+import pytest
+
+from tests.services import postgres_dsn
+
+__all__ = ["Row", "in_transaction", "journal_url", "postgres_dsn", "rows", "store_of", "tagged"]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def journal_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """A fresh journal: a SQLite file, or a PostgreSQL schema of this test's own."""
+    if request.param == "sqlite":
+        yield str(tmp_path_factory.mktemp("journal") / "campaigns.db")
+        return
+    import asyncpg
+
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    schema = f"smsvn_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+    finally:
+        await admin.close()
+    try:
+        yield f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
+    finally:
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        finally:
+            await admin.close()
+
+
+def store_of(url: str) -> str:
+    """``sqlite`` or ``postgres``."""
+    return "postgres" if url.startswith("postgresql://") else "sqlite"
+
+
+class Row(NamedTuple):
+    """One input as the journal's table holds it."""
+
+    phone: str | None
+    state: int
+    owner: int | None
+    batch: int | None
+    message_id: str | None
+    attempts: int
+    request_id: str | None
+
+
+_ROWS = (
+    "SELECT r.phone, r.state, r.owner, r.batch, r.message_id, r.attempts, r.request_id "
+    "FROM smsvn_recipients r JOIN smsvn_campaigns c ON c.id = r.campaign "
+    "WHERE c.name = {} ORDER BY r.id"
+)
+
+
+async def rows(url: str, campaign: str) -> list[Row]:
+    """Every row of ``campaign``, read from the tables themselves."""
+
+    def row(values: tuple[object, ...]) -> Row:
+        phone, state, owner, batch, message_id, attempts, request_id = values
+        return Row(
+            None if phone is None else f"0{int(phone):09d}",  # type: ignore[call-overload]
+            int(state),  # type: ignore[call-overload]
+            None if owner is None else int(owner),  # type: ignore[call-overload]
+            None if batch is None else int(batch),  # type: ignore[call-overload]
+            message_id,  # type: ignore[arg-type]
+            int(attempts),  # type: ignore[call-overload]
+            request_id,  # type: ignore[arg-type]
+        )
+
+    if store_of(url) == "sqlite":
+        with sqlite3.connect(url) as db:
+            return [row(r) for r in db.execute(_ROWS.format("?"), (campaign,))]
+    import asyncpg
+
+    db = await asyncpg.connect(url)
+    try:
+        return [row(tuple(r)) for r in await db.fetch(_ROWS.format("$1"), campaign)]
+    finally:
+        await db.close()
+
+
+def tagged(url: str, tag: str) -> str:
+    """``url`` naming its connections ``tag`` (PostgreSQL's ``application_name``), so that
+    ``in_transaction`` can tell them apart; a SQLite path unchanged."""
+    if store_of(url) == "sqlite":
+        return url
+    return f"{url}{'&' if '?' in url else '?'}application_name={tag}"
+
+
+async def in_transaction(url: str, tag: str) -> bool:
+    """Whether a connection tagged ``tag`` (any, for SQLite) is inside a write transaction: a
+    process paused there holds the file's write lock (SQLite) or its rows' locks (PostgreSQL)."""
+    if store_of(url) == "sqlite":
+        db = sqlite3.connect(url, timeout=0.0, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            db.close()
+    import asyncpg
+
+    db = await asyncpg.connect(url)
+    try:
+        count = await db.fetchval(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 "
+            "AND xact_start IS NOT NULL",
+            tag,
+        )
+        return bool(count)
+    finally:
+        await db.close()
