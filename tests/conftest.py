@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
+pytest_plugins = ["tests.services"]
+"""The service fixtures (``redis_url``, ``postgres_dsn``): registered here, first, so that pytest
+rewrites their asserts before any test module imports ``tests.services`` by name."""
+
 PROVIDERS: tuple[str, ...] = providers.names()
 """Every registered provider: the one list that cross-provider tests take their cases from."""
 

@@ -43,7 +43,6 @@ from smsvn.sandbox import Fault, Sandbox
 from tests.conftest import FAST_RETRY
 
 # The service fixtures (redis_url, redis_prefix); imported as a plugin.
-pytest_plugins = ["tests.services"]
 
 SECRET = "otp-SENTINEL-hmac-key-0123456789abcdef"
 TEMPLATE = "Ma xac thuc cua ban la {code}"

@@ -24,8 +24,6 @@ from smsvn.errors import ValidationError
 from smsvn.sandbox import Sandbox
 from tests.conftest import FAST_RETRY
 
-pytest_plugins = ["tests.services"]
-
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "otp_app.py"
 SMS_TEXT = re.compile(r"Ma xac thuc cua ban la (\d{6})")
 PHONE = "0912345678"

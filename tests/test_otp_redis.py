@@ -25,8 +25,6 @@ from smsvn.providers._base import BaseClient
 from smsvn.sandbox import Sandbox
 from tests.conftest import FAST_RETRY
 
-pytest_plugins = ["tests.services"]
-
 SECRET = "otp-SENTINEL-hmac-key-0123456789abcdef"
 TEMPLATE = "Ma xac thuc cua ban la {code}"
 SMS_TEXT = re.compile(r"Ma xac thuc cua ban la (\d{6})")

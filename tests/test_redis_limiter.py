@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 # The service fixtures (redis_url, redis_prefix, redis_server); imported as a plugin, not by
 # name, so that they are not shadowed by the test arguments that use them.
-pytest_plugins = ["tests.services"]
 
 US = 1_000_000
 BASE = 1_800_000_000 * US  # a Redis clock reading (us), as the script sees TIME

@@ -11,7 +11,6 @@ import pytest
 
 # Registered as a plugin (its fixtures); imported by name only once pytest has it, so that its
 # asserts are rewritten like any test module's.
-pytest_plugins = ["tests.services"]
 
 
 def services() -> ModuleType:

@@ -31,7 +31,6 @@ from tests.multiprocess.harness import (
 if TYPE_CHECKING:
     from tests.services import RedisServer
 
-pytest_plugins = ["tests.services"]
 
 N = 60
 PERIOD = 1.0
