@@ -32,7 +32,7 @@ test: lint types unit
 demo: $(STAMP)
 	$(BIN)/smsvn demo
 
-# Throughput, CPU per request and memory against a bare aiohttp floor (2-3 minutes);
+# Throughput, CPU per request and memory against a bare aiohttp floor (3-4 minutes);
 # BENCH_ARGS=--quick for a smoke test.
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)

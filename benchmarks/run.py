@@ -10,9 +10,10 @@ The simulator (``benchmarks/server.py``) runs in its own process. Where the mach
 cores or more, the simulator is pinned to one core and every client scenario to another, so the
 client's CPU per request is its own. The machine may be shared and noisy, so: a request
 scenario's rate and CPU per request are medians over 20 slices of its run (slices another process
-slowed down drop out); ``floor`` and ``smsvn`` alternate ``--rounds`` times, each keeps its best
-rate and least CPU, and smsvn's CPU ratio is the median of its rounds against the floor round just
-before each.
+slowed down drop out); each floor alternates ``--rounds`` times with what is compared to it
+(``floor`` with ``smsvn``; ``floor-single`` with ``single`` and ``single-uvloop``), each keeps its
+best rate and least CPU, and the CPU ratio is the median of its rounds against the floor round just
+before each. Every request scenario runs with glibc's malloc thresholds pinned (see ``MALLOC``).
 See benchmarks/README.md for how to read the table.
 """
 
@@ -37,14 +38,39 @@ LATENCIES = (0.0, 0.020)
 LIMIT = "50/1"
 """The compressed SpeedSMS limit of the limiter scenario: 50 requests in any 1 s."""
 
-# Targets (DESIGN.md §Speed)
+# Targets (DESIGN.md §Speed; issue #12 item 5 for one number a call)
 RATE_VS_FLOOR = 0.90
 CPU_VS_FLOOR = 1.10
+SINGLE_RATE_VS_FLOOR = 0.92
+SINGLE_CPU_VS_FLOOR = 1.10
 ENCODE_US_PER_NUMBER = 1.5
 VS_VENDOR_AT_20MS = 50.0
 BULK_MB = 64.0
 DEDUPE_BYTES_PER_NUMBER = 60.0
 UTILISATION = 0.97
+
+PAIRS: dict[str, tuple[str, ...]] = {
+    "floor": ("smsvn",),
+    "floor-single": ("single", "single-uvloop"),
+}
+"""Each floor and what is compared to it, round by round (same requests, same server)."""
+FLOOR_OF = {name: floor for floor, names in PAIRS.items() for name in (floor, *names)}
+
+MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": str(4 * 1024 * 1024),
+}
+"""glibc's malloc thresholds, fixed for the simulator and the request scenarios. asyncio reads a
+socket into a new 256 KiB buffer, above glibc's default mmap threshold (128 KiB), which glibc
+raises by itself only after some large block was freed: so, depending on what a process happened
+to allocate while importing, every answer costs it an mmap, an mremap, a munmap and two page
+faults (5-8 us), or nothing. One process of a pair paid it and the other did not: that was worth
+0.1-0.2x on a CPU ratio. Fixed thresholds make every process read into the heap, as an HTTPS
+client always does (its TLS layer reads into one buffer per connection). ``--malloc-default``
+turns this off; the bulk, limiter and items scenarios never get it (it moves their RSS figures)."""
+PINNED_MALLOC = {
+    "floor", "smsvn", "httpx", "vendor", "floor-single", "single", "single-uvloop",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,6 +88,10 @@ def plan(latency: float, quick: bool) -> list[Job]:
     return [
         Job("floor", (5_000 if slow else 10_000) // q),
         Job("smsvn", (5_000 if slow else 10_000) // q),
+        # One number a call; never fewer than 20 slices of 64 (a slice must hold whole waves).
+        Job("floor-single", max((2_000 if slow else 6_000) // q, 1_280)),
+        Job("single", max((2_000 if slow else 6_000) // q, 1_280)),
+        Job("single-uvloop", max((2_000 if slow else 6_000) // q, 1_280)),
         Job("httpx", (1_500 if slow else 2_000) // q),
         Job("vendor", (150 if slow else 1_000) // q),
         Job("bulk", 10_000 // q),  # 1,000,000 numbers (200,000 quick)
@@ -94,7 +124,9 @@ def _pinned(cores: set[int] | None) -> Any:
 class Server:
     """``benchmarks/server.py`` in a child process: its JSON description and its counters."""
 
-    def __init__(self, latency: float, limit: str | None, cores: set[int] | None) -> None:
+    def __init__(
+        self, latency: float, limit: str | None, cores: set[int] | None, malloc: bool = True
+    ) -> None:
         args = [PYTHON, str(HERE / "server.py"), "--latency", str(latency)]
         if limit:
             args += ["--limit", limit]
@@ -104,6 +136,7 @@ class Server:
             stdout=subprocess.PIPE,
             text=True,
             preexec_fn=_pinned(cores),
+            env=_env(malloc),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -130,7 +163,17 @@ class Server:
             self.proc.wait(timeout=5)
 
 
-def run_scenario(job: Job, server: Server, cores: set[int] | None) -> dict[str, Any]:
+def _env(malloc: bool) -> dict[str, str]:
+    """The environment of a child process: ours, with ``MALLOC`` when ``malloc``."""
+    env = dict(os.environ)
+    if malloc:
+        env.update(MALLOC)
+    return env
+
+
+def run_scenario(
+    job: Job, server: Server, cores: set[int] | None, malloc: bool = True
+) -> dict[str, Any]:
     args = [
         PYTHON,
         str(HERE / "scenarios.py"),
@@ -143,7 +186,12 @@ def run_scenario(job: Job, server: Server, cores: set[int] | None) -> dict[str, 
         str(job.concurrency),
     ]
     done = subprocess.run(
-        args, capture_output=True, text=True, timeout=600, preexec_fn=_pinned(cores)
+        args,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_pinned(cores),
+        env=_env(malloc and job.scenario in PINNED_MALLOC),
     )
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
@@ -156,20 +204,24 @@ def run_scenario(job: Job, server: Server, cores: set[int] | None) -> dict[str, 
 
 
 def run_latency(
-    latency: float, jobs: list[Job], rounds: int, cores: tuple[set[int] | None, set[int] | None]
+    latency: float,
+    jobs: list[Job],
+    rounds: int,
+    cores: tuple[set[int] | None, set[int] | None],
+    malloc: bool = True,
 ) -> dict[str, Any]:
     server_cores, client_cores = cores
     label = f"{latency * 1000:g} ms"
     out: dict[str, Any] = {}
-    open_ = Server(latency, None, server_cores)
+    open_ = Server(latency, None, server_cores, malloc)
     try:
-        paired = [j for j in jobs if j.scenario in ("floor", "smsvn")]
-        others = [j for j in jobs if j.scenario not in ("floor", "smsvn")]
+        paired = [j for j in jobs if j.scenario in FLOOR_OF]
+        others = [j for j in jobs if j.scenario not in FLOOR_OF]
         tries: dict[str, list[dict[str, Any]]] = {j.scenario: [] for j in paired}
         for r in range(rounds if paired else 0):
-            for job in paired:
+            for job in paired:  # each floor just before what is compared to it
                 _say(f"[{label}] {job.scenario} (round {r + 1}/{rounds}) ...")
-                tries[job.scenario].append(run_scenario(job, open_, client_cores))
+                tries[job.scenario].append(run_scenario(job, open_, client_cores, malloc))
         for name, results in tries.items():
             # Interference on a shared machine only ever slows a round down: keep the best
             # rate and the least CPU per request, each over the rounds.
@@ -181,41 +233,45 @@ def run_latency(
                 {k: t.get(k) for k in ("rps", "cpu_us_per_request", "error")} for t in results
             ]
             out[name] = best
-        _pair(out, tries)
+        for floor, names in PAIRS.items():
+            for name in names:
+                _pair(out, tries, floor, name)
         for job in others:
             _say(f"[{label}] {job.scenario} ...")
             if job.limited:  # a fresh server: its window and its 429 count start at zero
-                limited = Server(latency, LIMIT, server_cores)
+                limited = Server(latency, LIMIT, server_cores, malloc)
                 try:
-                    result = run_scenario(job, limited, client_cores)
+                    result = run_scenario(job, limited, client_cores, malloc)
                     result["server_stats"] = limited.stats()
                 finally:
                     limited.close()
             else:
-                result = run_scenario(job, open_, client_cores)
+                result = run_scenario(job, open_, client_cores, malloc)
             out[job.scenario] = result
     finally:
         open_.close()
     return out
 
 
-def _pair(out: dict[str, Any], tries: dict[str, list[dict[str, Any]]]) -> None:
-    """smsvn's CPU per request against the floor's round by round: each smsvn round ran right
-    after a floor round, in the same conditions, so the median of those ratios is the steadiest
-    comparison. (Rates are compared best against best: a rate is mostly the simulator's, which
-    another process on its core slows down for seconds at a time.)"""
+def _pair(
+    out: dict[str, Any], tries: dict[str, list[dict[str, Any]]], floor: str, name: str
+) -> None:
+    """``name``'s CPU per request against ``floor``'s round by round: each of its rounds ran
+    right after a floor round, in the same conditions, so the median of those ratios is the
+    steadiest comparison. (Rates are compared best against best: a rate is mostly the
+    simulator's, which another process on its core slows down for seconds at a time.)"""
     pairs = [
         (f, s)
-        for f, s in zip(tries.get("floor", []), tries.get("smsvn", []), strict=False)
+        for f, s in zip(tries.get(floor, []), tries.get(name, []), strict=False)
         if "error" not in f and "error" not in s
     ]
-    if pairs and "smsvn" in out:
-        out["smsvn"]["paired_rate_ratio"] = statistics.median(s["rps"] / f["rps"] for f, s in pairs)
-    if "smsvn" in out and "floor" in out and out["floor"].get("rps"):
-        out["smsvn"]["best_rate_ratio"] = out["smsvn"]["rps"] / out["floor"]["rps"]
-        out["smsvn"]["paired_cpu_ratio"] = statistics.median(
-            s["cpu_us_per_request"] / f["cpu_us_per_request"] for f, s in pairs
-        )
+    if not pairs or name not in out or not out.get(floor, {}).get("rps"):
+        return
+    out[name]["paired_rate_ratio"] = statistics.median(s["rps"] / f["rps"] for f, s in pairs)
+    out[name]["best_rate_ratio"] = out[name]["rps"] / out[floor]["rps"]
+    out[name]["paired_cpu_ratio"] = statistics.median(
+        s["cpu_us_per_request"] / f["cpu_us_per_request"] for f, s in pairs
+    )
 
 
 def _say(text: str) -> None:
@@ -256,6 +312,28 @@ def verdicts(runs: dict[str, Any]) -> list[dict[str, Any]]:
             cpu,
             None if cpu is None else cpu <= CPU_VS_FLOOR,
             _fmt(cpu, "x"),
+        )
+        rate = _get(runs, lat, "single", "best_rate_ratio")
+        cpu = _get(runs, lat, "single", "paired_cpu_ratio")
+        check(
+            f"[{lat}] single send req/s >= {SINGLE_RATE_VS_FLOOR:.2f}x floor",
+            rate,
+            None if rate is None else rate >= SINGLE_RATE_VS_FLOOR,
+            _fmt(rate, "x"),
+        )
+        check(
+            f"[{lat}] single send CPU/req <= {SINGLE_CPU_VS_FLOOR:.2f}x floor",
+            cpu,
+            None if cpu is None else cpu <= SINGLE_CPU_VS_FLOOR,
+            _fmt(cpu, "x"),
+        )
+        rate = _get(runs, lat, "single-uvloop", "best_rate_ratio")
+        cpu = _get(runs, lat, "single-uvloop", "paired_cpu_ratio")
+        check(
+            f"[{lat}] single send on uvloop ahead of the floor (default loop): CPU/req < 1x",
+            cpu,
+            None if cpu is None else cpu < 1.0,
+            "-" if cpu is None or rate is None else f"CPU {cpu:.2f}x, rate {rate:.2f}x",
         )
         if lat != "0 ms":
             vs = _ratio(_get(runs, lat, "smsvn", "rps"), _get(runs, lat, "vendor", "rps"))
@@ -320,7 +398,9 @@ def table(runs: dict[str, Any], checks: list[dict[str, Any]]) -> str:
         f" | {lat:>6}: {'req/s':>8} {'CPU us/req':>10} {'rate':>6} {'CPU':>6}" for lat in lats
     )
     lines += [head, "-" * len(head)]
-    for name in ("floor", "smsvn", "httpx", "vendor", "bulk", "bulk-nodedupe"):
+    names = ("floor", "smsvn", "httpx", "vendor", "bulk", "bulk-nodedupe")
+    for name in (*names, "floor-single", "single", "single-uvloop"):
+        floor = FLOOR_OF.get(name, "floor")
         row = f"{name:<15}"
         for lat in lats:
             r = runs[lat].get(name)
@@ -330,9 +410,9 @@ def table(runs: dict[str, Any], checks: list[dict[str, Any]]) -> str:
             if "error" in r:
                 row += f" | {'':>6}  {'ERROR':>8} {'':>10} {'':>6} {'':>6}"
                 continue
-            rate = _ratio(r.get("rps"), _get(runs, lat, "floor", "rps"))
+            rate = _ratio(r.get("rps"), _get(runs, lat, floor, "rps"))
             cpu = r.get("paired_cpu_ratio") or _ratio(
-                r.get("cpu_us_per_request"), _get(runs, lat, "floor", "cpu_us_per_request")
+                r.get("cpu_us_per_request"), _get(runs, lat, floor, "cpu_us_per_request")
             )
             row += (
                 f" | {'':>6}  {r.get('rps', 0):>8,.0f} {r.get('cpu_us_per_request', 0):>10,.1f}"
@@ -340,8 +420,9 @@ def table(runs: dict[str, Any], checks: list[dict[str, Any]]) -> str:
             )
         lines.append(row)
     lines.append(
-        "rate, CPU: against the floor's best round (smsvn's CPU: the median of its rounds, each "
-        "against the floor round just before it)"
+        "rate, CPU: against the floor's best round (smsvn's and single's CPU: the median of their "
+        "rounds, each against\nthe floor round just before it); floor-single, single and "
+        "single-uvloop: one 84... number a call, against floor-single"
     )
     lines.append("")
     for lat in lats:
@@ -389,6 +470,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke test)")
     parser.add_argument("--only", action="append", help="run only this scenario (repeatable)")
     parser.add_argument("--rounds", type=int, default=6, help="alternations of floor and smsvn")
+    parser.add_argument(
+        "--malloc-default",
+        action="store_true",
+        help="leave glibc's malloc thresholds alone (see MALLOC in run.py)",
+    )
     parser.add_argument("--latency", action="append", type=float, help="seconds (repeatable)")
     parser.add_argument("--no-save", action="store_true", help="do not write results/")
     args = parser.parse_args()
@@ -398,7 +484,9 @@ def main() -> None:
     runs: dict[str, Any] = {}
     for latency in latencies:
         jobs = [j for j in plan(latency, args.quick) if not args.only or j.scenario in args.only]
-        runs[f"{latency * 1000:g} ms"] = run_latency(latency, jobs, args.rounds, cores)
+        runs[f"{latency * 1000:g} ms"] = run_latency(
+            latency, jobs, args.rounds, cores, malloc=not args.malloc_default
+        )
     checks = verdicts(runs)
     print(table(runs, checks))
     record = {
@@ -411,7 +499,12 @@ def main() -> None:
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
         },
-        "options": {"quick": args.quick, "only": args.only, "rounds": args.rounds},
+        "options": {
+            "quick": args.quick,
+            "only": args.only,
+            "rounds": args.rounds,
+            "malloc": {} if args.malloc_default else MALLOC,
+        },
         "runs": runs,
         "targets": checks,
     }

@@ -6,7 +6,8 @@ in its own process, runs every scenario in its own process (pinned to its own co
 machine allows), and compares them.
 
 Every SpeedSMS scenario sends the same work: requests of 100 canonical numbers (``09...``) and one
-60-character GSM-7 content, against the simulator with its rate limit off.
+60-character GSM-7 content, against the simulator with its rate limit off; ``floor-single``,
+``single`` and ``single-uvloop`` send the same numbers one a request, written ``84...``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def _numbers(start: int, count: int) -> list[str]:
 
 def _batches() -> list[list[str]]:
     return [_numbers(i * BATCH, BATCH) for i in range(N_BATCHES)]
+
+
+def _singles() -> list[str]:
+    """The numbers of the single-send scenarios, written ``84...`` as a web form may give them:
+    the 6,400 numbers of ``_batches``."""
+    return ["84" + n[1:] for n in _numbers(0, N_BATCHES * BATCH)]
 
 
 # -- memory: the kernel's high-water mark, reset to the current RSS before a measurement --------
@@ -163,22 +170,50 @@ class _Body(msgspec.Struct):
     sender: str
 
 
-async def floor(server: dict[str, Any], requests: int, concurrency: int) -> dict[str, Any]:
-    """The least a correct client does: encode, POST on a pooled connection, decode, check."""
+def _floor_session(server: dict[str, Any]) -> tuple[Any, str, dict[str, str]]:
+    """The floor's session (a pool of 64), URL and headers."""
     import aiohttp
 
-    encoder, decoder = msgspec.json.Encoder(), msgspec.json.Decoder(_Envelope)
     auth = base64.b64encode(f"{server['speedsms_token']}:x".encode()).decode()
     headers = {"Authorization": f"Basic {auth}", "Content-Type": "application/json"}
-    url = f"{server['speedsms_url']}/sms/send"
-    batches = _batches()
     connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    return aiohttp.ClientSession(connector=connector), f"{server['speedsms_url']}/sms/send", headers
+
+
+async def floor(server: dict[str, Any], requests: int, concurrency: int) -> dict[str, Any]:
+    """The least a correct client does: encode, POST on a pooled connection, decode, check."""
+    encoder, decoder = msgspec.json.Encoder(), msgspec.json.Decoder(_Envelope)
+    batches = _batches()
+    session, url, headers = _floor_session(server)
+    async with session:
 
         async def one(i: int) -> None:
             to = ["84" + n[1:] for n in batches[i % N_BATCHES]]
             body = encoder.encode(_Body(to=to, content=CONTENT, sms_type=2, sender=""))
             async with session.post(url, data=body, headers=headers) as resp:
+                envelope = decoder.decode(await resp.read())
+            if envelope.status != "success" or envelope.data is None:
+                raise RuntimeError(envelope.code)
+
+        return await _drive(requests, concurrency, one)
+
+
+async def floor_single(server: dict[str, Any], requests: int, concurrency: int) -> dict[str, Any]:
+    """The floor of an OTP-style send: one ``84...`` number a request. Builds the body with a
+    Struct, POSTs it, checks the HTTP status, decodes the answer into a Struct and checks it."""
+    encoder, decoder = msgspec.json.Encoder(), msgspec.json.Decoder(_Envelope)
+    numbers = _singles()
+    count = len(numbers)
+    session, url, headers = _floor_session(server)
+    async with session:
+
+        async def one(i: int) -> None:
+            body = encoder.encode(
+                _Body(to=[numbers[i % count]], content=CONTENT, sms_type=2, sender="")
+            )
+            async with session.post(url, data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(resp.status)
                 envelope = decoder.decode(await resp.read())
             if envelope.status != "success" or envelope.data is None:
                 raise RuntimeError(envelope.code)
@@ -201,6 +236,25 @@ async def smsvn_send(server: dict[str, Any], requests: int, concurrency: int) ->
         async def one(i: int) -> None:
             result = await sms.send(batches[i % N_BATCHES], CONTENT)
             if len(result.recipients) != BATCH:
+                raise RuntimeError(result)
+
+        return await _drive(requests, concurrency, one)
+
+
+async def smsvn_single(server: dict[str, Any], requests: int, concurrency: int) -> dict[str, Any]:
+    """``SpeedSMS.send(number, content)`` of one ``84...`` number a call (an OTP), the limiter
+    off, ``concurrency`` calls at once."""
+    import smsvn
+
+    numbers = _singles()
+    count = len(numbers)
+    async with smsvn.SpeedSMS(
+        server["speedsms_token"], base_url=server["speedsms_url"], rate_limit=None
+    ) as sms:
+
+        async def one(i: int) -> None:
+            result = await sms.send(numbers[i % count], CONTENT)
+            if len(result.recipients) != 1:
                 raise RuntimeError(result)
 
         return await _drive(requests, concurrency, one)
@@ -444,7 +498,7 @@ async def items(server: dict[str, Any], requests: int, concurrency: int) -> dict
         (``split_recipients``), then the body (``SpeedSMS._send``)."""
 
         def run() -> bytes:
-            recipients = split_recipients(batch, "speedsms")
+            recipients = split_recipients(batch)
             return encoder.encode(
                 speedsms._SendRequest(
                     to=speedsms._to_array(recipients.valid),
@@ -464,7 +518,7 @@ async def items(server: dict[str, Any], requests: int, concurrency: int) -> dict
             lambda: es._answer(es_resp, esms._SEND, esms._EP_SEND_POST), 20000
         ),
         "fibo_parse_us": per_call(
-            lambda: fibo._parse_answer(fb_resp, fibo._SEND, fibo_transport), 5000
+            lambda: fibo._parse_answer(fb_resp, fibo._EP_SEND, fibo_transport), 5000
         ),
         "normalize_clean_us": per_call(lambda: phone.normalize("0912345678"), 200_000),
         "normalize_mixed_us": per_call(lambda: [phone.normalize(f) for f in forms], 20000)
@@ -484,6 +538,9 @@ async def items(server: dict[str, Any], requests: int, concurrency: int) -> dict
 SCENARIOS: dict[str, Callable[[dict[str, Any], int, int], Awaitable[dict[str, Any]]]] = {
     "floor": floor,
     "smsvn": smsvn_send,
+    "floor-single": floor_single,
+    "single": smsvn_single,
+    "single-uvloop": smsvn_single,  # the same, on uvloop (see main)
     "httpx": httpx_send,
     "vendor": vendor,
     "bulk": bulk,
@@ -501,7 +558,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     server = json.loads(args.server)
-    result = asyncio.run(SCENARIOS[args.scenario](server, args.requests, args.concurrency))
+    scenario = SCENARIOS[args.scenario](server, args.requests, args.concurrency)
+    if args.scenario.endswith("-uvloop"):
+        import uvloop  # the bench extra; an application opts in the same way
+
+        result = uvloop.run(scenario)
+    else:
+        result = asyncio.run(scenario)
     result["scenario"] = args.scenario
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

@@ -1,0 +1,113 @@
+"""The single-send fast paths (issue #12, item 5) give what the general paths give."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+
+from smsvn import phone
+from smsvn.errors import ValidationError
+from smsvn.providers import speedsms
+from smsvn.providers._base import split_recipients
+
+_PREFIXES = sorted(phone._PREFIX_CARRIER)
+
+
+def _outcome(fn: object, *args: object) -> tuple[str, str]:
+    try:
+        return ("ok", fn(*args))  # type: ignore[operator]
+    except ValidationError as exc:
+        return ("error", exc.message)
+
+
+def test_normalize_84_form_matches_the_general_path() -> None:
+    rng = random.Random(12)
+    inputs = [f"84{a}{b}{rng.randrange(10**7):07d}" for a in "0123456789" for b in "0123456789"]
+    inputs += ["84" + p[1:] + "1234567" for p in _PREFIXES]
+    inputs += [
+        "".join(rng.choice("0123456789") for _ in range(rng.randrange(9, 14))) for _ in range(3000)
+    ]
+    inputs += ["84" + "".join(rng.choice("0123456789") for _ in range(9)) for _ in range(3000)]
+    for number in inputs:
+        assert _outcome(phone.normalize, number) == _outcome(phone._normalize_slow, number), number
+
+
+def test_normalize_84_form_of_a_str_subclass_is_a_plain_str() -> None:
+    class Number(str):
+        pass
+
+    out = phone.normalize(Number("84912345678"))
+    assert out == "0912345678" and type(out) is str
+
+
+def _printable_ascii(rng: random.Random, size: int) -> str:
+    return "".join(rng.choice(string.printable[:95]) for _ in range(size))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "x",
+        "Ma OTP cua ban la 4821",
+        "{" * 335,  # every character an escape pair in GSM-7: 670 septets
+        "`" * 335,  # not in GSM-7: UCS-2, 5 x 67
+        "`" * 336,
+        "{" * 336,
+        "a" * 765,
+        "a" * 766,
+        "",
+        "tab\there",
+        "Chào bạn",
+    ],
+)
+def test_prepare_fast_path_matches_every_check(content: str) -> None:
+    for strip in (False, True):
+        speedsms._PREPARED.clear()
+        fast = _outcome(speedsms._prepare, content, strip)
+        assert fast == _outcome(speedsms._check_content, content, strip)
+        assert _outcome(speedsms._prepare, content, strip) == fast  # from the cache, if kept
+
+
+def test_prepare_matches_on_random_contents() -> None:
+    rng = random.Random(5)
+    alphabet = string.printable + "àáạảãâầấậẩẫăằắặẳẵèéẹẻẽđ€😀\x00\x7f"
+    for _ in range(3000):
+        size = rng.choice((rng.randrange(0, 40), rng.randrange(300, 800)))
+        content = (
+            _printable_ascii(rng, size)
+            if rng.random() < 0.5
+            else "".join(rng.choice(alphabet) for _ in range(size))
+        )
+        strip = rng.random() < 0.3
+        assert _outcome(speedsms._prepare, content, strip) == _outcome(
+            speedsms._check_content, content, strip
+        ), content
+
+
+def test_prepare_cache_is_bounded() -> None:
+    speedsms._PREPARED.clear()
+    for i in range(speedsms._PREPARED_MAX * 3):
+        speedsms._prepare(f"Chào bạn {i}", False)
+    assert len(speedsms._PREPARED) <= speedsms._PREPARED_MAX
+
+
+@pytest.mark.parametrize(
+    "number", ["0912345678", "84912345678", "+84 912 345 678", "01623456789", "123", "0212345678"]
+)
+def test_split_one_number_matches_a_one_tuple(number: str) -> None:
+    one, tup = split_recipients(number), split_recipients((number,))
+    assert one.valid == tup.valid
+    assert [(str(n), n.reason) for n in one.invalid] == [(str(n), n.reason) for n in tup.invalid]
+    assert {n: one.given.get(n, n) for n in one.valid} == {
+        n: tup.given.get(n, n) for n in tup.valid
+    }
+
+
+def test_send_answer_without_strings_skips_the_redactor() -> None:
+    plain = speedsms._SendData(tran_id=123, total_sms=1, total_price=250.0)
+    assert speedsms._no_text(plain)
+    assert not speedsms._no_text(speedsms._SendData(tran_id="abc"))
+    assert not speedsms._no_text(speedsms._SendData(tran_id=1, invalid_phone=["84912345678"]))
+    assert not speedsms._no_text(speedsms._SendData(tran_id=1, invalid_phone=[84912345678]))
