@@ -120,10 +120,13 @@ class RedisServer:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        """``time.monotonic()`` when the server last started."""
 
     def start(self) -> None:
         if self._proc is not None:
             return
+        self.started = time.monotonic()
         self._proc = subprocess.Popen(
             [
                 self.binary,

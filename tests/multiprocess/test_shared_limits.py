@@ -75,11 +75,19 @@ def check(
     return accepted, report
 
 
+def settled(server: RedisServer) -> None:
+    """Wait until the private Redis has been up for longer than a window (plus the second its
+    whole-second uptime may hide): before that, the limiter rightly holds a new account for a
+    window, as after a restart, which the steady-state measurements are not about."""
+    time.sleep(max(0.0, server.started + WINDOW + 1.2 - time.monotonic()))
+
+
 def utilisation(accepted: list[float], start: float, end: float) -> float:
     return len(between(accepted, start, end)) / (N / PERIOD * (end - start))
 
 
 def test_processes_share_one_account_at_the_limit(fleet: Fleet, redis_server: RedisServer) -> None:
+    settled(redis_server)
     _, start = fleet.spawn(PROCESSES, STEADY)
     end = start + STEADY
     results = fleet.results(end)
@@ -99,6 +107,7 @@ def test_processes_share_one_account_at_the_limit(fleet: Fleet, redis_server: Re
 
 def test_a_process_killed_and_one_joining(fleet: Fleet, redis_server: RedisServer) -> None:
     """SIGKILL one process mid-run (its held turns are lost with it) and start another."""
+    settled(redis_server)
     first, start = fleet.spawn(PROCESSES, 8.0)
     end = start + 8.0
     time.sleep(max(0.0, start + 2.5 - time.time()))
