@@ -8,8 +8,9 @@ import abc
 import math
 import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypedDict
+from typing import Any, ClassVar, Self, TypedDict
 
 import aiohttp
 
@@ -30,12 +31,10 @@ from smsvn.transport import (
     retry_after_seconds,
 )
 
-if TYPE_CHECKING:
-    from smsvn.providers._spec import Credential
-
 __all__ = [
     "BaseClient",
     "ClientOptions",
+    "Credential",
     "Recipients",
     "checked_content",
     "checked_seconds",
@@ -43,6 +42,18 @@ __all__ = [
     "recipient_list",
     "split_recipients",
 ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credential:
+    """One credential the client takes positionally, in order: ``SpeedSMS(token)``."""
+
+    name: str
+    """The constructor's argument name (``"token"``, ``"api_key"``): also the CLI flag."""
+    env: str
+    """The environment variable the CLI and ``from_env`` read it from."""
+    help: str
+    """What it is, in a few words, for ``--help``."""
 
 
 class ClientOptions(TypedDict, total=False):

@@ -10,29 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 from smsvn.models import CallReport, DeliveryReport, InboundSms
-
-if TYPE_CHECKING:
-    from smsvn.providers._base import BaseClient
+from smsvn.providers._base import BaseClient, Credential
 
 __all__ = ["Credential", "Event", "Provider", "Webhook"]
 
 Event: TypeAlias = DeliveryReport | InboundSms | CallReport
 """Anything a provider's webhook may report."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Credential:
-    """One credential the client takes positionally, in order: ``SpeedSMS(token)``."""
-
-    name: str
-    """The constructor's argument name (``"token"``, ``"api_key"``): also the CLI flag."""
-    env: str
-    """The environment variable the CLI and ``from_env`` read it from."""
-    help: str
-    """What it is, in a few words, for ``--help``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
