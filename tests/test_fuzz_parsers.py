@@ -161,14 +161,18 @@ SPEEDSMS_KEYS = [
     "balance", "email", "currency", "name",
 ]  # fmt: skip
 SPEEDSMS_CODES = ["success", "error", "00", "007", "101", "105", "300", "500", "601", "999"]
+# Built once: a recursive strategy built inside each draw is validated again every time (most of
+# a deep fuzz run's time went there).
+SPEEDSMS_VALUES = json_values(SPEEDSMS_KEYS)
+SPEEDSMS_JSON = json_bodies(SPEEDSMS_KEYS, SPEEDSMS_CODES)
 
 
 @st.composite
 def speedsms_bodies(draw: st.DrawFn) -> bytes:
     """SpeedSMS envelopes whose ``data`` holds fuzzed send or user-info fields."""
     if draw(st.booleans()):
-        return draw(json_bodies(SPEEDSMS_KEYS, SPEEDSMS_CODES))
-    data = draw(st.dictionaries(st.sampled_from(SPEEDSMS_KEYS), json_values(SPEEDSMS_KEYS)))
+        return draw(SPEEDSMS_JSON)
+    data = draw(st.dictionaries(st.sampled_from(SPEEDSMS_KEYS), SPEEDSMS_VALUES))
     envelope = {
         "status": draw(st.sampled_from(["success", "error", "", 1])),
         "code": draw(st.one_of(st.sampled_from(SPEEDSMS_CODES), SCALARS)),
@@ -187,6 +191,7 @@ ESMS_KEYS = [
     "callstatus", "ivr", "error",
 ]  # fmt: skip
 ESMS_CODES = ["100", "124", "99", "101", "103", "104", "105", "140", "159", "177", "7"]
+ESMS_JSON = json_bodies(ESMS_KEYS, ESMS_CODES)
 WCF_DATES = st.one_of(
     st.builds(
         lambda ms, off: f"/Date({ms}{off})/",
@@ -201,7 +206,7 @@ WCF_DATES = st.one_of(
 def esms_bodies(draw: st.DrawFn) -> bytes:
     """eSMS answers: a success or error code with fuzzed fields, lists and WCF dates."""
     if draw(st.booleans()):
-        return draw(json_bodies(ESMS_KEYS, ESMS_CODES))
+        return draw(ESMS_JSON)
     body: dict[str, Any] = {
         draw(st.sampled_from(["CodeResult", "CodeResponse"])): draw(
             st.one_of(st.sampled_from(ESMS_CODES), SCALARS)
