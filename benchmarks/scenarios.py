@@ -459,14 +459,18 @@ async def _answers(server: dict[str, Any]) -> dict[str, Any]:
     }
     for name, client in clients.items():
         transport = client._transport
-        send_once = transport._send_once
+        call = transport.call
 
-        async def capture(*args: Any, _name: str = name, _send: Any = send_once) -> Response:
-            response: Response = await _send(*args)
-            captured[_name] = response
-            return response
+        async def capture(*args: Any, _name: str = name, _call: Any = call, **kw: Any) -> Any:
+            parse = kw["parse"]
 
-        transport._send_once = capture  # type: ignore[method-assign]
+            def keep(response: Response) -> Any:
+                captured[_name] = response
+                return parse(response)
+
+            return await _call(*args, **{**kw, "parse": keep})
+
+        transport.call = capture  # type: ignore[method-assign]
         async with client:
             numbers = _numbers(0, BATCH) if name == "speedsms" else ["0912345678"]
             await client.send(numbers, CONTENT)

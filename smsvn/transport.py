@@ -29,14 +29,14 @@ import select
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, TypeVar
 
 import aiohttp
 import msgspec
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from smsvn._redact import Redactor
 from smsvn.errors import (
@@ -90,6 +90,8 @@ DEFAULT_MAX_BODY = 1024 * 1024
 request (a proxy's page, a download) and is refused as malformed instead of filling memory."""
 
 _USER_AGENT = "smsvn/0.1"
+_MERGED_HEADERS: Final = 16
+"""Distinct per-call header mappings whose merge with the transport's own is kept."""
 _CONTENT_ENCODING: Final = aiohttp.hdrs.CONTENT_ENCODING  # an istr: no case folding per lookup
 _IN_PROCESS: Final = InProcessLimiter()
 
@@ -247,6 +249,9 @@ async def _no_resend(
 
 _NO_RESEND = (_no_resend,)
 
+_FAILURES = (TimeoutError, aiohttp.ClientError, _Dropped, OSError)
+"""What one attempt's request may raise: each becomes an smsvn error (``Transport._failure``)."""
+
 
 class _CleanConnector(aiohttp.TCPConnector):
     """A connector that never lends a connection holding unread bytes.
@@ -282,7 +287,7 @@ def _readable(transport: asyncio.BaseTransport | None) -> bool:
     if sock is None:
         return False
     try:
-        ready, _, _ = select.select([sock.fileno()], [], [], 0)
+        ready, _, _ = select.select((sock.fileno(),), (), (), 0)
     except (OSError, ValueError):
         return True
     return bool(ready)
@@ -335,7 +340,13 @@ class Transport:
         self._hooks = hooks
         # Answers are a few hundred bytes: compression saves nothing and a compressed body is
         # the one whose size is not known before it is inflated (see ``_read_capped``).
-        self._headers = {"Accept-Encoding": "identity", **(headers or {})}
+        # Our User-Agent on every request of our own session (a borrowed one keeps its own).
+        self._headers = {
+            **({"User-Agent": _USER_AGENT} if session is None else {}),
+            "Accept-Encoding": "identity",
+            **(headers or {}),
+        }
+        self._merged: dict[int, tuple[Mapping[str, str] | None, CIMultiDict[str]]] = {}
         self.redactor = Redactor(secrets)
         self._closed = False
 
@@ -350,7 +361,6 @@ class Transport:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
-                headers={"User-Agent": _USER_AGENT},
                 auto_decompress=False,  # see _read_capped; each request says so too
             )
         return self._session
@@ -428,7 +438,7 @@ class Transport:
         # aiohttp's own silent resend is off for every GET (a read too): retries are this loop's
         # alone, so ``max_retries`` bounds the requests and every attempt reaches the hooks.
         middlewares = _NO_RESEND if method in ("GET", "HEAD") else None
-        all_headers = {**self._headers, **headers} if headers else self._headers
+        all_headers = self._all_headers(headers)
         limiter = self._limiter
         if limiter is None and self.rate_limit is not None:
             limiter = self.limiter  # created on first use, in the running loop
@@ -476,10 +486,48 @@ class Transport:
                         raise self._still_unknown(uncertain, exc) from exc
                     raise
             try:
-                response = await self._send_once(
-                    method, url, endpoint, attempt, params, data, all_headers, middlewares,
-                    timeout, resent, mark,
-                )  # fmt: skip
+                # One attempt, inline: the hot path of every request (benchmarks/README.md), so
+                # no coroutine of its own, no per-call dicts, and the hooks' and the debug log's
+                # work only when there are hooks or the log wants it.
+                hooks = self._hooks
+                if hooks is not None and hooks.on_request is not None:
+                    hooks.on_request(
+                        AttemptInfo(
+                            provider=self.provider,
+                            endpoint=endpoint,
+                            method=method,
+                            attempt=attempt,
+                        )
+                    )
+                started = time.perf_counter()
+                if mark is not None:
+                    mark.left = True
+                failure: SmsError | None = None
+                try:
+                    async with self._request(
+                        method, url, params, data, all_headers, middlewares, timeout
+                    ) as resp:
+                        length = resp.content_length
+                        if (
+                            length is not None
+                            and length <= self._max_body
+                            and _CONTENT_ENCODING not in resp.headers
+                        ):
+                            # A declared length within the cap, not compressed (every real
+                            # answer): aiohttp's parser stops at ``length`` bytes.
+                            body = await resp.read()
+                        else:
+                            body = await self._read_capped(resp, endpoint, attempt)
+                        response = Response(resp.status, resp.headers, body, attempt, resent)
+                except _FAILURES as exc:
+                    failure = self._failure(exc, endpoint, method, attempt, started)
+                if failure is not None:
+                    # Raised here, outside the ``except``: aiohttp's exceptions carry the full
+                    # URL (credentials in its query string), so none may be our error's
+                    # ``__context__``.
+                    raise failure
+                if hooks is not None or _log.isEnabledFor(logging.DEBUG):
+                    self._hook_response(endpoint, method, attempt, started, response.status, None)
                 if response.status == 429:
                     raise self._rate_limited(endpoint, response)
                 resent = True
@@ -600,106 +648,70 @@ class Transport:
             attempts=last.attempts,
         )
 
-    async def _send_once(
+    def _all_headers(self, headers: Mapping[str, str] | None) -> CIMultiDict[str]:
+        """The transport's headers and a call's own, merged once per mapping (the providers pass
+        module constants): a ``CIMultiDict`` aiohttp takes without converting it again."""
+        cached = self._merged.get(id(headers))
+        if cached is not None and cached[0] is headers:
+            return cached[1]
+        merged = CIMultiDict({**self._headers, **(headers or {})})
+        if len(self._merged) < _MERGED_HEADERS:
+            self._merged[id(headers)] = (headers, merged)  # the mapping kept: its id stays its own
+        return merged
+
+    def _request(
         self,
         method: str,
         url: str,
-        endpoint: str,
-        attempt: int,
         params: Mapping[str, str] | None,
         data: bytes | None,
         headers: Mapping[str, str],
         middlewares: tuple[Any, ...] | None,
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's, per attempt)
-        resent: bool,
-        mark: Departure | None,
-    ) -> Response:
-        """One attempt, with every aiohttp failure classified into a redacted smsvn error.
-
-        aiohttp's exceptions carry the full URL (credentials in its query string), so none is
-        ever chained to ours: the error is raised after the ``except`` block, not inside it,
-        which leaves its ``__context__`` empty too. ``mark``: the caller's ``departure``.
-
-        The hot path of every request (benchmarks/README.md): no per-call dicts, and the hooks'
-        and the debug log's work only when there are hooks or the log wants it.
-        """
-        hooks = self._hooks
-        if hooks is not None and hooks.on_request is not None:
-            hooks.on_request(
-                AttemptInfo(
-                    provider=self.provider, endpoint=endpoint, method=method, attempt=attempt
-                )
-            )
-        started = time.perf_counter()
+        timeout: aiohttp.ClientTimeout,
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """The request of one attempt, not yet sent (the session is made on first use)."""
         session = self._session
         if session is None:
             session = self.session()
-        if mark is not None:
-            mark.left = True
-        error: SmsError
-        try:
-            if (
-                self._owns_session
-                and timeout is self._timeout
-                and params is None
-                and middlewares is None
-            ):
-                # Our own session already has these timeouts and no decompression: each
-                # keyword aiohttp is given costs it 3-4k instructions (benchmarks/README.md).
-                request = session.request(
-                    method, url, data=data, headers=headers, allow_redirects=False
-                )
-            else:
-                request = session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    auto_decompress=False,
-                    middlewares=middlewares,  # None: the session's own (aiohttp's default)
-                )
-            async with request as resp:
-                length = resp.content_length
-                if (
-                    length is not None
-                    and length <= self._max_body
-                    and _CONTENT_ENCODING not in resp.headers
-                ):
-                    # A declared length within the cap, not compressed (every real answer):
-                    # aiohttp's parser stops at ``length`` bytes.
-                    body = await resp.read()
-                else:
-                    body = await self._read_capped(resp, endpoint, attempt)
-                response = Response(resp.status, resp.headers, body, attempt, resent)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            self._hook_response(endpoint, method, attempt, started, None, type(exc).__name__)
-            error = ConnectError(
+        if self._owns_session and timeout is self._timeout and params is None and not middlewares:
+            # Our own session already has these timeouts and no decompression: each keyword
+            # aiohttp is given costs it 3-4k instructions (benchmarks/README.md).
+            return session.request(method, url, data=data, headers=headers, allow_redirects=False)
+        return session.request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            auto_decompress=False,
+            middlewares=middlewares,  # None: the session's own (aiohttp's default)
+        )
+
+    def _failure(
+        self, exc: BaseException, endpoint: str, method: str, attempt: int, started: float
+    ) -> SmsError:
+        """An aiohttp failure of one attempt as a redacted smsvn error: ``ConnectError`` when
+        the request never left, ``OutcomeUnknown`` when it may have been processed."""
+        if isinstance(exc, aiohttp.InvalidURL):
+            return ValidationError(
+                "the base URL is not valid", provider=self.provider, endpoint=endpoint
+            )
+        self._hook_response(endpoint, method, attempt, started, None, type(exc).__name__)
+        if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+            return ConnectError(
                 f"could not connect ({_describe(exc)}); the request was not sent",
                 provider=self.provider,
                 endpoint=endpoint,
                 attempts=attempt,
             )
-        except aiohttp.InvalidURL:
-            error = ValidationError(
-                "the base URL is not valid", provider=self.provider, endpoint=endpoint
-            )
-        except (TimeoutError, aiohttp.ClientError, _Dropped, OSError) as exc:
-            self._hook_response(endpoint, method, attempt, started, None, type(exc).__name__)
-            error = OutcomeUnknown(
-                f"no answer after the request was sent ({_describe(exc)}); "
-                "it may have been processed",
-                provider=self.provider,
-                endpoint=endpoint,
-                attempts=attempt,
-            )
-        else:
-            if hooks is not None or _log.isEnabledFor(logging.DEBUG):
-                self._hook_response(endpoint, method, attempt, started, response.status, None)
-            return response
-        raise error
+        return OutcomeUnknown(
+            f"no answer after the request was sent ({_describe(exc)}); it may have been processed",
+            provider=self.provider,
+            endpoint=endpoint,
+            attempts=attempt,
+        )
 
     async def _read_capped(
         self, resp: aiohttp.ClientResponse, endpoint: str, attempt: int

@@ -87,3 +87,37 @@ def test_redact_value_skips_the_walk_only_when_the_body_proves_it_clean() -> Non
     ):
         decoded = msgspec.json.decode(body, type=Answer)
         assert "SENTINEL" not in redactor.value(decoded, body).note
+
+
+async def test_user_agent_on_our_session_and_not_on_a_borrowed_one() -> None:
+    """smsvn names itself on its own session; a caller's session keeps the caller's headers."""
+    import aiohttp
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def info(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("User-Agent"))
+        return web.json_response({"status": "success", "code": "00", "data": {"balance": 5}})
+
+    app = web.Application()
+    app.router.add_get("/user/info", info)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        base = f"http://127.0.0.1:{port}"
+        async with SpeedSMS(SENTINEL_TOKEN, base_url=base, rate_limit=None) as sms:
+            await sms.balance()
+            await sms.balance()  # the merged headers, cached, are the same the second time
+        async with aiohttp.ClientSession(headers={"User-Agent": "caller/1.0"}) as session:
+            async with SpeedSMS(
+                SENTINEL_TOKEN, base_url=base, rate_limit=None, session=session
+            ) as sms:
+                await sms.balance()
+    finally:
+        await runner.cleanup()
+    assert seen[0] is not None and seen[0].startswith("smsvn/")
+    assert seen == [seen[0], seen[0], "caller/1.0"]
