@@ -112,11 +112,11 @@ async def test_user_agent_on_our_session_and_not_on_a_borrowed_one() -> None:
         async with SpeedSMS(SENTINEL_TOKEN, base_url=base, rate_limit=None) as sms:
             await sms.balance()
             await sms.balance()  # the merged headers, cached, are the same the second time
-        async with aiohttp.ClientSession(headers={"User-Agent": "caller/1.0"}) as session:
-            async with SpeedSMS(
-                SENTINEL_TOKEN, base_url=base, rate_limit=None, session=session
-            ) as sms:
-                await sms.balance()
+        async with (
+            aiohttp.ClientSession(headers={"User-Agent": "caller/1.0"}) as session,
+            SpeedSMS(SENTINEL_TOKEN, base_url=base, rate_limit=None, session=session) as sms,
+        ):
+            await sms.balance()
     finally:
         await runner.cleanup()
     assert seen[0] is not None and seen[0].startswith("smsvn/")

@@ -169,7 +169,8 @@ def test_redis_restarted_mid_run(fleet: Fleet, redis_server: RedisServer) -> Non
     held = PROCESSES * DEFAULT_LOOKAHEAD / (N / PERIOD) + (WINDOW - PERIOD) / 2 + 0.05
     assert between(accepted, stopped + held, back + 0.98 * WINDOW) == []
     late = between(accepted, stopped, back + 0.98 * WINDOW)
-    print(f"arrivals after Redis stopped: {[round(t - stopped, 3) for t in late]} (bound {held:.3f})")
+    after = [round(t - stopped, 3) for t in late]
+    print(f"arrivals after Redis stopped: {after} (bound {held:.3f})")
     rate = utilisation(accepted, back + WINDOW + 1.0, end)
     print(f"after the restart: {rate:.1%} of the limit")
     assert rate >= 0.9
