@@ -26,6 +26,8 @@ __all__ = [
     "DailyTotalsLookup",
     "MessageLookup",
     "ProgressCallback",
+    "amount",
+    "cost_text",
     "join_titles",
     "print_counts",
     "print_report",
@@ -178,13 +180,33 @@ def print_report(report: BulkReport, out: TextIO) -> None:
         f"{report.duplicates} duplicates, {report.failed_count} failed, "
         f"{report.unknown_count} unknown, {len(report.skipped)} skipped; "
         f"{report.requests} requests in {report.elapsed:.1f} s ({rate:,.0f}/s); "
-        f"cost {report.cost:,.0f}",
+        f"{cost_text(report.cost, report.estimated_cost, report.unit)}",
         file=out,
     )
     if report.aborted is not None:
         print(f"stopped: {report.aborted}", file=out)
     for numbers, error in report.unknown[:5]:
         print(f"unknown (may have been sent; not resent): {numbers[0]}...: {error}", file=out)
+
+
+def amount(value: float, unit: str | None) -> str:
+    """A cost with its unit: ``2,500 VND``, ``1 message``, ``3 messages`` (no unit: the number)."""
+    if unit is None:
+        return f"{value:,.0f}"
+    if unit.endswith("s") and f"{value:,.0f}" == "1":
+        unit = unit[:-1]
+    return f"{value:,.0f} {unit}"
+
+
+def cost_text(reported: float, estimated: float | None, unit: str | None) -> str:
+    """One cost story for every provider: what the provider reported (``cost 2,500 VND``),
+    else an estimate from segments and the registered price, labelled so (``estimated cost
+    3,500 VND``), or both when a run holds both kinds of send."""
+    if estimated is None:
+        return f"cost {amount(reported, unit)}"
+    if reported:
+        return f"cost {amount(reported, unit)} + estimated {amount(estimated, unit)}"
+    return f"estimated cost {amount(estimated, unit)} (the provider reports no price)"
 
 
 def print_counts(name: str, counts: Counts, out: TextIO) -> None:

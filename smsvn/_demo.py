@@ -5,9 +5,11 @@ Part one starts the simulator and a webhook receiver on 127.0.0.1, generates a c
 of thousands of numbers in every written form (some invalid, some repeated, some in the old
 11-digit form), splits it between the registered providers the simulator serves (SpeedSMS in
 batches of 100 under a compressed rate limit, eSMS and Fibo one number a request at bounded
-concurrency), sends the parts at once with progress bars, waits for the delivery reports, and
-ends with a table, one row a provider. A registered provider the simulator does not serve is
-named and left out.
+concurrency), sends the parts at once with progress bars while the simulator injects faults
+(429s, and answers lost after sending where the provider recognises a resent request id), waits
+for the delivery reports, and ends with a table, one row a provider: the faults survived,
+invalid numbers and repeats apart, and the cost as the provider reports it or as estimated. A
+registered provider the simulator does not serve is named and left out.
 
 Part two runs a campaign from a journal (a temporary SQLite file): the simulator stays in this
 process, and each provider's part is sent by a child process (``smsvn campaign work``). Part
@@ -36,6 +38,7 @@ from aiohttp import web
 from smsvn import providers, webhooks
 from smsvn._console import (
     DailyTotalsLookup,
+    amount,
     join_titles,
     print_report,
     print_table,
@@ -47,6 +50,7 @@ from smsvn.limits import RateLimit
 from smsvn.models import CallReport, DeliveryReport, DeliveryState, InboundSms
 from smsvn.providers import Provider
 from smsvn.providers._base import BaseClient
+from smsvn.transport import AttemptInfo, Hooks
 
 if TYPE_CHECKING:
     from smsvn.sandbox import Sandbox
@@ -166,8 +170,11 @@ class _Row:
     undelivered: int | None
     counted_by: str | None
     """Where the delivery counts come from: ``_BY_TOTALS``, ``_BY_WEBHOOK`` or None."""
-    cost: float
+    spent: float
+    """What the simulator's balance lost: the cost's cross-check."""
     outbox: int
+    retried: int
+    """Requests the client sent again (after the injected faults, or a 429 they led to)."""
 
 
 _BY_TOTALS: Final = "the account's daily totals"
@@ -184,18 +191,70 @@ async def _receiver(reports: _Reports, secret: str) -> tuple[web.AppRunner, str]
     return runner, f"http://127.0.0.1:{port}"
 
 
-def _simulated_clients(sb: Sandbox) -> tuple[list[tuple[Provider, BaseClient]], list[Provider]]:
-    """A client on the sandbox ``sb`` for each registered provider it simulates, in
-    registration order; and the registered providers it does not simulate (those registered
-    after it was made)."""
+def _simulated_clients(
+    sb: Sandbox, hooks: Hooks | None = None
+) -> tuple[list[tuple[Provider, BaseClient]], list[Provider]]:
+    """A client on the sandbox ``sb`` for each registered provider it simulates (with
+    ``hooks``), in registration order; and the registered providers it does not simulate
+    (those registered after it was made)."""
     clients: list[tuple[Provider, BaseClient]] = []
     missing: list[Provider] = []
+    options = {} if hooks is None else {"hooks": hooks}
     for provider in providers.all_providers():
         try:
-            clients.append((provider, sb.client(provider.name)))
+            clients.append((provider, sb.client(provider.name, **options)))
         except ValueError:  # the sandbox has no simulator for it
             missing.append(provider)
     return clients, missing
+
+
+_FAULTS: Final = 3
+"""Faults of each kind the simulator injects into each provider's sends in part one."""
+
+
+def _inject_faults(sb: Sandbox, chosen: list[Provider]) -> str:
+    """Arm part one's faults, each to be survived: 429s on every provider's sends (retried:
+    nothing was sent), and answers lost after sending where the provider recognises a resent
+    request id (``Provider.resent_code``: resent under it, accepted once). Returns what was
+    injected, for the table's note."""
+    from smsvn.sandbox import Fault
+
+    hit: dict[str, list[Provider]] = {"rate_limit": [], "drop_after": []}
+    for provider in chosen:
+        for kind in ("rate_limit", "drop_after"):
+            if kind == "drop_after" and provider.resent_code is None:
+                continue  # a lost answer would leave the message unknown, not survived
+            fault = Fault(
+                kind=kind,
+                provider=provider.name,
+                route="send",
+                times=_FAULTS,
+                seconds=0.2,
+            )
+            try:
+                sb.faults.add(fault)
+            except ValueError:  # its simulator has no "send" route
+                continue
+            hit[kind].append(provider)
+    said = []
+    if hit["rate_limit"]:
+        said.append(f"{_FAULTS} 429s to each of {join_titles(hit['rate_limit'])}")
+    if hit["drop_after"]:
+        said.append(
+            f"{_FAULTS} answers lost after sending to {join_titles(hit['drop_after'])} "
+            "(resent under the same request id, accepted once)"
+        )
+    return "; ".join(said) or "none"
+
+
+class _Retries:
+    """Counts the client's retries per provider (its ``on_retry`` hook)."""
+
+    def __init__(self) -> None:
+        self.by_provider: Counter[str] = Counter()
+
+    def __call__(self, attempt: AttemptInfo) -> None:
+        self.by_provider[attempt.provider] += 1
 
 
 def _split(count: int, numbers: int, seed: int) -> list[list[str]]:
@@ -242,6 +301,7 @@ async def _row(
     report: BulkReport,
     spent: float,
     reports: _Reports,
+    retried: int,
 ) -> _Row:
     """``provider``'s row, once the sandbox has settled: deliveries from the account's daily
     totals where the client has them, else from the reports the webhook receiver got where the
@@ -263,8 +323,9 @@ async def _row(
         delivered=delivered,
         undelivered=undelivered,
         counted_by=counted_by,
-        cost=spent,
+        spent=spent,
         outbox=len(sb.outbox.for_provider(name)),
+        retried=retried,
     )
 
 
@@ -286,8 +347,9 @@ async def run_demo(
             record_outbox=True,
             seed=seed,
         )
+        retries = _Retries()
         async with sandbox as sb:
-            clients, missing = _simulated_clients(sb)
+            clients, missing = _simulated_clients(sb, Hooks(on_retry=retries))
             try:
                 if not clients:
                     print("smsvn demo: the simulator serves no registered provider", file=out)
@@ -299,6 +361,7 @@ async def run_demo(
                     file=out,
                 )
                 print(f"message: {CONTENT!r}", file=out)
+                faults = _inject_faults(sb, [provider for provider, _ in clients])
                 parts = _split(len(clients), numbers, seed)
                 before = [sb.balance(provider.name) for provider, _ in clients]
                 started = time.monotonic()
@@ -313,7 +376,15 @@ async def run_demo(
                 print(f"all sent in {sent_in:.1f} s; waiting for delivery reports...", file=out)
                 await sb.settle(within=30.0)
                 rows = [
-                    await _row(sb, p, client, report, balance - sb.balance(p.name), reports)
+                    await _row(
+                        sb,
+                        p,
+                        client,
+                        report,
+                        balance - sb.balance(p.name),
+                        reports,
+                        retries.by_provider[p.name],
+                    )
                     for (p, client), report, balance in zip(clients, results, before, strict=True)
                 ]
             finally:
@@ -321,7 +392,7 @@ async def run_demo(
                     await client.aclose()
     finally:
         await runner.cleanup()
-    _table(rows, out)
+    _table(rows, faults, out)
     if missing:
         print(f"not simulated, so left out: {join_titles(missing)}", file=out)
     for row in rows:
@@ -336,16 +407,15 @@ async def run_demo(
     return 0 if ok else 1
 
 
-def _table(rows: list[_Row], out: TextIO) -> None:
+def _table(rows: list[_Row], faults: str, out: TextIO) -> None:
     """The summary: one row a provider, then what the columns mean."""
     headers = (
-        "provider", "numbers", "accepted", "refused locally", "failed", "delivered",
-        "undelivered", "cost", "requests", "elapsed", "msg/s",
+        "provider", "numbers", "accepted", "invalid", "repeats", "retried", "failed",
+        "delivered", "undelivered", "cost", "requests", "elapsed", "msg/s",
     )  # fmt: skip
     cells: list[tuple[str, ...]] = []
     for row in rows:
         report, name = row.report, row.provider.name
-        refused = len(report.invalid) + report.duplicates
         failed = report.failed_count + report.unknown_count
         rate = report.accepted / report.elapsed if report.elapsed else 0.0
         cells.append(
@@ -353,11 +423,13 @@ def _table(rows: list[_Row], out: TextIO) -> None:
                 name,
                 f"{report.taken:,}",
                 f"{report.accepted:,}",
-                f"{refused:,}",
+                f"{len(report.invalid):,}",
+                f"{report.duplicates:,}",
+                f"{row.retried:,}",
                 f"{failed:,}",
                 "-" if row.delivered is None else f"{row.delivered:,}",
                 "-" if row.undelivered is None else f"{row.undelivered:,}",
-                f"{row.cost:,.0f} {row.provider.unit}",
+                _cost_cell(report),
                 f"{report.requests:,}",
                 f"{report.elapsed:.1f} s",
                 f"{rate:,.0f}",
@@ -373,12 +445,60 @@ def _table(rows: list[_Row], out: TextIO) -> None:
         if any(row.counted_by == source for row in rows)
     ]
     print(
-        "\nrefused locally = invalid numbers + repeats (never sent); undelivered = numbers "
+        "\ninvalid = numbers that are not Vietnamese mobile numbers, repeats = a number already "
+        "in the campaign (neither is sent); retried = requests smsvn sent again after a 429 or a "
+        f"lost answer, surviving the faults the simulator injected ({faults})"
+        f"{_SURVIVED if _survived(rows) else ''}; undelivered = numbers "
         "ending 0000, which the simulator fails",
         end="",
         file=out,
     )
     print(f"; delivered comes from {' and '.join(sources)}." if sources else ".", file=out)
+    print(_cost_note(rows), file=out)
+
+
+_SURVIVED: Final = " with nothing failed or unknown and nobody sent twice"
+
+
+def _survived(rows: list[_Row]) -> bool:
+    """Whether every part ended with nothing failed or unknown and the outbox holding each
+    accepted message once: the faults were survived."""
+    return all(
+        not r.report.failed and not r.report.unknown and r.outbox == r.report.accepted for r in rows
+    )
+
+
+def _cost_cell(report: BulkReport) -> str:
+    """The run's cost as the provider reported it, or ``~`` and the estimate where it reports
+    none (segments x the registered price), with its unit."""
+    if report.estimated_cost is None:
+        return amount(report.cost, report.unit)
+    return "~" + amount(report.cost + report.estimated_cost, report.unit)
+
+
+def _cost_note(rows: list[_Row]) -> str:
+    """What the cost column means, and whether the simulator's balances agree with it."""
+    estimated = [row.provider for row in rows if row.report.estimated_cost is not None]
+    reported = [row.provider for row in rows if row.report.estimated_cost is None]
+    parts = []
+    if reported:
+        parts.append(f"cost = as {join_titles(reported)} reported it")
+    if estimated:
+        parts.append(
+            f"~ = estimated, segments x the usual price ({join_titles(estimated)} report no "
+            "price per send)"
+        )
+    off = [
+        f"{row.provider.name} {amount(row.spent, row.report.unit)}"
+        for row in rows
+        if abs(row.spent - row.report.cost - (row.report.estimated_cost or 0.0)) >= 0.5
+    ]
+    check = (
+        f"the simulator's balances fell by {', '.join(off)}"
+        if off
+        else "the simulator's balances fell by exactly these amounts"
+    )
+    return "; ".join(parts) + "; " + check + "."
 
 
 # -- part two: a durable campaign survives SIGKILL -----------------------------------------------
@@ -617,7 +737,7 @@ async def _settle_row(sb: Sandbox, journal: Journal, row: _CrashRow, events: _Ev
 
 def _crash_table(rows: list[_CrashRow], out: TextIO) -> None:
     headers = (
-        "provider", "inputs", "sent", "unknown", "refused locally", "in flight at kill",
+        "provider", "inputs", "sent", "unknown", "invalid", "repeats", "in flight at kill",
         "settled by reports", "in outbox", "sent twice",
     )  # fmt: skip
     cells = [
@@ -626,7 +746,8 @@ def _crash_table(rows: list[_CrashRow], out: TextIO) -> None:
             f"{row.counts.total:,}",
             f"{row.counts.sent:,}",
             f"{row.counts.unknown:,}",
-            f"{row.counts.invalid + row.counts.duplicate:,}",
+            f"{row.counts.invalid:,}",
+            f"{row.counts.duplicate:,}",
             f"{row.in_flight_at_kill:,}",
             f"{row.settled_by_reports:,}",
             f"{row.outbox:,}",

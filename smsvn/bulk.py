@@ -62,6 +62,7 @@ from smsvn.errors import (
 )
 from smsvn.models import InvalidNumber, Message, SendResult
 from smsvn.phone import _all_canonical, normalize
+from smsvn.text import segments as count_segments
 from smsvn.transport import Departure, departure
 
 __all__ = [
@@ -204,6 +205,14 @@ class BulkReport(msgspec.Struct, frozen=True, kw_only=True):
     account-wide error, a cancellation) before their request left, or, in a ``Failover`` report,
     a provider handed them on and no later one took them. A resume may send them.
     ``requests`` counts the batches handed to the provider, less those stopped before leaving.
+
+    ``cost`` is what the provider reported for the accepted sends (SpeedSMS's ``totalPrice``);
+    ``estimated_cost`` the cost of the accepted sends it reported none for (eSMS, Fibo),
+    estimated as their segments times the client's price per segment (``BaseClient.price``),
+    or None when nothing had to be estimated; ``unit`` is the currency of both (``"VND"``, or
+    ``"messages"`` for an account counted in messages; None for a client that declares none).
+    So ``cost + (estimated_cost or 0)`` prices the whole run, and a report with an estimate
+    says so.
     """
 
     provider: str
@@ -222,6 +231,23 @@ class BulkReport(msgspec.Struct, frozen=True, kw_only=True):
     aborted: SmsError | None = None
     parts: tuple[BulkReport, ...] = ()
     """For a ``Failover`` run: the report of each provider it used, in order."""
+    estimated_cost: float | None = None
+    """The estimated cost of the accepted sends whose provider reported no price, in ``unit``."""
+    unit: str | None = None
+    """The currency of ``cost`` and ``estimated_cost``: the provider's registered ``unit``."""
+
+    def __post_init__(self) -> None:
+        """A report merged from ``parts`` and given no estimate or unit takes its parts':
+        their estimates summed, where they share one unit."""
+        if not self.parts or self.estimated_cost is not None or self.unit is not None:
+            return
+        units = {part.unit for part in self.parts}
+        if len(units) != 1:
+            return
+        estimates = [p.estimated_cost for p in self.parts if p.estimated_cost is not None]
+        msgspec.structs.force_setattr(self, "unit", units.pop())
+        if estimates:
+            msgspec.structs.force_setattr(self, "estimated_cost", sum(estimates))
 
     @property
     def failed_count(self) -> int:
@@ -338,6 +364,8 @@ class _Run:
         on_progress: Callable[[BulkProgress], object] | None,
         seen: set[int] | None,
         source: BatchSource[Claim] | None = None,
+        price: float | None = None,
+        unit: str | None = None,
     ) -> None:
         self.provider = provider
         self.source = source
@@ -375,6 +403,11 @@ class _Run:
         self.unknown_n = 0
         self.cost = 0.0
         self.segments = 0
+        self.estimated_cost: float | None = None
+        self.price = price
+        self.unit = unit
+        self.content_segments: tuple[str, int] = ("", 1)
+        """The last content whose segments were counted for an estimate, and its count."""
         self.requests = 0
         self.taken = 0
         self.aborted: SmsError | None = None
@@ -574,6 +607,8 @@ class _Run:
         self.accepted += len(result.recipients)
         if result.cost is not None:
             self.cost += result.cost
+        elif self.price is not None:
+            self._estimate(result, content)
         if result.segments is not None:
             self.segments += result.segments
         if self.keep_results:
@@ -582,6 +617,16 @@ class _Run:
         for bad in result.invalid:
             self.invalid.append(bad)
             self._emit(Outcome.INVALID, (str(bad),), content, reason=bad.reason)
+
+    def _estimate(self, result: SendResult, content: str) -> None:
+        """Add a send the provider gave no price for to ``estimated_cost``: its segments (or
+        the content's, times its recipients) at the registered price."""
+        segments = result.segments
+        if segments is None:
+            if self.content_segments[0] != content:
+                self.content_segments = (content, count_segments(content).segments)
+            segments = self.content_segments[1] * len(result.recipients)
+        self.estimated_cost = (self.estimated_cost or 0.0) + segments * (self.price or 0.0)
 
     def _file_unknown(self, batch: _Batch, error: SmsError) -> None:
         batch.filed = True
@@ -859,6 +904,8 @@ class _Run:
             taken=self.taken,
             elapsed=time.monotonic() - self.started,
             aborted=self.aborted,
+            estimated_cost=self.estimated_cost,
+            unit=self.unit,
         )
 
 
@@ -887,6 +934,8 @@ async def run(
     on_result: Callable[[BulkOutcome], object] | None = None,
     on_progress: Callable[[BulkProgress], object] | None = None,
     seen: set[int] | None = None,
+    price: float | None = None,
+    unit: str | None = None,
 ) -> BulkReport:
     """Send everything ``source`` yields through ``send_batch`` and account for each input.
 
@@ -898,6 +947,8 @@ async def run(
     ``seen`` shares duplicate detection between runs (``Failover`` uses it); it holds the
     numbers as ints: 60 to 95 bytes per distinct number (a 32-byte int and its share of the
     set's table, which grows by doubling); 1,000,000 numbers take 63 MiB, 67 MiB at the peak.
+    ``price`` (per segment, in ``unit``): what ``estimated_cost`` counts for the sends the
+    provider reports no price for (the client's ``price`` and ``unit``); None, no estimate.
     """
     check_source(source, provider)
     if concurrency is None:
@@ -915,6 +966,8 @@ async def run(
         on_result=on_result,
         on_progress=on_progress,
         seen=seen,
+        price=price,
+        unit=unit,
     )
     sync: Iterator[object] | None = None
     aiter_: AsyncIterator[object] | None = None
@@ -954,6 +1007,8 @@ async def run_claims(
     abort_on: tuple[type[SmsError], ...] = ACCOUNT_WIDE,
     on_result: Callable[[BulkOutcome], object] | None = None,
     on_progress: Callable[[BulkProgress], object] | None = None,
+    price: float | None = None,
+    unit: str | None = None,
 ) -> BulkReport:
     """The journaled mode: send the batches ``source`` hands out, each recorded in flight before
     its request leaves and settled after, and account for each as ``run`` does.
@@ -980,6 +1035,8 @@ async def run_claims(
         on_progress=on_progress,
         seen=None,
         source=plain,
+        price=price,
+        unit=unit,
     )
     try:
         await state.consume_claims(plain, concurrency)

@@ -13,29 +13,37 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import io
 import logging
 import os
 import shlex
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, asynccontextmanager
 from typing import IO, Any, Final, NoReturn, TextIO
+
+import msgspec
 
 from smsvn import providers, text
 from smsvn._console import (
     CallLookup,
     DailyTotalsLookup,
     MessageLookup,
+    amount,
+    cost_text,
     join_titles,
     print_counts,
     print_report,
     progress_bars,
 )
-from smsvn.bulk import DEFAULT_CONCURRENCY, BulkOutcome
+from smsvn._numbers_file import NumbersFile, NumbersFileError, open_numbers
+from smsvn.bulk import DEFAULT_CONCURRENCY, BulkOutcome, BulkReport, Outcome
 from smsvn.errors import SmsError, ValidationError
 from smsvn.journal import DEFAULT_LEASE, Campaign, Journal, LeaseLost
 from smsvn.journal._campaign import redact_url
 from smsvn.limits import RateLimit
+from smsvn.models import SendResult
 from smsvn.providers import Credential, Provider
 from smsvn.providers._base import BaseClient
 
@@ -104,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smsvn",
         description=f"Send SMS and voice OTPs through {join_titles(everyone)}.",
-        epilog=f"Credentials: {', '.join(environment)} (or the flags of the same names).",
+        epilog=f"Credentials: {', '.join(environment)} (or the flags of the same names). "
+        "Each provider's sender, SMS type and base URL are read as its client's from_env() "
+        "reads them (SMSVN_<PROVIDER>_SENDER, _SMS_TYPE, _BASE_URL, ...); flags win.",
     )
     parser.add_argument("--debug", action="store_true", help="log at DEBUG; tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -167,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
         "send one content to numbers from a file or stdin",
         epilog=_FOR_WHAT_MATTERS,
     )
-    bulk.add_argument("-f", "--file", help="numbers, one a line (first CSV column); default stdin")
+    _numbers_options(bulk)
     bulk.add_argument("--csv", dest="csv_out", help="write each recipient's outcome to this CSV")
     bulk.add_argument("--concurrency", type=int, help="batches in flight (default 32)")
     bulk.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -246,7 +256,7 @@ def _campaign_parser(
         parent=steps,
     )
     journal_options(run)
-    run.add_argument("-f", "--file", help="numbers, one a line (first CSV column); default stdin")
+    _numbers_options(run)
     sending_options(run)
     runner_options(run)
 
@@ -283,6 +293,21 @@ def _campaign_parser(
     which.add_argument("--phone", action="append", help="an unknown input's number (repeatable)")
     which.add_argument("--all", action="store_true", help="every unknown input")
     resolve.add_argument("--note", help="why (kept as the inputs' detail)")
+
+
+def _numbers_options(sub: argparse.ArgumentParser) -> None:
+    """``-f`` and ``--column``: where the numbers come from."""
+    sub.add_argument(
+        "-f",
+        "--file",
+        help="numbers: a text or CSV file (UTF-8 or UTF-16; comma, semicolon, tab or pipe; "
+        "a header row is recognised); default stdin",
+    )
+    sub.add_argument(
+        "--column",
+        help="the numbers' column, by header name or 1-based index (default: the only column, "
+        "or the one holding phone numbers)",
+    )
 
 
 def _rate_limit(value: str) -> RateLimit | None:
@@ -343,9 +368,11 @@ async def _open_client(args: argparse.Namespace) -> AsyncIterator[BaseClient]:
             async with sb.client(provider.name, **options) as simulated:
                 yield simulated
         return
-    credentials = [_credential(args, credential) for credential in provider.credentials]
-    build: Callable[..., BaseClient] = provider.client
-    async with build(*credentials, **options) as client:
+    for credential in provider.credentials:
+        options[credential.name] = _credential(args, credential)
+    # The client's own from_env reads the sender, SMS type, base URL... (one source of truth);
+    # the flags, passed as options, win over it.
+    async with provider.client.from_env(**options) as client:
         yield client
 
 
@@ -369,7 +396,9 @@ def _estimate_line(args: argparse.Namespace, recipients: int | None) -> str:
     else:
         cost = count.segments * price
         line += " each"
-    line += f"; estimated cost {cost:,.0f} {provider.unit} at {price:g} a segment"
+    line += (
+        f"; estimated cost {amount(cost, provider.unit)} ({amount(price, provider.unit)} a segment)"
+    )
     if count.unicode and not args.strip_diacritics:
         plain = text.segments(text.strip_diacritics(args.text))
         line += (
@@ -386,13 +415,42 @@ async def _cmd_send(args: argparse.Namespace, out: TextIO) -> int:
     async with _open_client(args) as client:
         to: str | list[str] = args.to[0] if len(args.to) == 1 else args.to
         result = await client.send(to, args.text, **_send_options(args))
-    print(f"sent via {result.provider}: message id {result.message_id}", file=out)
+    message_id = result.message_id or "none (the provider returns no id)"
+    print(f"sent via {result.provider}: message id {message_id}", file=out)
     print(f"recipients: {', '.join(result.recipients)}", file=out)
     for bad in result.invalid:
         print(f"refused: {bad} ({bad.reason})", file=out)
-    if result.cost is not None:
-        print(f"cost: {result.cost:,.0f}", file=out)
+    print(_send_cost(args, result), file=out)
     return EXIT_OK
+
+
+def _price(args: argparse.Namespace) -> float:
+    """The price of a segment: ``--price``, else the registry's."""
+    price: float = args.price if getattr(args, "price", None) is not None else _provider(args).price
+    return price
+
+
+def _send_cost(args: argparse.Namespace, result: SendResult) -> str:
+    """What one send cost: the provider's figure, else segments times the price, labelled."""
+    unit = _provider(args).unit
+    if result.cost is not None:
+        return cost_text(result.cost, None, unit)
+    segments = result.segments
+    if segments is None:
+        content = text.strip_diacritics(args.text) if args.strip_diacritics else args.text
+        segments = text.segments(content).segments * len(result.recipients)
+    return cost_text(0.0, segments * _price(args), unit)
+
+
+def _priced(args: argparse.Namespace, report: BulkReport) -> BulkReport:
+    """``report`` with its estimate at ``--price`` when given (the engine used the client's
+    price), so the summary agrees with the estimate printed before sending."""
+    registered = _provider(args).price
+    if report.estimated_cost is None or getattr(args, "price", None) is None or not registered:
+        return report
+    return msgspec.structs.replace(
+        report, estimated_cost=report.estimated_cost * args.price / registered
+    )
 
 
 async def _cmd_balance(args: argparse.Namespace, out: TextIO) -> int:
@@ -462,12 +520,44 @@ async def _print_message_status(client: MessageLookup, sms_id: str, out: TextIO)
         print(f"  {receiver.phone}: {outcome}", file=out)
 
 
-def _read_numbers(source: IO[str]) -> Iterator[str]:
-    """Numbers from a file or stdin, one a line; the first column of a CSV; comments skipped."""
-    for line in source:
-        number = line.split(",", 1)[0].strip().strip('"')
-        if number and not number.startswith("#"):
-            yield number
+def _numbers(args: argparse.Namespace, stack: ExitStack) -> NumbersFile:
+    """The numbers of ``--file`` (or stdin), closed with ``stack``: encoding, delimiter, header
+    and column sniffed, and a file decoded once through, so that what cannot be read is
+    refused (``NumbersFileError``, exit 2) before anything is sent."""
+    # stdin is read as bytes, to detect its encoding; a replaced stdin without bytes (a test
+    # harness's) is read whole.
+    stdin: IO[bytes] = getattr(sys.stdin, "buffer", None) or io.BytesIO(sys.stdin.read().encode())
+    source = open_numbers(args.file, args.column, stdin, lambda path: open(path, "rb"))  # noqa: SIM115
+    return stack.enter_context(source)
+
+
+def _report_input(source: NumbersFile, out: TextIO) -> None:
+    """After a run: the rows without a valid number, by line; then why reading stopped, if it
+    did (a bad byte on stdin), as the usage error the command ends with."""
+    for line in source.problems():
+        print(line, file=out)
+    if source.error is not None:
+        raise UsageError(f"{source.error}; reading stopped there")
+
+
+class _Tally:
+    """Counts the inputs of each outcome as they stream to ``on_result`` (then passes them on):
+    the summary of a run that ends without its report (Ctrl-C, a failing CSV file)."""
+
+    def __init__(self, then: Callable[[BulkOutcome], None] | None) -> None:
+        self.counts: Counter[Outcome] = Counter()
+        self._then = then
+
+    def __call__(self, outcome: BulkOutcome) -> None:
+        self.counts[outcome.outcome] += len(outcome.recipients)
+        if self._then is not None:
+            self._then(outcome)
+
+    def summary(self, provider: str) -> str:
+        """One line, as far as the run went."""
+        return f"{provider}: stopped with " + ", ".join(
+            f"{self.counts[o]:,} {o.value}" for o in Outcome
+        )
 
 
 class _CsvOutcomes:
@@ -484,40 +574,44 @@ class _CsvOutcomes:
             self._writer.writerow([number, outcome.outcome.value, message_id or "", detail])
 
 
-def _open_files(args: argparse.Namespace, stack: ExitStack) -> tuple[IO[str], TextIO | None]:
-    """The numbers' source (a file or stdin) and the CSV to write, closed with ``stack``."""
-    source: IO[str] = sys.stdin
-    if args.file:
-        source = stack.enter_context(open(args.file, encoding="utf-8-sig"))  # noqa: SIM115
-    csv_out = None
-    if args.csv_out:
-        csv_out = stack.enter_context(open(args.csv_out, "w", newline="", encoding="utf-8"))  # noqa: SIM115
-    return source, csv_out
+def _open_csv(args: argparse.Namespace, stack: ExitStack) -> TextIO | None:
+    """The CSV of outcomes to write (``--csv``), closed with ``stack``, or None."""
+    if not args.csv_out:
+        return None
+    return stack.enter_context(open(args.csv_out, "w", newline="", encoding="utf-8"))
 
 
 async def _cmd_bulk(args: argparse.Namespace, out: TextIO) -> int:
     print(_estimate_line(args, None), file=out)
     with ExitStack() as stack:
-        # Numbers are read lazily, a line at a time, as the engine takes them.
-        source, csv_out = _open_files(args, stack)
-        on_result = _CsvOutcomes(csv_out) if csv_out else None
+        # Numbers are read lazily, a row at a time, as the engine takes them.
+        source = _numbers(args, stack)
+        print(source.describe(), file=out)
+        csv_out = _open_csv(args, stack)
+        tally = _Tally(_CsvOutcomes(csv_out) if csv_out else None)
         async with _open_client(args) as client:
             with progress_bars(not args.no_progress, out) as bars:
                 bar = bars(client.provider, None)
-                report = await client.send_bulk(
-                    _read_numbers(source),
-                    args.text,
-                    concurrency=args.concurrency,
-                    on_progress=bar,
-                    on_result=on_result,
-                    keep_results=False,
-                    **_send_options(args),
-                )
+                try:
+                    report = await client.send_bulk(
+                        source,
+                        args.text,
+                        concurrency=args.concurrency,
+                        on_progress=bar,
+                        on_result=tally,
+                        keep_results=False,
+                        **_send_options(args),
+                    )
+                except BaseException:  # Ctrl-C, a failing CSV: the summary, as far as it went
+                    bar(None)
+                    print(tally.summary(client.provider), file=out, flush=True)
+                    raise
                 bar(None)
-    print_report(report, out)
+    print_report(_priced(args, report), out)
     if args.csv_out:
         print(f"per-recipient outcomes: {args.csv_out}", file=out)
     print(_FOR_WHAT_MATTERS, file=out)
+    _report_input(source, out)
     failed = report.aborted is not None or report.failed or report.unknown
     return EXIT_ERROR if failed else EXIT_OK
 
@@ -539,12 +633,23 @@ async def _cmd_campaign(args: argparse.Namespace, out: TextIO) -> int:
 async def _campaign_send(args: argparse.Namespace, out: TextIO) -> int:
     """``campaign run`` (add the file's numbers once, then send) and ``campaign work`` (send)."""
     importing = args.step == "run"
-    if importing:
-        print(_estimate_line(args, None), file=out)
-    async with Journal(args.journal) as journal:
-        campaign = await journal.campaign(args.name, create=importing)
+    with ExitStack() as stack:
+        source = None
         if importing:
-            await _import(campaign, args, out)
+            print(_estimate_line(args, None), file=out)
+            source = _numbers(args, stack)  # a file that cannot be read: refused here
+            print(source.describe(), file=out)
+        return await _campaign_run(args, source, out)
+
+
+async def _campaign_run(args: argparse.Namespace, source: NumbersFile | None, out: TextIO) -> int:
+    """Add ``source``'s numbers (``campaign run``), then send what is pending."""
+    async with Journal(args.journal) as journal:
+        campaign = await journal.campaign(args.name, create=source is not None)
+        if source is not None:
+            await _import(campaign, source, args, out)
+            for line in source.problems():
+                print(line, file=out)
         async with _open_client(args) as client:
             pending = (await campaign.counts()).pending
             with progress_bars(not args.no_progress, out) as bars:
@@ -557,14 +662,14 @@ async def _campaign_send(args: argparse.Namespace, out: TextIO) -> int:
                         on_progress=bar,
                         **_send_options(args),
                     )
-                except asyncio.CancelledError:  # Ctrl-C: the run has handed back what it held
+                except BaseException:  # Ctrl-C, a lost lease, a failing journal: the summary
                     bar(None)
                     with contextlib.suppress(Exception):
                         print_counts(campaign.name, await campaign.counts(), out)
                     print(f"stopped; resume with: {_resume_command(args)}", file=out, flush=True)
                     raise
                 bar(None)
-        print_report(report, out)
+        print_report(_priced(args, report), out)
         counts = await campaign.counts()
     print_counts(campaign.name, counts, out)
     if counts.unknown:
@@ -580,13 +685,6 @@ async def _campaign_send(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_ERROR if unsettled or report.aborted is not None else EXIT_OK
 
 
-def _numbers_file(args: argparse.Namespace, stack: ExitStack) -> IO[str]:
-    """The numbers' source: ``--file`` (closed with ``stack``) or stdin."""
-    if not args.file:
-        return sys.stdin
-    return stack.enter_context(open(args.file, encoding="utf-8-sig"))
-
-
 def _csv_file(path: str, out: TextIO, stack: ExitStack) -> TextIO:
     """Where ``export`` writes: the file ``path`` (closed with ``stack``), or ``out`` for -."""
     if path == "-":
@@ -594,7 +692,9 @@ def _csv_file(path: str, out: TextIO, stack: ExitStack) -> TextIO:
     return stack.enter_context(open(path, "w", newline="", encoding="utf-8"))
 
 
-async def _import(campaign: Campaign, args: argparse.Namespace, out: TextIO) -> None:
+async def _import(
+    campaign: Campaign, source: NumbersFile, args: argparse.Namespace, out: TextIO
+) -> None:
     """Add the file's numbers with the text (once: the same file again adds nothing). A
     campaign started with another text is refused: every number would get both."""
     texts = await campaign.texts()
@@ -603,14 +703,19 @@ async def _import(campaign: Campaign, args: argparse.Namespace, out: TextIO) -> 
             f"campaign {campaign.name!r} was started with another text; each number would get "
             "both. Use another --name, or `smsvn campaign work` to finish it"
         )
-    with ExitStack() as stack:
-        source = _numbers_file(args, stack)
-        added = await campaign.add(_read_numbers(source), content=args.text)
+    added = await campaign.add(source, content=args.text)
     print(
         f"{campaign.name}: {added.read:,} read: {added.added:,} new, {added.already:,} already "
         f"in the campaign, {added.invalid:,} invalid, {added.duplicates:,} duplicates",
         file=out,
     )
+    if source.error is not None:  # stdin: nothing sent yet; the numbers before it are kept
+        for line in source.problems():
+            print(line, file=out)
+        raise UsageError(
+            f"{source.error}; nothing was sent. Fix the input and run the same command again "
+            "(the numbers already added are not added twice)"
+        )
 
 
 def _resume_command(args: argparse.Namespace) -> str:
@@ -621,6 +726,8 @@ def _resume_command(args: argparse.Namespace) -> str:
     if args.step == "run":
         if args.file:
             words += ["-f", args.file]
+        if args.column:
+            words += ["--column", args.column]
         words += ["-m", args.text]
     if args.sandbox:
         words.append("--sandbox")
@@ -746,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         _fail(str(exc), EXIT_ERROR)
-    except (UsageError, ValidationError) as exc:
+    except (UsageError, ValidationError, NumbersFileError) as exc:
         if args.debug:
             raise
         _fail(str(exc), EXIT_USAGE)

@@ -126,6 +126,8 @@ class Failover:
                 on_result=on_result,
                 on_progress=on_progress,
                 seen=seen,
+                price=client.price,
+                unit=client.unit,
             )
             parts.append(report)
             untaken = list(handover)

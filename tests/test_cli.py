@@ -31,9 +31,13 @@ from smsvn.sandbox._base import Handler, Route
 
 
 async def smsvn(
-    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    *args: str,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> tuple[int, str, str]:
-    """Run ``python -m smsvn ARGS``; the event loop keeps serving the sandbox meanwhile."""
+    """Run ``python -m smsvn ARGS`` (in ``cwd``); the event loop keeps serving the sandbox
+    meanwhile."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SMSVN_")}
     environment.update(env or {})
     process = await asyncio.create_subprocess_exec(
@@ -45,6 +49,7 @@ async def smsvn(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=environment,
+        cwd=cwd,
     )
     out, err = await asyncio.wait_for(
         process.communicate(stdin.encode() if stdin is not None else None), timeout=120
@@ -217,9 +222,26 @@ async def test_demo_runs_a_small_campaign_through_all_three() -> None:
     )
     assert code == 0, err
     part_one, _, part_two = out.partition("part two")
-    for provider in ("speedsms", "esms", "fibo"):
-        assert any(line.startswith(provider) for line in part_one.splitlines())
-    assert "refused locally" in part_one
+    table = {
+        line.split()[0]: line.split()
+        for line in part_one.splitlines()
+        if line.startswith(("speedsms ", "esms ", "fibo "))
+    }
+    assert set(table) == {"speedsms", "esms", "fibo"}
+    header = next(line.split() for line in part_one.splitlines() if line.startswith("provider"))
+    assert header[3:6] == ["invalid", "repeats", "retried"]
+    counted = {p: [int(c.replace(",", "")) for c in row[2:7]] for p, row in table.items()}
+    for accepted, invalid, repeats, retried, failed in counted.values():
+        assert accepted + invalid + repeats == 300
+        assert retried >= 3 and failed == 0  # the injected faults, survived
+    assert sum(c[1] for c in counted.values()) > 0  # invalid numbers and repeats, told apart
+    assert sum(c[2] for c in counted.values()) > 0
+    # Cost: SpeedSMS's as reported, the others estimated (~) from segments; both with a unit.
+    assert table["speedsms"][9:11] == [f"{int(table['speedsms'][2]) * 250:,}", "VND"]
+    assert table["esms"][9:11] == [f"~{int(table['esms'][2]) * 350:,}", "VND"]
+    assert table["fibo"][9:11] == [f"~{int(table['fibo'][2])}", "messages"]
+    assert "the simulator's balances fell by exactly these amounts" in part_one
+    assert "with nothing failed or unknown and nobody sent twice" in part_one
     assert "! outbox" not in out
     assert " done, " not in out  # --no-progress: no progress lines either
     # Part two: each runner really killed, and the outbox shows nobody got a message twice.
@@ -251,6 +273,8 @@ class ToyClient(BaseClient):
 
     provider: ClassVar[str] = TOY
     batch_size: ClassVar[int] = 10
+    price: ClassVar[float | None] = 2.0
+    unit: ClassVar[str | None] = "messages"
     built: ClassVar[list[ToyClient]] = []
 
     def __init__(
@@ -337,7 +361,7 @@ def register_toy() -> Iterator[Callable[[type[ToyClient]], Provider]]:
                 title="ToySMS",
                 client=client,
                 credentials=(Credential(name="toy_key", env=TOY_ENV, help="ToySMS key"),),
-                price=2.0,
+                price=2.0,  # the client's own price and unit, as the real providers write them
                 unit="messages",
                 simulator=f"{__name__}:ToySimulator",
                 sender_option="sender",
@@ -397,7 +421,8 @@ def test_a_registered_provider_is_built_from_its_flags_and_variables(
     send = ["send", "-p", TOY, "--to", "0912345678", "-m", "hi", "--timeout", "5"]
     assert run([*send, "--sender", "TOY", "--brandname", "NOT-MINE"]) == 0
     out = capsys.readouterr().out
-    assert "estimated cost 2 messages at 2 a segment" in out
+    assert "estimated cost 2 messages (2 messages a segment)" in out
+    assert "\nestimated cost 2 messages (the provider reports no price)\n" in out
     assert "sent via toysms: message id toy-1" in out
     (client,) = ToyClient.built
     assert client.toy_key == "key-from-the-environment"
@@ -452,9 +477,12 @@ async def test_the_demo_takes_in_a_provider_it_does_not_know(
         ("speedsms ", "esms ", "fibo ", "toysms "))}  # fmt: skip
     assert set(rows) == {"speedsms", "esms", "fibo", TOY}
     assert rows[TOY][1] == "100"  # a quarter of the campaign
-    assert rows[TOY][7:9] == ["0", "messages"]  # the toy's client sends nowhere: no cost
-    # ... and nothing reached the simulator's outbox, which the demo points out.
+    # The toy reports no price: its cost is estimated at its client's price (2 a segment)...
+    assert rows[TOY][9:11] == [f"~{int(rows[TOY][2]) * 2}", "messages"]
+    # ... but its client sends nowhere: nothing reached the simulator's outbox, and its balance
+    # did not fall, which the demo points out.
     assert "! outbox holds 0 for toysms" in text
+    assert "the simulator's balances fell by toysms 0 messages" in text
     assert "! outbox holds 0 for speedsms" not in text
 
 

@@ -56,6 +56,8 @@ class Toy(BaseClient):
     """The toy provider's client: ``send`` and ``balance`` over JSON."""
 
     provider = NAME
+    price = 10.0
+    unit = "credits"
 
     def __init__(
         self, key: str, *, base_url: str = "https://toy.invalid", **options: Unpack[ClientOptions]
@@ -206,8 +208,8 @@ PROVIDER: Final = Provider(
     title="Toy",
     client=Toy,
     credentials=(Credential(name="key", env="SMSVN_TOY_KEY", help="toy key"),),
-    price=10.0,
-    unit="credits",
+    price=Toy.price,
+    unit=Toy.unit,
     simulator="tests.toy_provider:ToySimulator",
 )
 """The toy provider's registry entry (not registered until a test does it)."""

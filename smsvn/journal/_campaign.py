@@ -293,6 +293,8 @@ class Campaign:
                     keep_results=keep_results,
                     on_result=on_result,
                     on_progress=on_progress,
+                    price=source.client.price,
+                    unit=source.client.unit,
                 )
                 parts.append(report)
                 if report.aborted is not None and not isinstance(report.aborted, NOTHING_SENT):

@@ -214,6 +214,11 @@ class BaseClient(abc.ABC):
     """What the constructor takes positionally, in order, each with the environment variable
     ``from_env`` reads it from. The provider's registry entry uses the same tuple (the CLI reads
     the same variables), so the client is its own description: no registry lookup needed."""
+    price: ClassVar[float | None] = None
+    """The usual price of one SMS segment, in ``unit``: the CLI's estimate before a send and a
+    bulk report's ``estimated_cost`` where the provider reports no price (None: no estimate)."""
+    unit: ClassVar[str | None] = None
+    """``"VND"``, or ``"messages"`` where the account counts messages (Fibo)."""
     sender_option: ClassVar[str | None] = None
     """The keyword option naming the sender (``"sender"``, ``"brandname"``), if there is one."""
     env_options: ClassVar[tuple[tuple[str, type[str] | type[int]], ...]] = (("base_url", str),)
@@ -400,6 +405,8 @@ class BaseClient(abc.ABC):
             keep_results=keep_results,
             on_result=on_result,
             on_progress=on_progress,
+            price=self.price,
+            unit=self.unit,
         )
 
     async def send_many(
@@ -428,6 +435,8 @@ class BaseClient(abc.ABC):
             keep_results=keep_results,
             on_result=on_result,
             on_progress=on_progress,
+            price=self.price,
+            unit=self.unit,
         )
 
     def __repr__(self) -> str:

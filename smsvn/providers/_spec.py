@@ -43,9 +43,11 @@ class Provider:
     """The CLI's credential flags and variables: the client's own ``credentials`` (what its
     ``from_env`` reads), as in ``credentials=SpeedSMS.credentials``."""
     price: float
-    """The usual price of one SMS segment, in ``unit``: for estimates printed before a send."""
+    """The usual price of one SMS segment, in ``unit``: the client's own ``price``, as in
+    ``price=SpeedSMS.price`` (what bulk reports estimate with)."""
     unit: str
-    """``"VND"``, or ``"messages"`` where the account counts messages (Fibo)."""
+    """``"VND"``, or ``"messages"`` where the account counts messages (Fibo): the client's
+    ``unit``."""
     simulator: str
     """``"module:Class"`` of its simulator, imported only when a sandbox starts."""
     sender_option: str | None = None

@@ -305,6 +305,8 @@ class ESMS(BaseClient):
 
     provider = _PROVIDER
     default_rate_limit = DEFAULT_RATE_LIMIT
+    price = 350.0
+    unit = "VND"
     credentials = (
         Credential(name="api_key", env="SMSVN_ESMS_API_KEY", help="eSMS ApiKey"),
         Credential(name="secret_key", env="SMSVN_ESMS_SECRET_KEY", help="eSMS SecretKey"),
@@ -1215,8 +1217,8 @@ PROVIDER: Final = Provider(
     title="eSMS",
     client=ESMS,
     credentials=ESMS.credentials,
-    price=350.0,
-    unit="VND",
+    price=ESMS.price,
+    unit=ESMS.unit,
     simulator="smsvn.sandbox.esms:ESMSSimulator",
     sender_option=ESMS.sender_option,
     webhook=Webhook(methods=("GET",), parse=_parse_callback),

@@ -190,6 +190,8 @@ class Fibo(BaseClient):
 
     provider = _PROVIDER
     default_rate_limit = DEFAULT_RATE_LIMIT
+    price = 1.0
+    unit = "messages"
     credentials = (
         Credential(name="client_no", env="SMSVN_FIBO_CLIENT_NO", help="Fibo clientNo"),
         Credential(name="client_pass", env="SMSVN_FIBO_CLIENT_PASS", help="Fibo clientPass"),
@@ -654,8 +656,8 @@ PROVIDER: Final = Provider(
     title="Fibo",
     client=Fibo,
     credentials=Fibo.credentials,
-    price=1.0,
-    unit="messages",
+    price=Fibo.price,
+    unit=Fibo.unit,
     simulator="smsvn.sandbox.fibo:FiboSimulator",
     sender_option=Fibo.sender_option,
 )

@@ -177,6 +177,8 @@ class SpeedSMS(BaseClient):
     provider = _PROVIDER
     batch_size = MAX_RECIPIENTS
     default_rate_limit = DEFAULT_RATE_LIMIT
+    price = 250.0
+    unit = "VND"
     credentials = (
         Credential(name="token", env="SMSVN_SPEEDSMS_TOKEN", help="SpeedSMS access token"),
     )
@@ -645,8 +647,8 @@ PROVIDER: Final = Provider(
     title="SpeedSMS",
     client=SpeedSMS,
     credentials=SpeedSMS.credentials,
-    price=250.0,
-    unit="VND",
+    price=SpeedSMS.price,
+    unit=SpeedSMS.unit,
     simulator="smsvn.sandbox.speedsms:SpeedSMSSimulator",
     sender_option=SpeedSMS.sender_option,
     webhook=Webhook(methods=("POST",), parse=_parse_callback),
