@@ -490,16 +490,20 @@ class Transport:
                 # no coroutine of its own, no per-call dicts, and the hooks' and the debug log's
                 # work only when there are hooks or the log wants it.
                 hooks = self._hooks
-                if hooks is not None and hooks.on_request is not None:
-                    hooks.on_request(
-                        AttemptInfo(
-                            provider=self.provider,
-                            endpoint=endpoint,
-                            method=method,
-                            attempt=attempt,
+                observed = hooks is not None or _log.isEnabledFor(logging.DEBUG)
+                if observed:
+                    if hooks is not None and hooks.on_request is not None:
+                        hooks.on_request(
+                            AttemptInfo(
+                                provider=self.provider,
+                                endpoint=endpoint,
+                                method=method,
+                                attempt=attempt,
+                            )
                         )
-                    )
-                started = time.perf_counter()
+                    started = time.perf_counter()
+                else:
+                    started = 0.0  # nobody reads the attempt's duration
                 if mark is not None:
                     mark.left = True
                 failure: SmsError | None = None
@@ -526,7 +530,7 @@ class Transport:
                     # URL (credentials in its query string), so none may be our error's
                     # ``__context__``.
                     raise failure
-                if hooks is not None or _log.isEnabledFor(logging.DEBUG):
+                if observed:
                     self._hook_response(endpoint, method, attempt, started, response.status, None)
                 if response.status == 429:
                     raise self._rate_limited(endpoint, response)
@@ -766,7 +770,8 @@ class Transport:
         status: int | None,
         error: str | None,
     ) -> None:
-        elapsed = time.perf_counter() - started
+        # 0.0: nobody was observing when the attempt started (debug logging turned on since).
+        elapsed = time.perf_counter() - started if started else 0.0
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "%s %s: attempt %d -> %s in %.1f ms",
