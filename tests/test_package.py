@@ -72,6 +72,23 @@ def test_import_loads_neither_the_simulator_nor_aiohttp_web() -> None:
     assert out.strip() == ""
 
 
+def test_task_queues_load_only_when_asked_for() -> None:
+    """``smsvn.taskiq`` (extra ``smsvn[taskiq]``) is imported by name, never by ``import
+    smsvn``; ``smsvn.workers``, what an arq or Celery task calls, needs no taskiq."""
+    code = (
+        "import sys, smsvn; loaded = [m for m in ('taskiq', 'smsvn.taskiq', 'smsvn.workers') "
+        "if m in sys.modules]; import smsvn.workers; "
+        "print(' '.join(loaded), 'taskiq' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
+    import smsvn.taskiq
+
+    assert smsvn.taskiq.work_campaign is smsvn.workers.work_campaign
+
+
 def test_lazy_modules_load_on_first_use() -> None:
     assert smsvn.sandbox.Sandbox.__name__ == "Sandbox"
     assert callable(smsvn.webhooks.app)

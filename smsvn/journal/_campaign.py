@@ -245,6 +245,7 @@ class Campaign:
         on_progress: Callable[[BulkProgress], object] | None = None,
         on_result: Callable[[BulkOutcome], object] | None = None,
         keep_results: bool = False,
+        claim_for: float | None = None,
         **options: Any,
     ) -> BulkReport:
         """Send what is pending through ``client`` (or each provider of a ``Failover`` in turn:
@@ -253,6 +254,11 @@ class Campaign:
         claimed by one. A finished campaign sends nothing. ``options`` are the client's send
         options (``sms_type=``, ``sender=``, ...; not with a ``Failover``, whose clients send
         with the defaults they were built with).
+
+        ``claim_for`` (seconds, or None): claim no new batch after that long, let the batches
+        already claimed finish (at most ``concurrency`` of them not yet sent), and return; what
+        is left stays pending for the next run. A task queue's task uses it to end in bounded
+        time.
 
         Returns this run's report (``taken`` = numbers it claimed; ``skipped`` = those it
         handed back, still pending). Raises ``LeaseLost`` if this runner's lease ran out and
@@ -273,8 +279,17 @@ class Campaign:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError("concurrency must be a positive int")
         lease = check_lease(lease)
+        claim_until = None
+        if claim_for is not None:
+            if (
+                isinstance(claim_for, bool)
+                or not isinstance(claim_for, int | float)
+                or not 0 < claim_for < 1e9
+            ):
+                raise ValidationError("claim_for must be a positive number of seconds, or None")
+            claim_until = asyncio.get_running_loop().time() + claim_for
         contents = await self._store.contents(self._id)
-        runner = Runner(self._store, self._id, lease)
+        runner = Runner(self._store, self._id, lease, claim_until)
         sources = [
             Source(runner, c, _entry(c), stage=i, fresh=i == 0, options=dict(options))
             for i, c in enumerate(clients)

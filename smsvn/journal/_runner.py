@@ -62,10 +62,15 @@ class LeaseLost(Exception):
 class Runner:
     """This process's registration on one campaign: lease, heartbeat, sweeps, commits."""
 
-    def __init__(self, store: Store, campaign: int, lease: float) -> None:
+    def __init__(
+        self, store: Store, campaign: int, lease: float, claim_until: float | None = None
+    ) -> None:
         self.store = store
         self.campaign = campaign
         self.lease = lease
+        self.claim_until = claim_until
+        """The event loop's time after which this runner claims nothing more (``run``'s
+        ``claim_for``); None: it claims until nothing is left."""
         self.id = 0
         self.lost: LeaseLost | None = None
         self._renewed = 0.0
@@ -95,6 +100,12 @@ class Runner:
                 await flusher
         if self.id:
             await self.store.sweep(self.campaign, [self.id])
+
+    def out_of_time(self) -> bool:
+        """Whether this runner is past ``claim_until``: it claims no more batches (those it
+        holds still finish)."""
+        until = self.claim_until
+        return until is not None and asyncio.get_running_loop().time() >= until
 
     def tokens(self, count: int) -> int:
         """The first of ``count`` new batch tokens, unique to this runner."""
@@ -251,10 +262,13 @@ class Source:
     # -- the engine's BatchSource ------------------------------------------------------------
 
     async def claim(self, count: int) -> list[_Claim]:
-        """Up to ``count`` batches; waits while other runners hold work that may come back."""
+        """Up to ``count`` batches; waits while other runners hold work that may come back.
+        None once the runner is out of time (``claim_for``): its run then ends."""
         runner = self.runner
         store = runner.store
         while True:
+            if runner.out_of_time():
+                return []
             if not await runner.holds():  # a lease that ran out (say, paused) is lost now
                 raise runner.lost or LeaseLost("this runner's lease ran out")
             found = await store.claim(
