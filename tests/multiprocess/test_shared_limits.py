@@ -176,7 +176,9 @@ def test_redis_restarted_mid_run(fleet: Fleet, redis_server: RedisServer) -> Non
     assert rate >= 0.9
     for r in results:
         assert r["outages"] == 1
-    # Round trips that reached Redis (attempts while it was away never did).
+    # Round trips that reached Redis (attempts while it was away never did). The outage costs
+    # each process the turns it held (given up, by design, and asked for again): a one-time
+    # cost on top of the steady 1.1.
     calls += redis_calls(redis_server.url)
     print(f"restart: {calls / len(accepted):.3f} Redis calls per request")
-    assert calls / len(accepted) <= 1.1
+    assert calls <= 1.1 * len(accepted) + PROCESSES * DEFAULT_LOOKAHEAD
