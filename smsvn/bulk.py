@@ -319,6 +319,10 @@ class _Batch(Departure):
         self.filed = False
 
 
+class _NeverLeft(Exception):
+    """A journaled batch stopped by a defect before its request left (nothing was sent)."""
+
+
 class _Departing(_Batch):
     """A journaled batch. The transport marks ``left`` as its request leaves: the batch then
     gives up its place among those recorded in flight and not yet gone."""
@@ -554,12 +558,9 @@ class _Run:
                 _log.warning("%s bulk send stopped: %s", self.provider, exc)
                 self._drop_unsent()
         except Exception as exc:
-            # A defect must not lose track of a batch that may have left: file it as unknown.
-            _log.exception("%s bulk send: unexpected error in a batch", self.provider)
-            error = OutcomeUnknown(f"unexpected {type(exc).__name__}", provider=self.provider)
-            self._file_unknown(batch, error)
-            if self.aborted is None:
-                self.aborted = error
+            # A defect: unknown if the request may have left, skipped if it never did.
+            self._defect(exc, batch)
+            self._file_stopped(batch, f"unexpected {type(exc).__name__}")
         else:
             batch.filed = True
             self._file_sent(result, content)
@@ -588,18 +589,19 @@ class _Run:
             if task is not current and not batch.left:
                 task.cancel()
 
-    def _file_stopped(self, batch: _Batch) -> None:
-        """File a batch whose task was stopped (cancelled) before it got an outcome: unknown
-        if its request may have left, otherwise skipped (nothing was sent: a resume sends it)."""
+    def _file_stopped(self, batch: _Batch, why: str = "cancelled") -> None:
+        """File a batch whose task was stopped (cancelled, or ``why``) before it got an outcome:
+        unknown if its request may have left, otherwise skipped (nothing was sent: a resume
+        sends it)."""
         if batch.left:
             error = OutcomeUnknown(
-                "cancelled while in flight; it may have been sent", provider=self.provider
+                f"{why} while in flight; it may have been sent", provider=self.provider
             )
             self._file_unknown(batch, error)
         else:
             batch.filed = True
             self.requests -= 1
-            self._skip(batch.numbers, batch.content, "cancelled before the request left")
+            self._skip(batch.numbers, batch.content, f"{why} before the request left")
             if isinstance(batch, _Departing):
                 self.unsent.append(batch.claim)
 
@@ -725,6 +727,8 @@ class _Run:
             if not batch.filed:
                 self._file_stopped(batch)
             raise
+        except _NeverLeft:  # a defect before the request left: handed back, nothing sent
+            self._file_stopped(batch, "an unexpected error")
         except Exception as exc:  # the journal failed: stop, and keep the batch accounted for
             if self.journal_error is None:
                 self.journal_error = exc
@@ -745,7 +749,8 @@ class _Run:
             self._progress()
 
     async def _attempt(self, batch: _Departing) -> tuple[SendResult | None, SmsError | None]:
-        """Send one departed batch: its result, or the error that ended it."""
+        """Send one departed batch: its result, or the error that ended it. ``_NeverLeft``
+        when a defect stopped it before its request left."""
         departure.set(batch)  # the transport marks it as the request leaves
         try:
             return await self.send_batch(batch.numbers, batch.content, batch.request_id), None
@@ -754,12 +759,29 @@ class _Run:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # A defect must not lose track of a batch that may have left: settle it as unknown.
-            _log.exception("%s journaled run: unexpected error in a batch", self.provider)
-            error = OutcomeUnknown(f"unexpected {type(exc).__name__}", provider=self.provider)
-            if self.aborted is None:
-                self.aborted = error
+            # A defect: settled as unknown if the request may have left; handed back if not.
+            error = self._defect(exc, batch)
+            if not batch.left:
+                raise _NeverLeft from None
             return None, error
+
+    def _defect(self, exc: Exception, batch: _Batch) -> SmsError:
+        """Log an unexpected error of one batch and stop the run with it (a defect recurs):
+        ``OutcomeUnknown`` if the batch's request may have left, else an ``SmsError`` saying
+        nothing was sent."""
+        _log.exception("%s bulk send: unexpected error in a batch", self.provider)
+        name = type(exc).__name__
+        error: SmsError
+        if batch.left:
+            error = OutcomeUnknown(f"unexpected {name}", provider=self.provider)
+        else:
+            error = SmsError(
+                f"unexpected {name} before the request left; nothing was sent",
+                provider=self.provider,
+            )
+        if self.aborted is None:
+            self.aborted = error
+        return error
 
     async def _settle(
         self,

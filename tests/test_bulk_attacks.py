@@ -342,3 +342,72 @@ async def test_bulk_run_takes_nothing_from_a_string() -> None:
         messages, provider="fake", send_batch=send_batch, content=None, batch_size=1
     )
     assert report.accepted == 1 and taken == ["0912345678"]
+
+
+LIMIT = RateLimit(requests=1000, period=1)
+
+
+class _BrokenLimiter:
+    """A limiter backend with a defect: every account's ``acquire`` raises AttributeError, as a
+    wrong object given as ``limiter=`` does, before any request can leave."""
+
+    def for_account(self, provider: str, account: str, limit: RateLimit) -> _BrokenLimiter:
+        return self
+
+    async def acquire(self, max_wait: float | None = None) -> None:
+        raise AttributeError("'object' has no attribute 'reserve'")
+
+    async def pause(self, seconds: float) -> None:
+        return None
+
+
+async def test_a_defect_before_the_request_left_is_skipped_not_unknown(sb: Sandbox) -> None:
+    """A defect (not an SmsError) that stops a batch before its request left sent nothing:
+    the batch is skipped (a resume sends it) and the run stops, never 'may have been sent'."""
+    numbers = [number(i) for i in range(250)]
+    source = iter(numbers)
+    async with sb.client(
+        "speedsms", limiter=_BrokenLimiter(), rate_limit=LIMIT, retry=FAST_RETRY
+    ) as sms:
+        report = await sms.send_bulk(source, "hi")
+    assert report.unknown == [] and report.accepted == 0
+    assert isinstance(report.aborted, errors.SmsError)
+    assert not isinstance(report.aborted, errors.OutcomeUnknown)
+    assert "nothing was sent" in str(report.aborted)
+    assert sorted([*report.skipped, *source]) == numbers  # each input skipped or never taken
+    assert sb.outbox.phones("speedsms") == []
+
+
+async def test_a_defect_after_the_request_left_is_unknown(sb: Sandbox) -> None:
+    def broken(info: object) -> None:
+        raise RuntimeError("metrics exporter down")
+
+    numbers = [number(i) for i in range(100)]
+    async with sb.client("speedsms", hooks=Hooks(on_response=broken), retry=FAST_RETRY) as sms:
+        report = await sms.send_bulk(numbers, "hi")
+    assert isinstance(report.aborted, errors.OutcomeUnknown)
+    assert [n for batch, _ in report.unknown for n in batch] == numbers
+    assert sorted(sb.outbox.phones("speedsms")) == numbers  # it did leave
+
+
+async def test_a_journaled_defect_before_the_request_left_hands_the_batch_back(
+    tmp_path: object, sb: Sandbox
+) -> None:
+    import smsvn
+
+    numbers = [number(i) for i in range(250)]
+    async with smsvn.Journal(str(tmp_path) + "/campaigns.db") as journal:
+        campaign = await journal.campaign("defect")
+        await campaign.add(numbers, content="hi")
+        async with sb.client(
+            "speedsms", limiter=_BrokenLimiter(), rate_limit=LIMIT, retry=FAST_RETRY
+        ) as sms:
+            report = await campaign.run(sms)
+        assert report.unknown == [] and report.accepted == 0
+        assert "nothing was sent" in str(report.aborted)
+        counts = await campaign.counts()
+        assert (counts.pending, counts.unknown, counts.in_flight) == (250, 0, 0)
+        async with sb.client("speedsms", retry=FAST_RETRY) as sms:  # fixed: a rerun sends all
+            report = await campaign.run(sms)
+        assert report.accepted == 250
+    assert sorted(sb.outbox.phones("speedsms")) == numbers
