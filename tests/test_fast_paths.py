@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 import string
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smsvn import phone
 from smsvn.errors import ValidationError
@@ -111,3 +114,36 @@ def test_send_answer_without_strings_skips_the_redactor() -> None:
     assert not speedsms._no_text(speedsms._SendData(tran_id="abc"))
     assert not speedsms._no_text(speedsms._SendData(tran_id=1, invalid_phone=["84912345678"]))
     assert not speedsms._no_text(speedsms._SendData(tran_id=1, invalid_phone=[84912345678]))
+
+
+_DIGITS_OR_NOT = st.text(alphabet="0123456789,+ 8x", min_size=0, max_size=12)
+_CANONICAL = st.builds(
+    lambda prefix, rest: prefix + rest,
+    st.sampled_from(_PREFIXES),
+    st.text(alphabet="0123456789", min_size=7, max_size=7),
+)
+
+
+@given(st.lists(st.one_of(_CANONICAL, _CANONICAL, _DIGITS_OR_NOT), max_size=12))
+def test_the_batch_check_agrees_with_normalize_one_by_one(numbers: list[str]) -> None:
+    """``_all_canonical`` says yes exactly when ``normalize`` returns every item unchanged."""
+    one_by_one = bool(numbers) and all(
+        _outcome(phone.normalize, n) == ("ok", n) and type(n) is str for n in numbers
+    )
+    assert phone._all_canonical(numbers) is one_by_one
+
+
+def test_the_batch_check_refuses_str_subclasses_and_non_strings() -> None:
+    class Number(str):
+        pass
+
+    assert phone._all_canonical(["0912345678", "0987654321"])
+    assert not phone._all_canonical(["0912345678", Number("0987654321")])
+    assert not phone._all_canonical(["0912345678", 912345678])
+    assert not phone._all_canonical(["0912345678,0987654321"])
+    assert not phone._all_canonical([])
+
+
+@given(st.lists(_CANONICAL, max_size=100))
+def test_the_speedsms_array_is_the_international_forms(numbers: list[str]) -> None:
+    assert msgspec.json.decode(speedsms._to_array(numbers)) == ["84" + n[1:] for n in numbers]

@@ -158,12 +158,14 @@ def _international(canonical: str) -> str:
 def _to_array(numbers: list[str]) -> msgspec.Raw:
     """Canonical numbers as the JSON array of their ``_international`` forms.
 
-    The hot path of every send: encoding the canonical list once and rewriting each element's
-    leading ``"0`` as ``"84`` in the bytes costs half of building 100 new strings first
-    (benchmarks/README.md). Exact for canonical numbers: each is ``0`` + 9 digits, so ``"0``
-    occurs in the array only where an element starts.
+    The hot path of every send: joining the canonical numbers once and rewriting each
+    element's leading ``0`` as ``84`` in the joined text costs a third of building 100 new
+    strings first (benchmarks/README.md). Exact for canonical numbers: each is ``0`` + 9 ASCII
+    digits (nothing JSON escapes), so ``","0`` occurs only where an element starts.
     """
-    return msgspec.Raw(_ENCODER.encode(numbers).replace(b'"0', b'"84'))
+    if not numbers:
+        return msgspec.Raw(b"[]")
+    return msgspec.Raw(('["84' + '","'.join(numbers)[1:].replace('","0', '","84') + '"]').encode())
 
 
 class SpeedSMS(BaseClient):
