@@ -361,14 +361,26 @@ class RedisLimiter:
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            client = aioredis.Redis.from_url(
-                url_or_client,
-                socket_connect_timeout=timeout,
-                socket_timeout=timeout,
-                # One immediate retry replaces a pooled connection the server closed (a
-                # restart); backing off is the limiter's own business.
-                retry=Retry(NoBackoff(), 1),
-            )
+            malformed = False
+            try:
+                client = aioredis.Redis.from_url(
+                    url_or_client,
+                    socket_connect_timeout=timeout,
+                    socket_timeout=timeout,
+                    # One immediate retry replaces a pooled connection the server closed (a
+                    # restart); backing off is the limiter's own business.
+                    retry=Retry(NoBackoff(), 1),
+                )
+            except (ValueError, TypeError):
+                malformed = True
+            if malformed:
+                # redis-py's message quotes pieces of the URL (a password with an unencoded
+                # "/" becomes the "port"): raised here, outside the except block, so that
+                # neither the message nor __context__ carries it.
+                raise ValidationError(
+                    "the limiter's Redis URL is malformed (redis://[:password@]host[:port]/db; "
+                    "percent-encode /, ?, # and @ in a password)"
+                ) from None
             self._owns_client = True
         else:
             client = url_or_client

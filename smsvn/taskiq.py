@@ -36,13 +36,22 @@ from smsvn._shared_limits import RedisLimiter
 from smsvn.bulk import DEFAULT_CONCURRENCY
 from smsvn.errors import ValidationError
 from smsvn.journal import DEFAULT_LEASE
-from smsvn.journal._runner import check_lease
 from smsvn.workers import REDIS_ENV, CampaignWork, SendOption, check_task, work_campaign
 
-__all__ = ["TASK_NAME", "CampaignTask", "CampaignWork", "enqueue", "register", "work_campaign"]
+__all__ = [
+    "MAX_WORKERS",
+    "TASK_NAME",
+    "CampaignTask",
+    "CampaignWork",
+    "enqueue",
+    "register",
+    "work_campaign",
+]
 
 TASK_NAME: Final = "smsvn.work_campaign"
 """The name ``register`` gives the task by default (what its messages name)."""
+MAX_WORKERS: Final = 1_000
+"""The most messages one ``enqueue`` sends: more is a typo, and would flood the broker."""
 
 CampaignTask: TypeAlias = AsyncTaskiqDecoratedTask[..., Coroutine[Any, Any, CampaignWork]]
 """The task ``register`` returns: ``await task.kiq(campaign=..., provider=...)``, or
@@ -80,21 +89,35 @@ def register(
     *,
     limiter: Callable[[], RedisLimiter] | None = None,
     client_options: Mapping[str, Any] | None = None,
+    send_options: Mapping[str, Any] | None = None,
     task_name: str = TASK_NAME,
     **labels: Any,
 ) -> CampaignTask:
     """Register the campaign task on ``broker`` and return it.
 
-    ``limiter``: makes the worker process's shared limiter, once, inside its event loop (for
-    ``RedisLimiter(url, prefix=...)`` with your own settings); by default one on
-    ``$SMSVN_REDIS_URL``. It is closed when the worker shuts down. ``client_options``: the
-    client's keyword options in every worker (``rate_limit=``, ``max_wait=``, ``timeout=``).
-    ``task_name`` and ``labels`` are taskiq's (``retry_on_error=True`` with its retry
-    middleware: safe, a retry is one more runner).
+    ``limiter``: a function that makes the worker process's shared limiter, called once inside
+    its event loop (a ``RedisLimiter`` belongs to one loop, so the function, not a limiter:
+    ``lambda: RedisLimiter(url, prefix=...)``); by default one on ``$SMSVN_REDIS_URL``. It is
+    closed when the worker shuts down. ``client_options``: the client's keyword options in
+    every worker (``rate_limit=``, ``max_wait=``, ``timeout=``). ``send_options``: send options
+    set by the workers, never carried by a task, which may not override them (eSMS's
+    ``callback_url`` with the webhook secret, from the worker's settings). ``task_name`` and
+    ``labels`` are taskiq's (``retry_on_error=True`` with its retry middleware: safe, a retry is
+    one more runner).
     """
     if not isinstance(broker, AsyncBroker):
         raise ValidationError(f"register takes a taskiq broker, not {type(broker).__name__}")
+    if isinstance(limiter, RedisLimiter | str) or (limiter is not None and not callable(limiter)):
+        raise ValidationError(
+            "register's limiter= is a function that makes a RedisLimiter in the worker's event "
+            "loop (limiter=lambda: smsvn.RedisLimiter(url, prefix=...)), or None for "
+            f"${REDIS_ENV}; not a {type(limiter).__name__}"
+        )
+    for what, given in (("client_options", client_options), ("send_options", send_options)):
+        if given is not None and not isinstance(given, Mapping):
+            raise ValidationError(f"{what} is a mapping, not {type(given).__name__}")
     worker_options = dict(client_options or {})
+    worker_send = dict(send_options or {})
     shared = _ProcessLimiter(limiter)
 
     async def work_campaign_task(
@@ -117,6 +140,7 @@ def register(
             claim_for=claim_for,
             limiter=shared.get(),
             client_options=worker_options,
+            send_options=worker_send,
         )
 
     broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, shared.close)
@@ -137,24 +161,30 @@ async def enqueue(
 ) -> list[str]:
     """Send ``workers`` messages of ``task`` (from ``register``) for the campaign, so that up
     to that many workers work on it at once; returns their task ids. Everything is checked
-    first (``ValidationError``, nothing sent): the provider is registered, the journal URL
-    carries no password (None: each worker's ``$SMSVN_JOURNAL``), no option is a credential.
+    first (``smsvn.workers.check_task``; ``ValidationError``, nothing sent): the provider is
+    registered, the journal URL carries no password (None: each worker's ``$SMSVN_JOURNAL``),
+    the options are ones the provider takes and none may carry a secret, the run options are
+    ``Campaign.run``'s, and ``workers`` is 1 to ``MAX_WORKERS``.
 
     The campaign must exist in the journal (``campaign.add`` it first). Enqueueing again, or
-    more workers than there is work for, is harmless: a task that finds nothing to claim ends.
+    more workers than there is work for, is harmless: a task that finds nothing to claim ends
+    once no other runner holds work that could come back to it.
     """
+    if not isinstance(task, AsyncTaskiqDecoratedTask):
+        raise ValidationError(
+            f"enqueue takes the task register() returned, not {type(task).__name__}"
+        )
     sent_options = check_task(
-        campaign=campaign, provider=provider, journal=journal, options=options
+        campaign=campaign,
+        provider=provider,
+        journal=journal,
+        options=options,
+        concurrency=concurrency,
+        lease=lease,
+        claim_for=claim_for,
     )
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValidationError("workers must be a positive int")
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValidationError("concurrency must be a positive int")
-    check_lease(lease)
-    if claim_for is not None and (
-        isinstance(claim_for, bool) or not isinstance(claim_for, int | float) or claim_for <= 0
-    ):
-        raise ValidationError("claim_for must be a positive number of seconds, or None")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ValidationError(f"workers must be an int from 1 to {MAX_WORKERS}")
     ids: list[str] = []
     for _ in range(workers):
         sent = await task.kiq(

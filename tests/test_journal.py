@@ -21,6 +21,8 @@ import smsvn
 from smsvn import errors
 from smsvn.bulk import Outcome
 from smsvn.journal import Added, Counts, LeaseLost
+from smsvn.journal._campaign import redact_url
+from smsvn.journal._dsn import has_password, is_keyword_dsn
 from smsvn.journal._runner import Runner, Source
 from smsvn.journal._sqlite import SqliteStore
 from smsvn.journal._store import State
@@ -445,6 +447,86 @@ def test_journal_urls(tmp_path: Path) -> None:
             smsvn.Journal(bad)  # type: ignore[arg-type]
     pg = smsvn.Journal("postgresql://app:s3cret-SENTINEL@db.internal:5432/sms")
     assert "SENTINEL" not in repr(pg) and "***" in repr(pg)
+
+
+PASSWORDS = [
+    "postgresql://u:S3cretPW@h/db",
+    "postgresql://u@h/db?password=S3cretPW",
+    "postgresql:///db?host=/tmp&user=u&password=S3cretPW",
+    "postgresql://u@h/db?sslpassword=S3cretPW",
+    "postgresql://u@h/db?passfile=/x&password=S3cretPW",
+    "postgresql://u@h/db?PASSWORD=S3cretPW&sslmode=require",
+    "postgresql://u@h/db?pass%77ord=S3cretPW",
+    "postgresql://u@h/db?password=a@S3cretPW",
+    "postgresql://u@h/db#password=S3cretPW",
+    "postgresql://u:S3cretPW@h1:5432,h2:5432/db",
+    "postgresql://u%3AS3cretPW@h/db",
+    "postgresql://\tu:S3cretPW@h/db",
+    "postgresql://root:Sl4sh/S3cretPW@host/db",
+    "postgresql://root:Qu3ry?S3cretPW@host/db",
+    "postgresql://root:H4sh#S3cretPW@host/db",
+    "postgresql://root:S3cretPW:x@host/db",
+    "host=h user=u password=S3cretPW dbname=db",
+    "host=h password='S3cretPW with spaces' dbname=db",
+    "host=h PASSWORD = S3cretPW",
+    "sqlite:///x.db?password=S3cretPW",
+]
+
+
+@pytest.mark.parametrize("url", PASSWORDS)
+def test_a_password_in_any_form_is_masked_and_found(url: str) -> None:
+    """``redact_url`` (reprs, logs, errors) and ``has_password`` (what a task refuses) are one
+    function: whatever one masks, the other finds."""
+    shown = redact_url(url)
+    assert "S3cretPW" not in shown and "***" in shown
+    assert has_password(url)
+    if is_keyword_dsn(url):  # a key=value string: refused, never quoted
+        with pytest.raises(errors.ValidationError, match="key=value") as raised:
+            smsvn.Journal(url)
+        assert "S3cretPW" not in str(raised.value)
+    else:
+        assert "S3cretPW" not in repr(smsvn.Journal(url))
+
+
+def test_what_carries_no_password_is_shown_as_is() -> None:
+    for url in (
+        "postgresql://u@h/db",
+        "postgresql://u:@h/db",
+        "postgresql://u@h/db?passfile=/etc/sms.pgpass&sslmode=require",
+        "postgresql:///db?host=/var/run/postgresql",
+        "campaigns.db",
+        "sqlite:///rel.db",
+        "host=h password='' dbname=db",
+    ):
+        assert redact_url(url) == url and not has_password(url)
+
+
+def test_a_key_value_string_is_not_taken_for_a_sqlite_file() -> None:
+    for dsn in ("host=db dbname=sms", "dbname=sms", " host = db"):
+        with pytest.raises(errors.ValidationError, match="key=value"):
+            smsvn.Journal(dsn)
+    assert smsvn.Journal("./host=db.db")._store.path == "./host=db.db"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://root:Sl4sh/S3cretPW@127.0.0.1:5432/test",
+        "postgresql://root:Qu3ry?S3cretPW@127.0.0.1:5432/test",
+        "postgresql://u:S3cretPW@127.0.0.1:notaport/test",
+        "postgresql://u:S3cretPW@127.0.0.1:5432/test?sslmode=S3cretPW",
+        "postgresql://u:S3cretPW@127.0.0.1:5432/test?password",
+    ],
+)
+async def test_a_malformed_postgres_url_is_refused_without_quoting_it(url: str) -> None:
+    """asyncpg's parse errors quote pieces of the URL: the journal raises its own
+    ValidationError, with nothing chained (no connection is attempted)."""
+    pytest.importorskip("asyncpg")
+    with pytest.raises(errors.ValidationError, match="malformed") as raised:
+        async with smsvn.Journal(url):
+            pass
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
+    assert "S3cretPW" not in str(raised.value) and "Sl4sh" not in str(raised.value)
 
 
 async def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:

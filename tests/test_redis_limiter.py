@@ -704,3 +704,32 @@ async def test_a_client_whose_redis_is_away_sends_nothing(closed_port: int) -> N
             await sms.send("0912345678", "Xin chao")
         assert len(sb.outbox) == 0
         assert sum(sb.requests.values()) == 0
+
+
+def _chain(exc: BaseException) -> str:
+    """Every message and argument of ``exc`` and what it was raised from or during."""
+    seen: list[str] = []
+    at: BaseException | None = exc
+    while at is not None:
+        seen.append(f"{type(at).__name__}: {at} {at.args!r}")
+        at = at.__cause__ or at.__context__
+    return " <- ".join(seen)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:S3/CRETPWX@127.0.0.1:6379/0",
+        "redis://:S3?CRETPWX@127.0.0.1:6379/0",
+        "redis://:S3#CRETPWX@127.0.0.1:6379/0",
+        "redis://:S3CRETPWX@127.0.0.1:abc/0",
+    ],
+)
+def test_a_malformed_url_is_refused_without_quoting_it(url: str) -> None:
+    """redis-py's parse errors quote pieces of the URL (a password's head as the "port"): the
+    limiter raises a ValidationError of its own, with nothing chained."""
+    with pytest.raises(ValidationError) as caught:
+        RedisLimiter(url)
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+    chain = _chain(caught.value)
+    assert "S3" not in chain and "CRETPWX" not in chain and "abc" not in chain

@@ -15,14 +15,14 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol, Self, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
 from smsvn import bulk, providers
 from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport
 from smsvn.errors import ValidationError
 from smsvn.failover import NOTHING_SENT, Failover
+from smsvn.journal._dsn import is_keyword_dsn, redact_url
 from smsvn.journal._intake import CHUNK, Intake, check_content
-from smsvn.journal._runner import Runner, Source, check_lease
+from smsvn.journal._runner import Runner, Source, check_claim_for, check_lease
 from smsvn.journal._store import (
     STATE_NAMES,
     Added,
@@ -39,14 +39,23 @@ from smsvn.phone import normalize
 from smsvn.providers import Provider
 from smsvn.providers._base import BaseClient
 
-__all__ = ["DEFAULT_LEASE", "Campaign", "Journal", "redact_url"]
+__all__ = [
+    "DEFAULT_LEASE",
+    "NAME_MAX",
+    "Campaign",
+    "Journal",
+    "check_concurrency",
+    "check_name",
+    "redact_url",
+]
 
 _log = logging.getLogger("smsvn")
 
 DEFAULT_LEASE: Final = 60.0
 """Seconds a runner's claims hold without renewal (renewed every quarter of it)."""
 _PAGE: Final = 1000
-_NAME_MAX: Final = 200
+NAME_MAX: Final = 200
+"""The longest campaign name, in characters."""
 _NEEDS_CONTENT: Final = "numbers need the campaign's text: add(numbers, content=...)"
 _RESOLVABLE: Final = {"sent": State.SENT, "failed": State.FAILED, "pending": State.PENDING}
 
@@ -66,7 +75,9 @@ class Journal:
     ``Journal("postgresql://host/db")`` (PostgreSQL, ``smsvn[postgres]``, several machines).
 
     A filesystem path or a ``sqlite:///`` URL (``sqlite:////abs/path.db`` for an absolute
-    path) opens SQLite; a ``postgresql://`` (or ``postgres://``) libpq DSN opens PostgreSQL.
+    path) opens SQLite; a ``postgresql://`` (or ``postgres://``) URL opens PostgreSQL (a libpq
+    key=value string is a ``ValidationError``: asyncpg reads only URLs). Its repr masks any
+    password (``redact_url``).
     Use it as an async context manager; the tables are created on first use.
     """
 
@@ -101,8 +112,7 @@ class Journal:
     async def campaign(self, name: str, *, create: bool = True) -> Campaign:
         """The campaign called ``name``: created when it does not exist (unless ``create`` is
         False: then ``ValidationError``)."""
-        if not isinstance(name, str) or not name.strip() or len(name) > _NAME_MAX:
-            raise ValidationError(f"a campaign name is a non-empty str of at most {_NAME_MAX}")
+        check_name(name)
         ident = await self._store.campaign(name, create)
         if ident is None:
             raise ValidationError(f"no campaign named {name!r} in this journal")
@@ -113,8 +123,33 @@ class Journal:
         return await self._store.campaigns()
 
 
+def check_name(name: object) -> str:
+    """A campaign's name (a non-empty str of at most ``NAME_MAX`` characters), or
+    ``ValidationError``: the one check of ``Journal.campaign`` and of a task that names one."""
+    if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX:
+        raise ValidationError(
+            f"a campaign name is a non-empty str of at most {NAME_MAX} characters"
+        )
+    return name
+
+
+def check_concurrency(concurrency: object) -> int:
+    """How many batches a run sends at once (a positive int, not a bool), or
+    ``ValidationError``: the one check of ``Campaign.run`` and of a task that carries it."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValidationError("concurrency must be a positive int")
+    return concurrency
+
+
 def _open_store(url: str) -> Store:
-    """The store ``url`` names (nothing is connected yet)."""
+    """The store ``url`` names (nothing is connected yet). A libpq key=value string
+    (``host=h dbname=db``) is refused rather than taken for a SQLite file's name: asyncpg reads
+    only URLs."""
+    if is_keyword_dsn(url):
+        raise ValidationError(
+            "a PostgreSQL journal is a postgresql:// URL: key=value connection strings "
+            "(host=... dbname=...) are not supported"
+        )
     scheme = url.split(":", 1)[0].lower() if "://" in url else ""
     if scheme in ("postgresql", "postgres"):
         from smsvn.journal._postgres import PostgresStore
@@ -136,18 +171,6 @@ def _open_store(url: str) -> Store:
     from smsvn.journal._sqlite import SqliteStore
 
     return SqliteStore(path)
-
-
-def redact_url(url: str) -> str:
-    """``url`` without a password."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<journal>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Campaign:
@@ -256,9 +279,11 @@ class Campaign:
         with the defaults they were built with).
 
         ``claim_for`` (seconds, or None): claim no new batch after that long, let the batches
-        already claimed finish (at most ``concurrency`` of them not yet sent), and return; what
-        is left stays pending for the next run. A task queue's task uses it to end in bounded
-        time.
+        already in flight finish (a batch is sent after the deadline only if it was marked in
+        flight before it: at most ``concurrency``; one reserved but not yet marked is handed
+        back, in ``skipped``), and return; what is left stays pending for the next run. A task
+        queue's task uses it to end in bounded time: about ``claim_for`` plus one request's
+        time (the client's ``timeout`` with its retries, and any wait for the limiter).
 
         Returns this run's report (``taken`` = numbers it claimed; ``skipped`` = those it
         handed back, still pending). Raises ``LeaseLost`` if this runner's lease ran out and
@@ -276,17 +301,11 @@ class Campaign:
             clients = (client,)
         else:
             raise ValidationError(f"run needs a client or a Failover, not {type(client).__name__}")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValidationError("concurrency must be a positive int")
+        concurrency = check_concurrency(concurrency)
         lease = check_lease(lease)
+        claim_for = check_claim_for(claim_for)
         claim_until = None
         if claim_for is not None:
-            if (
-                isinstance(claim_for, bool)
-                or not isinstance(claim_for, int | float)
-                or not 0 < claim_for < 1e9
-            ):
-                raise ValidationError("claim_for must be a positive number of seconds, or None")
             claim_until = asyncio.get_running_loop().time() + claim_for
         contents = await self._store.contents(self._id)
         runner = Runner(self._store, self._id, lease, claim_until)

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Final
 
+from smsvn.errors import ValidationError
 from smsvn.journal._store import (
     STATE_NAMES,
     Added,
@@ -256,7 +257,20 @@ class PostgresStore:
             raise ImportError(
                 "a PostgreSQL journal needs asyncpg: pip install 'smsvn[postgres]'"
             ) from None
-        pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=_POOL_SIZE)
+        malformed: str | None = None
+        try:
+            pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=_POOL_SIZE)
+        except ValueError as exc:  # asyncpg's URL parsing (ClientConfigurationError is one too)
+            malformed = type(exc).__name__
+        if malformed is not None:
+            # asyncpg's message quotes pieces of the URL, where a password with an unencoded
+            # "/", "?" or "#" ends up: raised here, outside the except block, so that neither
+            # the message nor __context__ carries it.
+            raise ValidationError(
+                f"the PostgreSQL journal URL is malformed ({malformed}; its message is not "
+                "shown, it may quote the URL): postgresql://user@host:port/db, with /, ?, # "
+                "and @ percent-encoded in a password"
+            ) from None
         try:
             async with pool.acquire() as db, db.transaction():
                 # Runners starting together would race to create the tables: one at a time.

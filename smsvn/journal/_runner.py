@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Sequence
 from typing import Any, Final
@@ -43,7 +44,16 @@ from smsvn.phone import normalize
 from smsvn.providers import Provider
 from smsvn.providers._base import BaseClient
 
-__all__ = ["POLL", "RESEND_SHARE", "LeaseLost", "Runner", "Source", "check_lease"]
+__all__ = [
+    "CLAIM_FOR_MAX",
+    "POLL",
+    "RESEND_SHARE",
+    "LeaseLost",
+    "Runner",
+    "Source",
+    "check_claim_for",
+    "check_lease",
+]
 
 _log = logging.getLogger("smsvn")
 
@@ -263,7 +273,8 @@ class Source:
 
     async def claim(self, count: int) -> list[_Claim]:
         """Up to ``count`` batches; waits while other runners hold work that may come back.
-        None once the runner is out of time (``claim_for``): its run then ends."""
+        An empty list once nothing is left for this runner, or once it is out of time
+        (``claim_for``): its run then ends."""
         runner = self.runner
         store = runner.store
         while True:
@@ -306,7 +317,14 @@ class Source:
         return claim
 
     async def depart(self, claim: _Claim) -> bool:
-        """Mark the batch in flight, durably; False when it must not be sent."""
+        """Mark the batch in flight, durably; False when it must not be sent.
+
+        Past ``claim_until`` a batch claimed earlier (the engine reserves up to ``concurrency``
+        ahead) is handed back instead: then only the batches already in flight at the deadline,
+        at most ``concurrency``, are sent after it (``run``'s ``claim_for`` promise)."""
+        if self.runner.out_of_time():
+            await self.release([claim])
+            return False
         if not await self.runner.holds():
             return False
         resend_for = None if self.window is None else self.window * RESEND_SHARE
@@ -419,6 +437,29 @@ def _refused(result: SendResult) -> list[tuple[int, str]]:
 
 def _why(error: SmsError | None) -> str:
     return str(error) if error is not None else "it may have been sent"
+
+
+CLAIM_FOR_MAX: Final = 1e9
+"""``claim_for`` is below this many seconds (about 31 years: "no deadline" is None)."""
+
+
+def check_claim_for(claim_for: object) -> float | None:
+    """``claim_for`` in seconds (finite, more than 0, less than ``CLAIM_FOR_MAX``; not a bool),
+    or None; ``ValidationError`` otherwise. The one check of ``Campaign.run``, ``work_campaign``
+    and ``smsvn.taskiq.enqueue``: NaN or infinity would become JSON's null in a task, that is
+    no deadline at all."""
+    if claim_for is None:
+        return None
+    if (
+        isinstance(claim_for, bool)
+        or not isinstance(claim_for, int | float)
+        or not math.isfinite(claim_for)
+        or not 0 < claim_for < CLAIM_FOR_MAX
+    ):
+        raise ValidationError(
+            "claim_for must be a finite number of seconds, more than 0 and less than 1e9, or None"
+        )
+    return float(claim_for)
 
 
 def check_lease(lease: object) -> float:

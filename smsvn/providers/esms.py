@@ -1012,7 +1012,12 @@ def _put(params: dict[str, str], name: str, value: str | int | None) -> None:
 
 
 def _send_date(when: datetime) -> str:
-    """``yyyy/MM/dd HH:mm:ss`` in Vietnam time (a naive datetime is taken as Vietnam time)."""
+    """``yyyy/MM/dd HH:mm:ss`` in Vietnam time (a naive datetime is taken as Vietnam time).
+    Anything but a datetime (a str from a task's JSON, a date) is a ``ValidationError``."""
+    if not isinstance(when, datetime):
+        raise ValidationError(
+            f"send_date must be a datetime, not {type(when).__name__}", provider=_PROVIDER
+        )
     if when.tzinfo is not None:
         when = when.astimezone(_VN_TZ)
     return when.strftime("%Y/%m/%d %H:%M:%S")

@@ -5,6 +5,7 @@ truth of what was sent; the shared limiter is a real ``RedisLimiter``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 import smsvn
 import smsvn.taskiq
 from smsvn.errors import ValidationError
+from smsvn.journal._runner import Source
 from smsvn.limits import RateLimit
 from smsvn.sandbox import Sandbox
 from smsvn.workers import work_campaign
@@ -162,7 +164,7 @@ async def test_claim_for_stops_claiming_and_lets_claimed_batches_finish(tmp_path
         slow.client("speedsms", rate_limit=None) as sms,
     ):
         campaign = await book.campaign("bounded")
-        for bad in (0, -1.0, True, "5", float("inf")):
+        for bad in (0, -1.0, True, "5", float("inf"), float("nan"), 1e9):
             with pytest.raises(ValidationError, match="claim_for"):
                 await campaign.run(sms, claim_for=bad)
         started = time.monotonic()
@@ -172,10 +174,51 @@ async def test_claim_for_stops_claiming_and_lets_claimed_batches_finish(tmp_path
         # It stopped early, and what it claimed it finished: nothing is left in flight.
         assert elapsed < 1.5, elapsed
         assert counts.in_flight == 0 and counts.pending >= 2_000
-        assert report.taken == report.accepted == counts.sent > 0
-        assert report.skipped == []
+        # A batch reserved but not yet sent at the deadline is handed back (skipped).
+        assert report.taken == report.accepted + len(report.skipped)
+        assert report.accepted == counts.sent > 0
         rest = await campaign.run(sms, concurrency=8)
         assert rest.accepted == 3_000 - report.accepted
         assert (await campaign.counts()).unsettled == 0
     accepted = Counter(r.phone for r in slow.outbox)
     assert set(accepted) == valid and max(accepted.values()) == 1
+
+
+async def test_past_claim_for_only_the_batches_in_flight_are_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine reserves up to ``concurrency`` batches ahead of its free slots: those still
+    reserved at the deadline are handed back, not sent, so at most ``concurrency`` batches (the
+    ones in flight) are sent after ``claim_for``.
+
+    Three slots; the first answer comes fast, the others slowly: the fast slot's next
+    reservation (three batches) starts one, and two wait for a slot until after the deadline."""
+    journal = str(tmp_path / "campaigns.db")
+    valid = await add(journal, "tail", 1_000)  # 10 batches of 100
+    original = Source.send
+    calls: list[float] = []
+
+    async def send(self: Source, numbers: list[str], content: str, rid: str | None) -> Any:
+        calls.append(asyncio.get_running_loop().time())
+        result = await original(self, numbers, content, rid)
+        await asyncio.sleep(0.02 if len(calls) == 1 else 0.7)  # a slow answer, once it left
+        return result
+
+    monkeypatch.setattr(Source, "send", send)
+    async with (
+        Sandbox(speedsms_rate_limit=None) as sb,
+        smsvn.Journal(journal) as book,
+        sb.client("speedsms", rate_limit=None) as sms,
+    ):
+        campaign = await book.campaign("tail")
+        started = asyncio.get_running_loop().time()
+        report = await campaign.run(sms, concurrency=3, claim_for=0.3)
+        counts = await campaign.counts()
+    # Three at once, then one after the fast answer (unless a loaded machine made the claim
+    # late): no request after the deadline, bar the moment between a batch's mark and its send.
+    # Without the hand-back, the two reserved batches would go when the slow answers came.
+    assert 3 <= len(calls) <= 4 and all(t - started < 0.45 for t in calls), calls
+    assert report.requests == len(calls) and len(sb.outbox) == report.accepted == counts.sent
+    assert report.taken == report.accepted + len(report.skipped)
+    assert len(report.skipped) == (200 if len(calls) == 4 else 0)  # the reserved, handed back
+    assert counts.in_flight == 0 and counts.pending == len(valid) - counts.sent
