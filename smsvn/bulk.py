@@ -131,8 +131,9 @@ class BatchSource(Protocol[_C]):
         ...
 
     async def depart(self, claim: _C) -> bool:
-        """Record the batch in flight, durably, before its request leaves; False when the claim
-        has lapsed (another runner has the batch): then it must not be sent."""
+        """Record the batch in flight, durably, before its request leaves; False when it must
+        not be sent: the claim has lapsed (another runner has the batch), or the source handed
+        it back (its time is up)."""
         ...
 
     async def settle(
@@ -317,6 +318,11 @@ class _Batch(Departure):
         self.request_id = request_id
         self.started = False
         self.filed = False
+
+
+_NOT_DEPARTED: Final = (
+    "not sent: its claim lapsed (another runner has it) or the run's claim_for time was up"
+)
 
 
 class _NeverLeft(Exception):
@@ -711,7 +717,7 @@ class _Run:
             if not await source.depart(batch.claim):
                 batch.filed = True
                 self.requests -= 1
-                self._skip(batch.numbers, batch.content, "its claim lapsed: another runner has it")
+                self._skip(batch.numbers, batch.content, _NOT_DEPARTED)
                 return
             batch.marked = asyncio.get_running_loop().time()
             step = "send"
