@@ -573,10 +573,20 @@ class SqliteStore:
                 ]  # fmt: skip
                 groups = group_rows(found, batch_size, batches)
                 claimed = [(first_token + n, group) for n, group in enumerate(groups)]
+                # One statement a batch of several numbers (an eSMS or Fibo batch of one:
+                # one executemany for all): a third of the cost of one statement a row.
                 db.executemany(
                     "UPDATE smsvn_recipients SET owner = ?, batch = ? WHERE id = ?",
-                    [(runner, token, row.id) for token, group in claimed for row in group],
+                    [(runner, token, group[0].id) for token, group in claimed if len(group) == 1],
                 )
+                for token, group in claimed:
+                    if len(group) > 1:
+                        marks = ", ".join("?" * len(group))
+                        db.execute(
+                            "UPDATE smsvn_recipients SET owner = ?, batch = ? "
+                            f"WHERE id IN ({marks})",
+                            (runner, token, *(row.id for row in group)),
+                        )
             return claimed
 
         return await self._call(job)
