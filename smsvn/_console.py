@@ -190,12 +190,14 @@ def print_report(report: BulkReport, out: TextIO) -> None:
 
 
 def amount(value: float, unit: str | None) -> str:
-    """A cost with its unit: ``2,500 VND``, ``1 message``, ``3 messages`` (no unit: the number)."""
+    """A cost with its unit: ``2,500 VND``, ``0.5 VND``, ``1 message``, ``3 messages`` (no
+    unit: the number); a fraction is kept to two decimals, a whole number has none."""
+    number = f"{value:,.2f}".rstrip("0").rstrip(".")
     if unit is None:
-        return f"{value:,.0f}"
-    if unit.endswith("s") and f"{value:,.0f}" == "1":
+        return number
+    if unit.endswith("s") and number == "1":
         unit = unit[:-1]
-    return f"{value:,.0f} {unit}"
+    return f"{number} {unit}"
 
 
 def cost_text(reported: float, estimated: float | None, unit: str | None) -> str:

@@ -25,7 +25,7 @@ from typing import IO, Any, Final, NoReturn, TextIO
 
 import msgspec
 
-from smsvn import providers, text
+from smsvn import providers
 from smsvn._console import (
     CallLookup,
     DailyTotalsLookup,
@@ -155,7 +155,9 @@ def _parser() -> argparse.ArgumentParser:
             "--strip-diacritics", action="store_true", help="send without Vietnamese marks"
         )
         if text:
-            sub.add_argument("--price", type=float, help="price per segment, for the estimate")
+            sub.add_argument(
+                "--price", type=_price_flag, help="price per segment, for the estimate"
+            )
 
     send = provider_command("send", "send one SMS to one number or more")
     send.add_argument("--to", action="append", required=True, help="a number (repeatable)")
@@ -310,6 +312,24 @@ def _numbers_options(sub: argparse.ArgumentParser) -> None:
     )
 
 
+_HIGHEST_PRICE: Final = 1_000_000.0
+"""``--price`` above this (per segment) is a typo, not a price."""
+
+
+def _price_flag(value: str) -> float:
+    """``--price``: a number from 0 to ``_HIGHEST_PRICE`` (argparse makes anything else a
+    usage error, exit 2)."""
+    try:
+        price = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 <= price <= _HIGHEST_PRICE:  # also refuses nan; inf is above
+        raise argparse.ArgumentTypeError(
+            f"a price per segment from 0 to {_HIGHEST_PRICE:,.0f}, not {value!r}"
+        )
+    return price
+
+
 def _rate_limit(value: str) -> RateLimit | None:
     if value.lower() == "off":
         return None
@@ -382,25 +402,24 @@ def _send_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _estimate_line(args: argparse.Namespace, recipients: int | None) -> str:
     """Segments and estimated cost of the content, printed before sending."""
-    content = text.strip_diacritics(args.text) if args.strip_diacritics else args.text
-    count = text.segments(content)
     provider = _provider(args)
+    count = provider.client.count_segments(args.text, strip_diacritics=args.strip_diacritics)
     price = args.price if args.price is not None else provider.price
     line = (
         f"{count.characters} characters, {count.encoding.value}: "
         f"{count.segments} segment{'s' if count.segments != 1 else ''} a message"
     )
+    cost = count.segments * price * (recipients or 1)
     if recipients is not None:
-        cost = text.estimate(content, recipients, price).cost
         line += f", {recipients} recipient{'s' if recipients != 1 else ''}"
     else:
-        cost = count.segments * price
         line += " each"
     line += (
-        f"; estimated cost {amount(cost, provider.unit)} ({amount(price, provider.unit)} a segment)"
+        f"; estimated cost {amount(cost, provider.unit)} ({amount(price, provider.unit)} "
+        "per segment)"
     )
     if count.unicode and not args.strip_diacritics:
-        plain = text.segments(text.strip_diacritics(args.text))
+        plain = provider.client.count_segments(args.text, strip_diacritics=True)
         line += (
             f" (--strip-diacritics: {plain.segments} segment{'s' if plain.segments != 1 else ''})"
         )
@@ -436,9 +455,11 @@ def _send_cost(args: argparse.Namespace, result: SendResult) -> str:
     if result.cost is not None:
         return cost_text(result.cost, None, unit)
     segments = result.segments
-    if segments is None:
-        content = text.strip_diacritics(args.text) if args.strip_diacritics else args.text
-        segments = text.segments(content).segments * len(result.recipients)
+    if segments is None:  # counted as the client sends it, as the estimate before sending was
+        count = _provider(args).client.count_segments(
+            args.text, strip_diacritics=args.strip_diacritics
+        )
+        segments = count.segments * len(result.recipients)
     return cost_text(0.0, segments * _price(args), unit)
 
 
@@ -522,13 +543,43 @@ async def _print_message_status(client: MessageLookup, sms_id: str, out: TextIO)
 
 def _numbers(args: argparse.Namespace, stack: ExitStack) -> NumbersFile:
     """The numbers of ``--file`` (or stdin), closed with ``stack``: encoding, delimiter, header
-    and column sniffed, and a file decoded once through, so that what cannot be read is
-    refused (``NumbersFileError``, exit 2) before anything is sent."""
-    # stdin is read as bytes, to detect its encoding; a replaced stdin without bytes (a test
-    # harness's) is read whole.
-    stdin: IO[bytes] = getattr(sys.stdin, "buffer", None) or io.BytesIO(sys.stdin.read().encode())
-    source = open_numbers(args.file, args.column, stdin, lambda path: open(path, "rb"))  # noqa: SIM115
+    and column sniffed, and a file on disk read once through by the reader, so that what it
+    cannot read is refused (``NumbersFileError``, exit 2) before anything is sent (a pipe,
+    like stdin, is streamed: what cannot be read stops it, after the summary)."""
+    source = open_numbers(args.file, args.column, _stdin(args), lambda path: open(path, "rb"))  # noqa: SIM115
     return stack.enter_context(source)
+
+
+def _stdin(args: argparse.Namespace) -> IO[bytes]:
+    """Standard input as bytes (its encoding is detected), when no ``--file`` is given; a
+    ``UsageError`` when there is none to read (closed: ``<&-``, or not a byte stream)."""
+    if args.file is not None:
+        return io.BytesIO()  # not read
+    stdin: IO[bytes] | None = getattr(sys.stdin, "buffer", None)
+    if stdin is None:
+        raise UsageError("no numbers: standard input is closed; give them with -f FILE")
+    return stdin
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Refuse an empty (or blank) ``-m`` before any file is read."""
+    if not args.text.strip():
+        raise UsageError("-m/--text is empty: give the message content")
+
+
+def _check_csv_path(args: argparse.Namespace) -> None:
+    """Refuse ``--csv`` naming the numbers file itself: writing it would truncate the input."""
+    if not args.csv_out or not args.file or not os.path.exists(args.csv_out):
+        return
+    try:
+        same = os.path.samefile(args.csv_out, args.file)
+    except OSError:  # the numbers file is missing: opening it says so
+        return
+    if same:
+        raise UsageError(
+            f"--csv {args.csv_out} is the numbers file (-f {args.file}); writing the outcomes "
+            "there would overwrite the numbers: give another --csv file"
+        )
 
 
 def _report_input(source: NumbersFile, out: TextIO) -> None:
@@ -556,7 +607,9 @@ class _Tally:
     def summary(self, provider: str) -> str:
         """One line, as far as the run went."""
         return f"{provider}: stopped with " + ", ".join(
-            f"{self.counts[o]:,} {o.value}" for o in Outcome
+            f"{self.counts[o]:,} {o.value}"
+            + ("s" if o is Outcome.DUPLICATE and self.counts[o] != 1 else "")
+            for o in Outcome
         )
 
 
@@ -582,6 +635,8 @@ def _open_csv(args: argparse.Namespace, stack: ExitStack) -> TextIO | None:
 
 
 async def _cmd_bulk(args: argparse.Namespace, out: TextIO) -> int:
+    _check_text(args)
+    _check_csv_path(args)
     print(_estimate_line(args, None), file=out)
     with ExitStack() as stack:
         # Numbers are read lazily, a row at a time, as the engine takes them.
@@ -604,7 +659,14 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO) -> int:
                     )
                 except BaseException:  # Ctrl-C, a failing CSV: the summary, as far as it went
                     bar(None)
-                    print(tally.summary(client.provider), file=out, flush=True)
+                    print(tally.summary(client.provider), file=out)
+                    for line in source.problems():
+                        print(line, file=out)
+                    if csv_out is not None:
+                        with contextlib.suppress(Exception):
+                            csv_out.flush()
+                        print(f"per-recipient outcomes so far: {args.csv_out}", file=out)
+                    out.flush()
                     raise
                 bar(None)
     print_report(_priced(args, report), out)
@@ -636,6 +698,7 @@ async def _campaign_send(args: argparse.Namespace, out: TextIO) -> int:
     with ExitStack() as stack:
         source = None
         if importing:
+            _check_text(args)
             print(_estimate_line(args, None), file=out)
             source = _numbers(args, stack)  # a file that cannot be read: refused here
             print(source.describe(), file=out)

@@ -421,7 +421,7 @@ def test_a_registered_provider_is_built_from_its_flags_and_variables(
     send = ["send", "-p", TOY, "--to", "0912345678", "-m", "hi", "--timeout", "5"]
     assert run([*send, "--sender", "TOY", "--brandname", "NOT-MINE"]) == 0
     out = capsys.readouterr().out
-    assert "estimated cost 2 messages (2 messages a segment)" in out
+    assert "estimated cost 2 messages (2 messages per segment)" in out
     assert "\nestimated cost 2 messages (the provider reports no price)\n" in out
     assert "sent via toysms: message id toy-1" in out
     (client,) = ToyClient.built

@@ -84,7 +84,7 @@ def test_the_command_prints_one_cost_story(
     assert summary in out
     unit = providers.get(provider).unit
     assert re.search(rf"estimated cost [\d,]+ {unit[:-1] if unit == 'messages' else unit} \(", out)
-    assert " a segment)" in out and "at 1 a segment" not in out
+    assert " per segment)" in out and "message a segment" not in out
     assert run(["send", "--sandbox", "-p", provider, "--to", NUMBERS[0], "-m", "Xin chao"]) == 0
     assert sent in capsys.readouterr().out
 
@@ -99,7 +99,7 @@ def test_price_flag_prices_the_estimate_and_the_summary_alike(
     argv += ["--price", "300"]
     assert run(argv) == 0
     out = capsys.readouterr().out
-    assert "estimated cost 300 VND (300 VND a segment)" in out
+    assert "estimated cost 300 VND (300 VND per segment)" in out
     assert "; estimated cost 9,000 VND (the provider reports no price)" in out
 
 
@@ -151,3 +151,42 @@ async def test_the_sender_and_sms_type_come_from_the_environment(tmp_path: Path)
             env={"SMSVN_SPEEDSMS_SMS_TYPE": "three"},
         )  # fmt: skip
         assert code == 2 and "SMSVN_SPEEDSMS_SMS_TYPE must be a whole number" in err
+
+
+# -- red-team findings ---------------------------------------------------------------------------
+
+
+def test_fibos_estimate_counts_segments_as_fibo_sends_them(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    # "è" is GSM-7, but Fibo sends plain text only when it is ASCII: 91 of them go as Unicode,
+    # 2 segments of UCS-2 (not 1 of GSM-7, which the estimate used to say).
+    assert providers.get("fibo").client.count_segments("è" * 91).segments == 2
+    assert providers.get("esms").client.count_segments("è" * 91).segments == 1
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("\n".join(NUMBERS).encode())))
+    assert run(["bulk", "--sandbox", "-p", "fibo", "-m", "è" * 91, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "91 characters, UCS-2: 2 segments a message each; estimated cost 2 messages" in out
+    assert "; estimated cost 60 messages (the provider reports no price)" in out
+    assert run(["send", "--sandbox", "-p", "fibo", "--to", NUMBERS[0], "-m", "è" * 91]) == 0
+    out = capsys.readouterr().out
+    assert "UCS-2: 2 segments a message" in out and "\nestimated cost 2 messages (" in out
+
+
+@pytest.mark.parametrize("price", ["-1", "nan", "inf", "1e12", "abc"])
+def test_a_price_that_is_no_price_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], price: str
+) -> None:
+    argv = ["send", "--sandbox", "-p", "esms", "--to", NUMBERS[0], "-m", "hi", "--price", price]
+    assert run(argv) == 2
+    assert "--price" in capsys.readouterr().err
+
+
+def test_a_fractional_price_is_printed_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["send", "--sandbox", "-p", "esms", "--to", NUMBERS[0], "-m", "hi", "--price", "0.5"]
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    assert "estimated cost 0.5 VND (0.5 VND per segment)" in out
+    assert "\nestimated cost 0.5 VND (the provider reports no price)" in out

@@ -284,6 +284,14 @@ class BaseClient(abc.ABC):
         )
 
     @classmethod
+    def count_segments(cls, content: str, *, strip_diacritics: bool = False) -> text.Segments:
+        """How ``send`` will send ``content`` by default (no ``unicode`` option): its encoding
+        and segments, the plain form when ``strip_diacritics``. The CLI's estimate before a
+        send asks this. Here: GSM-7 when it can carry the content, else UCS-2; a client whose
+        provider decides otherwise overrides it."""
+        return text.segments(text.strip_diacritics(content) if strip_diacritics else content)
+
+    @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
         """A client configured from ``SMSVN_*`` environment variables (``environ``, by default
         ``os.environ``), the ones the CLI reads: the credentials (``SMSVN_SPEEDSMS_TOKEN``, ...),

@@ -233,6 +233,14 @@ class Fibo(BaseClient):
         self._url_totals = self._url(totals_path)
         self._totals_body = totals_body
 
+    @classmethod
+    def count_segments(cls, content: str, *, strip_diacritics: bool = False) -> text.Segments:
+        """How ``send`` sends ``content``: plain text only when it is GSM-7 and ASCII, so a
+        content with à, è, é, ì, ò or ù (GSM-7 has them) still goes as Unicode."""
+        if strip_diacritics:
+            content = text.strip_diacritics(content)
+        return text.segments(content, unicode=not _is_plain(content))
+
     def _url(self, path: str) -> str:
         """``path`` under the base URL, or as is when it is a whole URL."""
         if path.startswith(("http://", "https://")):
