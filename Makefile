@@ -24,8 +24,11 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy --strict smsvn examples
 
+# The suites that do not measure time, rates or memory run on two workers; then the ones that
+# do (marked serial in tests/conftest.py) run alone, so that nothing else shares the machine.
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 -m "not serial"
+	$(BIN)/pytest -m serial
 
 test: lint types unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pytest
 from aioresponses import aioresponses
@@ -21,6 +21,24 @@ _T = TypeVar("_T")
 pytest_plugins = ["tests.services"]
 """The service fixtures (``redis_url``, ``postgres_dsn``): registered here, first, so that pytest
 rewrites their asserts before any test module imports ``tests.services`` by name."""
+
+_SERIAL: Final = (
+    "tests/multiprocess/",
+    "tests/campaign/",
+    "tests/taskiq/test_workers.py",
+    "tests/test_redis_limiter.py",
+    "tests/test_limits.py",
+    "tests/faults/test_soak.py",
+)
+"""Suites that measure rates, windows, timing or memory, or run fleets of processes: ``make
+test`` runs them on their own (``-m serial``), after the rest has run on two workers."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(_SERIAL):
+            item.add_marker(pytest.mark.serial)
+
 
 PROVIDERS: tuple[str, ...] = providers.names()
 """Every registered provider: the one list that cross-provider tests take their cases from."""
