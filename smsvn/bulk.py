@@ -845,6 +845,23 @@ class _Run:
             _log.warning("%s journaled run stopped: %s", self.provider, error)
             self._drop_unsent()
 
+    async def drain(self) -> None:
+        """Wait until every batch in flight has ended."""
+        while self.in_flight:
+            await asyncio.wait(set(self.in_flight))
+
+    async def wind_down(self, exc: BaseException) -> None:
+        """After the input raised or the run was cancelled (``exc``): no task may outlive the
+        call. Batches in flight end by themselves, unless this is a cancellation (or one comes
+        meanwhile): then they are cancelled, and waited for."""
+        if not isinstance(exc, asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.drain()
+        for task in self.in_flight:
+            task.cancel()
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight))
+
     async def release_unsent(self) -> None:
         """Hand the batches that never left back to the source (best effort: what it cannot
         take back stays in flight there, and a later sweep settles it)."""
@@ -1005,19 +1022,9 @@ async def run(
         sync = iter(source)
     try:
         await state.consume(sync, aiter_, content)
-        while state.in_flight:
-            await asyncio.wait(set(state.in_flight))
+        await state.drain()
     except BaseException as exc:
-        # The input raised, or the run was cancelled: no task may outlive the call. Batches in
-        # flight end by themselves, unless this is a cancellation (or one comes meanwhile).
-        if not isinstance(exc, asyncio.CancelledError):
-            with contextlib.suppress(asyncio.CancelledError):
-                while state.in_flight:
-                    await asyncio.wait(set(state.in_flight))
-        for task in state.in_flight:
-            task.cancel()
-        if state.in_flight:
-            await asyncio.wait(set(state.in_flight))
+        await state.wind_down(exc)
         raise
     state._progress(final=True)
     if state.callback_error is not None:
@@ -1068,17 +1075,9 @@ async def run_claims(
     )
     try:
         await state.consume_claims(plain, concurrency)
-        while state.in_flight:
-            await asyncio.wait(set(state.in_flight))
+        await state.drain()
     except BaseException as exc:
-        if not isinstance(exc, asyncio.CancelledError):
-            with contextlib.suppress(asyncio.CancelledError):
-                while state.in_flight:
-                    await asyncio.wait(set(state.in_flight))
-        for task in state.in_flight:
-            task.cancel()
-        if state.in_flight:
-            await asyncio.wait(set(state.in_flight))
+        await state.wind_down(exc)
         await state.release_unsent()
         raise
     await state.release_unsent()
