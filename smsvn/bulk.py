@@ -656,15 +656,23 @@ class _Run:
     async def consume_claims(self, source: BatchSource[Claim], prefetch: int) -> None:
         """Take claimed batches from ``source``, up to ``prefetch`` at a time (a reservation
         costs a transaction: many share one), and start each when a slot is free, until the
-        source has none left or the run stops. Reserved batches never started are handed back."""
+        source has none left or the run stops. The next reservation is made while half the
+        current one is still to start, so no slot waits for it. Reserved batches never started
+        are handed back."""
         slots = self.slots
         reserved: deque[Claim] = deque()
+        ahead: asyncio.Task[Sequence[Claim]] | None = None
+        exhausted = False
         try:
             while not self.stopping():
                 await slots.acquire()
                 try:
-                    if not reserved and not self.stopping():
-                        reserved.extend(await source.claim(prefetch))
+                    if not reserved and not exhausted and not self.stopping():
+                        claiming = ahead if ahead is not None else source.claim(prefetch)
+                        ahead = None
+                        found = await claiming
+                        reserved.extend(found)
+                        exhausted = not found
                 except BaseException:
                     slots.release()
                     raise
@@ -677,7 +685,15 @@ class _Run:
                 task.add_done_callback(self._ended)
                 self.requests += 1
                 self.taken += len(batch.numbers)
+                if ahead is None and not exhausted and len(reserved) <= prefetch // 2:
+                    ahead = asyncio.create_task(source.claim(prefetch))
         finally:
+            if ahead is not None:
+                # Stopped with a reservation under way: what it reserved is handed back too
+                # (one cut short is swept when the runner stops: nothing of it was marked).
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    reserved.extend(await ahead)
             self.unsent.extend(reserved)
 
     def let_go(self, batch: _Departing) -> None:

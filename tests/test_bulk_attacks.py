@@ -15,6 +15,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from typing import NamedTuple
 
 import pytest
 from aioresponses import aioresponses
@@ -411,3 +412,60 @@ async def test_a_journaled_defect_before_the_request_left_hands_the_batch_back(
             report = await campaign.run(sms)
         assert report.accepted == 250
     assert sorted(sb.outbox.phones("speedsms")) == numbers
+
+
+class _Reserved(NamedTuple):
+    numbers: list[str]
+    content: str
+    request_id: str | None
+
+
+class _ReservingSource:
+    """A ``BatchSource`` of single-number batches whose reservations are slow (a transaction):
+    it records how many batches had been started when each reservation was asked for."""
+
+    def __init__(self, total: int) -> None:
+        self.left = [f"09{i:08d}" for i in range(total)]
+        self.started = 0
+        self.asked_at: list[int] = []
+        self.sent: list[str] = []
+
+    async def claim(self, count: int) -> list[_Reserved]:
+        self.asked_at.append(self.started)
+        await asyncio.sleep(0.02)
+        taken, self.left = self.left[:count], self.left[count:]
+        return [_Reserved([n], "hi", None) for n in taken]
+
+    async def depart(self, claim: _Reserved) -> bool:
+        self.started += 1
+        return True
+
+    async def settle(
+        self, claim: _Reserved, result: SendResult | None, error: errors.SmsError | None
+    ) -> Outcome | None:
+        return Outcome.SENT if result is not None else Outcome.UNKNOWN
+
+    async def release(self, claims: object) -> None:
+        raise AssertionError("nothing is handed back in a run that ends by itself")
+
+
+async def test_a_journaled_run_reserves_the_next_batches_before_the_slots_run_dry() -> None:
+    """The next reservation is asked for while half the current one is still to start, so a
+    free slot never waits for a reservation's transaction (only the first one does)."""
+    source = _ReservingSource(64)
+
+    async def send_batch(numbers: list[str], content: str, request_id: str | None) -> SendResult:
+        source.sent.extend(numbers)
+        await asyncio.sleep(0.001)
+        return SendResult(provider="fake", message_id="1", recipients=tuple(numbers))
+
+    report = await bulk.run_claims(
+        source, provider="fake", send_batch=send_batch, concurrency=8, keep_results=False
+    )
+    assert report.accepted == 64
+    assert sorted(source.sent) == sorted(f"09{i:08d}" for i in range(64))
+    # Each reservation after the first was asked for while batches of the one before it were
+    # still waiting to start (with 8 a reservation: when 4 were left).
+    assert source.asked_at[0] == 0
+    for k, at in enumerate(source.asked_at[1:], start=1):
+        assert at < 8 * k, source.asked_at
