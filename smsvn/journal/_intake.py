@@ -109,7 +109,7 @@ class Intake:
     def chunk(self, items: Iterable[object]) -> Chunk:
         """The rows of ``items`` (at most ``CHUNK`` of them: one segment)."""
         chain = self._chain
-        update, finish = chain.update, chain.digest
+        update, finish, from_bytes = chain.update, chain.digest, int.from_bytes
         segment = _signed(finish())
         runs: list[Run] = []
         plain: list[tuple[object, ...]] | None = None
@@ -121,9 +121,8 @@ class Intake:
             size += 1
             if type(item) is str and shared:
                 raw = item.encode("utf-8", "surrogatepass")
-                update(len(raw).to_bytes(4, "big"))
-                update(raw)
-                key = _signed(finish())
+                update(len(raw).to_bytes(4, "big") + raw)  # one update: the same bytes hashed
+                key = from_bytes(finish(), "big", signed=True)
                 chains.append(key)
                 try:
                     number = int(normalize(item))
