@@ -24,7 +24,10 @@ may leave; then its outcome is *settled*, fenced on the claim (a runner whose cl
 changes nothing). Few batches are between departing and their request leaving (the
 transport's ``Departure``): one while requests wait for the account's turn (a rate-limited
 account); while they leave at once, any (the marks of many then share one commit).
-So the batches a crash leaves in flight are the requests that had left plus one waiting. A batch
+So the batches a crash leaves in flight are the requests that had left plus one waiting. For a
+provider that deduplicates by request id (eSMS), a few batches are marked *ahead*, while every
+slot is busy (``ahead``): a crash leaves them resends under their id, and the mark's commit is
+off the request's path. A batch
 cancelled before its request left is handed back to the source (``release``); one that may have
 left stays in flight for the source to settle as unknown or to resend under its request id.
 """
@@ -398,6 +401,11 @@ class _Run:
         self.on_result = on_result
         self.on_progress = on_progress
         self.slots = asyncio.Semaphore(concurrency)
+        """Batches whose request is under way (at most ``concurrency``)."""
+        self.places = self.slots
+        """Batch tasks at once: the slots themselves, except for a journaled run that marks
+        batches ahead (``ahead``), which gets ``ahead`` places more."""
+        self.ahead = 0
         self.in_flight: dict[asyncio.Task[None], _Batch] = {}
         self.seen: set[int] = set() if seen is None else seen
         self.started = time.monotonic()
@@ -579,7 +587,7 @@ class _Run:
         its body: release its slot and file its batch here, so its numbers are never lost."""
         batch = self.in_flight.pop(task)
         if not batch.started:
-            self.slots.release()
+            self.places.release()
         if not batch.filed:
             self._file_stopped(batch)
             self._progress()
@@ -659,13 +667,13 @@ class _Run:
         source has none left or the run stops. The next reservation is made while half the
         current one is still to start, so no slot waits for it. Reserved batches never started
         are handed back."""
-        slots = self.slots
+        places = self.places
         reserved: deque[Claim] = deque()
         ahead: asyncio.Task[Sequence[Claim]] | None = None
         exhausted = False
         try:
             while not self.stopping():
-                await slots.acquire()
+                await places.acquire()
                 try:
                     if not reserved and not exhausted and not self.stopping():
                         claiming = ahead if ahead is not None else source.claim(prefetch)
@@ -674,10 +682,10 @@ class _Run:
                         reserved.extend(found)
                         exhausted = not found
                 except BaseException:
-                    slots.release()
+                    places.release()
                     raise
                 if not reserved or self.stopping():
-                    slots.release()
+                    places.release()
                     break
                 batch = _Departing(reserved.popleft(), self)
                 task = asyncio.create_task(self._send_claimed(source, batch))
@@ -718,13 +726,19 @@ class _Run:
             self.room.set()
 
     async def _send_claimed(self, source: BatchSource[Claim], batch: _Departing) -> None:
-        """Depart (durably in flight), send, and settle one journaled batch. Its slot is free
+        """Depart (durably in flight), send, and settle one journaled batch. Its place is free
         once the answer is in and its outcome is being recorded (the next batch need not wait
         for that commit); at most ``concurrency`` outcomes are being recorded at once, so a run
-        never holds more than twice ``concurrency`` batches in flight."""
+        never holds more than twice its places in flight.
+
+        Marking ahead (``ahead`` > 0), a batch is marked before it has a slot and then waits for
+        one: a slot freed by an answer goes to a batch already marked, so the mark's commit is
+        not on the request's path. Only for a provider that deduplicates by request id: a crash
+        leaves such a batch a resend under its id, never ``unknown``."""
         batch.started = True
         step = "depart"
         slotted = True
+        slot = False
         try:
             await self.take_place(batch)
             if self.stopping():
@@ -735,14 +749,17 @@ class _Run:
                 self.requests -= 1
                 self._skip(batch.numbers, batch.content, _NOT_DEPARTED)
                 return
+            if self.ahead:
+                await self.slots.acquire()
+                slot = True
             batch.marked = asyncio.get_running_loop().time()
             step = "send"
             result, error = await self._attempt(batch)
             step = "settle"
             async with self.settling:
                 self.give_place(batch)
-                self.slots.release()
-                slotted = False
+                self._free(slot)
+                slotted = slot = False
                 outcome = await self._settle(source, batch, result, error)
             self._file_claimed(batch, outcome, result, error)
         except asyncio.CancelledError:
@@ -767,8 +784,14 @@ class _Run:
         finally:
             self.give_place(batch)
             if slotted:
-                self.slots.release()
+                self._free(slot)
             self._progress()
+
+    def _free(self, slot: bool) -> None:
+        """A journaled batch gives back its place (and its slot, marking ahead)."""
+        self.places.release()
+        if slot:
+            self.slots.release()
 
     async def _attempt(self, batch: _Departing) -> tuple[SendResult | None, SmsError | None]:
         """Send one departed batch: its result, or the error that ended it. ``_NeverLeft``
@@ -1060,9 +1083,14 @@ async def run_claims(
     on_progress: Callable[[BulkProgress], object] | None = None,
     price: float | None = None,
     unit: str | None = None,
+    ahead: int = 0,
 ) -> BulkReport:
     """The journaled mode: send the batches ``source`` hands out, each recorded in flight before
     its request leaves and settled after, and account for each as ``run`` does.
+
+    ``ahead``: batches that may be marked in flight while waiting for a slot, so that marks are
+    not on the requests' path; only for a provider that deduplicates by request id (a batch a
+    crash leaves in flight is resent under its id).
 
     ``taken`` counts the numbers claimed; ``skipped`` holds those handed back (nothing sent:
     a later run sends them). Cancelling the call hands back the batches that never left and
@@ -1073,6 +1101,8 @@ async def run_claims(
         concurrency = DEFAULT_CONCURRENCY
     if concurrency < 1:
         raise ValidationError("concurrency must be at least 1", provider=provider)
+    if ahead < 0:
+        raise ValidationError("ahead must be 0 or more", provider=provider)
     plain = cast("BatchSource[Claim]", source)
     state = _Run(
         provider=provider,
@@ -1089,6 +1119,9 @@ async def run_claims(
         price=price,
         unit=unit,
     )
+    if ahead:
+        state.ahead = ahead
+        state.places = asyncio.Semaphore(concurrency + ahead)
     try:
         await state.consume_claims(plain, concurrency)
         await state.drain()

@@ -469,3 +469,56 @@ async def test_a_journaled_run_reserves_the_next_batches_before_the_slots_run_dr
     assert source.asked_at[0] == 0
     for k, at in enumerate(source.asked_at[1:], start=1):
         assert at < 8 * k, source.asked_at
+
+
+@pytest.mark.parametrize("ahead", [0, 2])
+async def test_marking_ahead_takes_the_mark_off_the_requests_path(ahead: int) -> None:
+    """With ``ahead``, batches are marked while every slot is busy, and a freed slot goes to a
+    batch already marked; requests in flight never exceed ``concurrency``. Without it, a batch
+    is marked only once it holds a slot."""
+    source = _ReservingSource(40)
+    sending = 0
+    most = 0
+    at_marks: list[int] = []
+    depart = source.depart
+
+    async def slow_depart(claim: _Reserved) -> bool:
+        await asyncio.sleep(0.01)  # a commit
+        at_marks.append(sending)
+        return await depart(claim)
+
+    async def send_batch(numbers: list[str], content: str, request_id: str | None) -> SendResult:
+        nonlocal sending, most
+        mark = departure.get()
+        assert mark is not None
+        mark.left = True  # as the transport does when a request leaves
+        sending += 1
+        most = max(most, sending)
+        await asyncio.sleep(0.01)
+        sending -= 1
+        return SendResult(provider="fake", message_id="1", recipients=tuple(numbers))
+
+    source.depart = slow_depart  # type: ignore[method-assign]
+    report = await bulk.run_claims(
+        source, provider="fake", send_batch=send_batch, concurrency=4, ahead=ahead
+    )
+    assert report.accepted == 40
+    assert most <= 4
+    if ahead:
+        assert max(at_marks) == 4  # marked while all four slots were sending
+    else:
+        assert max(at_marks) <= 3  # its own slot was held, not sending
+
+
+async def test_ahead_must_not_be_negative() -> None:
+    with pytest.raises(errors.ValidationError, match="ahead"):
+        await bulk.run_claims(
+            _ReservingSource(1),
+            provider="fake",
+            send_batch=_never_sent,
+            ahead=-1,
+        )
+
+
+async def _never_sent(numbers: list[str], content: str, request_id: str | None) -> SendResult:
+    raise AssertionError("nothing may be sent")

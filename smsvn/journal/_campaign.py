@@ -332,6 +332,7 @@ class Campaign:
                     on_progress=on_progress,
                     price=source.client.price,
                     unit=source.client.unit,
+                    ahead=source.ahead(concurrency),
                 )
                 parts.append(report)
                 if report.aborted is not None and not isinstance(report.aborted, NOTHING_SENT):
