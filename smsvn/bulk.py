@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import (
@@ -149,6 +150,11 @@ class BatchSource(Protocol[_C]):
 
     async def release(self, claims: Sequence[_C]) -> None:
         """Hand back batches whose request certainly never left (the run was stopped)."""
+        ...
+
+    def closed(self) -> bool:
+        """Whether the source takes no more batches out (its time is up): a batch marked ahead
+        that has not left yet is handed back instead of sent."""
         ...
 
 
@@ -406,6 +412,15 @@ class _Run:
         """Batch tasks at once: the slots themselves, except for a journaled run that marks
         batches ahead (``ahead``), which gets ``ahead`` places more."""
         self.ahead = 0
+        """The most batches marked ahead of a slot (journaled runs of a deduplicating provider)."""
+        self.early = 0
+        """Batches being marked or marked, without a slot yet (marking ahead)."""
+        self.early_room = asyncio.Event()
+        self.mark_time = 0.0
+        """A running average of a mark's seconds (marking ahead)."""
+        self.trip_time = 0.0
+        """A running average of a request's seconds (marking ahead)."""
+        self.concurrency = concurrency
         self.in_flight: dict[asyncio.Task[None], _Batch] = {}
         self.seen: set[int] = set() if seen is None else seen
         self.started = time.monotonic()
@@ -669,15 +684,15 @@ class _Run:
         are handed back."""
         places = self.places
         reserved: deque[Claim] = deque()
-        ahead: asyncio.Task[Sequence[Claim]] | None = None
+        upcoming: asyncio.Task[Sequence[Claim]] | None = None
         exhausted = False
         try:
             while not self.stopping():
                 await places.acquire()
                 try:
                     if not reserved and not exhausted and not self.stopping():
-                        claiming = ahead if ahead is not None else source.claim(prefetch)
-                        ahead = None
+                        claiming = upcoming if upcoming is not None else source.claim(prefetch)
+                        upcoming = None
                         found = await claiming
                         reserved.extend(found)
                         exhausted = not found
@@ -693,15 +708,15 @@ class _Run:
                 task.add_done_callback(self._ended)
                 self.requests += 1
                 self.taken += len(batch.numbers)
-                if ahead is None and not exhausted and len(reserved) <= prefetch // 2:
-                    ahead = asyncio.create_task(source.claim(prefetch))
+                if upcoming is None and not exhausted and len(reserved) <= prefetch // 2:
+                    upcoming = asyncio.create_task(source.claim(prefetch))
         finally:
-            if ahead is not None:
+            if upcoming is not None:
                 # Stopped with a reservation under way: what it reserved is handed back too
                 # (one cut short is swept when the runner stops: nothing of it was marked).
-                ahead.cancel()
+                upcoming.cancel()
                 with contextlib.suppress(BaseException):
-                    reserved.extend(await ahead)
+                    reserved.extend(await upcoming)
             self.unsent.extend(reserved)
 
     def let_go(self, batch: _Departing) -> None:
@@ -744,17 +759,22 @@ class _Run:
             if self.stopping():
                 self._file_stopped(batch)  # decided while it waited: it never left
                 return
-            if not await source.depart(batch.claim):
-                batch.filed = True
-                self.requests -= 1
-                self._skip(batch.numbers, batch.content, _NOT_DEPARTED)
-                return
             if self.ahead:
-                await self.slots.acquire()
-                slot = True
-            batch.marked = asyncio.get_running_loop().time()
+                slot = await self._slot_after_mark(source, batch)
+                if not slot:
+                    return
+            else:
+                if not await source.depart(batch.claim):
+                    batch.filed = True
+                    self.requests -= 1
+                    self._skip(batch.numbers, batch.content, _NOT_DEPARTED)
+                    return
+            loop = asyncio.get_running_loop()
+            batch.marked = loop.time()
             step = "send"
             result, error = await self._attempt(batch)
+            if self.ahead:
+                self.trip_time += 0.1 * (loop.time() - batch.marked - self.trip_time)
             step = "settle"
             async with self.settling:
                 self.give_place(batch)
@@ -786,6 +806,41 @@ class _Run:
             if slotted:
                 self._free(slot)
             self._progress()
+
+    async def _slot_after_mark(self, source: BatchSource[Claim], batch: _Departing) -> bool:
+        """Marking ahead: wait until fewer batches are marked without a slot than cover a
+        mark's time (``concurrency`` x mark / request, plus one), mark the batch, then wait for
+        a slot. False when the batch was filed instead (its claim lapsed, or the source closed
+        while it waited: then it is handed back, never having left)."""
+        loop = asyncio.get_running_loop()
+        while self.early >= self._ahead_now():
+            self.early_room.clear()
+            await self.early_room.wait()
+        self.early += 1
+        try:
+            started = loop.time()
+            if not await source.depart(batch.claim):
+                batch.filed = True
+                self.requests -= 1
+                self._skip(batch.numbers, batch.content, _NOT_DEPARTED)
+                return False
+            self.mark_time += 0.1 * (loop.time() - started - self.mark_time)
+            await self.slots.acquire()
+        finally:
+            self.early -= 1
+            self.early_room.set()
+        if self.stopping() or source.closed():
+            self.slots.release()
+            self._file_stopped(batch, "the run stopped" if self.stopping() else "time was up")
+            return False
+        return True
+
+    def _ahead_now(self) -> int:
+        """How many batches may be marked ahead of a slot now."""
+        if self.trip_time <= 0.0:
+            return 1
+        need = math.ceil(self.concurrency * self.mark_time / self.trip_time) + 1
+        return min(self.ahead, need)
 
     def _free(self, slot: bool) -> None:
         """A journaled batch gives back its place (and its slot, marking ahead)."""
@@ -1088,9 +1143,10 @@ async def run_claims(
     """The journaled mode: send the batches ``source`` hands out, each recorded in flight before
     its request leaves and settled after, and account for each as ``run`` does.
 
-    ``ahead``: batches that may be marked in flight while waiting for a slot, so that marks are
-    not on the requests' path; only for a provider that deduplicates by request id (a batch a
-    crash leaves in flight is resent under its id).
+    ``ahead``: the most batches that may be marked in flight while waiting for a slot (as many
+    as cover a mark's time, measured), so that marks are not on the requests' path; only for a
+    provider that deduplicates by request id (a batch a crash leaves in flight is resent under
+    its id). A source that ``closed()`` meanwhile takes such a batch back unsent.
 
     ``taken`` counts the numbers claimed; ``skipped`` holds those handed back (nothing sent:
     a later run sends them). Cancelling the call hands back the batches that never left and

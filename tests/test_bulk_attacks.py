@@ -448,6 +448,9 @@ class _ReservingSource:
     async def release(self, claims: object) -> None:
         raise AssertionError("nothing is handed back in a run that ends by itself")
 
+    def closed(self) -> bool:
+        return False
+
 
 async def test_a_journaled_run_reserves_the_next_batches_before_the_slots_run_dry() -> None:
     """The next reservation is asked for while half the current one is still to start, so a
@@ -471,19 +474,19 @@ async def test_a_journaled_run_reserves_the_next_batches_before_the_slots_run_dr
         assert at < 8 * k, source.asked_at
 
 
-@pytest.mark.parametrize("ahead", [0, 2])
+@pytest.mark.parametrize("ahead", [0, 4])
 async def test_marking_ahead_takes_the_mark_off_the_requests_path(ahead: int) -> None:
     """With ``ahead``, batches are marked while every slot is busy, and a freed slot goes to a
     batch already marked; requests in flight never exceed ``concurrency``. Without it, a batch
     is marked only once it holds a slot."""
-    source = _ReservingSource(40)
+    source = _ReservingSource(60)
     sending = 0
     most = 0
     at_marks: list[int] = []
     depart = source.depart
 
     async def slow_depart(claim: _Reserved) -> bool:
-        await asyncio.sleep(0.01)  # a commit
+        await asyncio.sleep(0.005)  # a commit
         at_marks.append(sending)
         return await depart(claim)
 
@@ -494,7 +497,7 @@ async def test_marking_ahead_takes_the_mark_off_the_requests_path(ahead: int) ->
         mark.left = True  # as the transport does when a request leaves
         sending += 1
         most = max(most, sending)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)
         sending -= 1
         return SendResult(provider="fake", message_id="1", recipients=tuple(numbers))
 
@@ -502,7 +505,7 @@ async def test_marking_ahead_takes_the_mark_off_the_requests_path(ahead: int) ->
     report = await bulk.run_claims(
         source, provider="fake", send_batch=send_batch, concurrency=4, ahead=ahead
     )
-    assert report.accepted == 40
+    assert report.accepted == 60
     assert most <= 4
     if ahead:
         assert max(at_marks) == 4  # marked while all four slots were sending
@@ -522,3 +525,45 @@ async def test_ahead_must_not_be_negative() -> None:
 
 async def _never_sent(numbers: list[str], content: str, request_id: str | None) -> SendResult:
     raise AssertionError("nothing may be sent")
+
+
+async def test_batches_marked_ahead_are_handed_back_when_the_source_closes() -> None:
+    """A source whose time is up (``claim_for``) gets back the batches marked ahead that had no
+    slot yet: after it closed, no request leaves."""
+    released: list[str] = []
+
+    class Closing(_ReservingSource):
+        shut = False
+
+        def closed(self) -> bool:
+            return self.shut
+
+        async def claim(self, count: int) -> list[_Reserved]:
+            return [] if self.shut else await super().claim(count)
+
+        async def release(self, claims: object) -> None:
+            released.extend(n for c in claims for n in c.numbers)  # type: ignore[attr-defined]
+
+    source = Closing(40)
+    after_close: list[str] = []
+
+    async def send_batch(numbers: list[str], content: str, request_id: str | None) -> SendResult:
+        mark = departure.get()
+        assert mark is not None
+        mark.left = True
+        if source.shut:
+            after_close.extend(numbers)
+        source.sent.extend(numbers)
+        if len(source.sent) == 6:
+            source.shut = True
+        await asyncio.sleep(0.01)
+        return SendResult(provider="fake", message_id="1", recipients=tuple(numbers))
+
+    report = await bulk.run_claims(
+        source, provider="fake", send_batch=send_batch, concurrency=3, ahead=3
+    )
+    assert after_close == []
+    assert released, "nothing was marked ahead and handed back"
+    assert set(released).isdisjoint(source.sent)
+    assert report.accepted == len(source.sent)
+    assert sorted(report.skipped) == sorted(released)

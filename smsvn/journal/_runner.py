@@ -255,12 +255,17 @@ class Source:
         self._resends: set[str] = set()
 
     def ahead(self, concurrency: int) -> int:
-        """Batches this source's run may mark in flight before they have a slot (``run_claims``'s
-        ``ahead``): a quarter of ``concurrency`` (at least one) for a provider that deduplicates
-        by request id, whose batches a crash leaves in flight are resent under their id; none
-        for the others, where each would become ``unknown``. With a 20 ms provider, a mark's
-        commit of a few ms would otherwise cost a tenth of the rate."""
-        return max(1, concurrency // 4) if self.window is not None else 0
+        """The most batches this source's run may mark in flight before they have a slot
+        (``run_claims``'s ``ahead``; the engine uses as many as cover a mark's time):
+        ``concurrency`` for a provider that deduplicates by request id, whose batches a crash
+        leaves in flight are resent under their id; none for the others, where each would
+        become ``unknown``. With a 20 ms provider, a mark's commit of a few ms would otherwise
+        cost a tenth of the rate or more."""
+        return concurrency if self.window is not None else 0
+
+    def closed(self) -> bool:
+        """Whether this runner is past ``claim_until`` (the engine's ``BatchSource.closed``)."""
+        return self.runner.out_of_time()
 
     def prepare(self, contents: Sequence[str]) -> None:
         """Check every shared content (and the send options) with the client before anything
