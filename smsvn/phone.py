@@ -53,6 +53,10 @@ _PREFIX_CARRIER: Final[dict[str, Carrier]] = {
     "055": Carrier.WINTEL,
 }
 
+# The same prefixes as a number written ``84...`` starts: "8432" for 032 (the fast path of
+# ``normalize``).
+_INTERNATIONAL_PREFIXES: Final = frozenset("84" + prefix[1:] for prefix in _PREFIX_CARRIER)
+
 # The 2018 move of 11-digit numbers to 10 digits: old 4-digit prefix -> new 3-digit prefix.
 _OLD_PREFIX: Final[dict[str, str]] = {
     # Viettel
@@ -125,10 +129,8 @@ def normalize(number: str) -> str:
         if size == 10:
             if number[:3] in _PREFIX_CARRIER:
                 return number
-        elif size == 11 and number[:2] == "84":
-            national = "0" + number[2:]
-            if national[:3] in _PREFIX_CARRIER:
-                return national
+        elif size == 11 and number[:4] in _INTERNATIONAL_PREFIXES:
+            return "0" + number[2:]
     return _normalize_slow(number)
 
 

@@ -22,6 +22,7 @@ send to a second place); answers over ``max_body`` bytes are refused unread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -32,10 +33,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
 from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import aiohttp
 import msgspec
+from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from smsvn._redact import Redactor
@@ -91,8 +93,10 @@ request (a proxy's page, a download) and is refused as malformed instead of fill
 
 _USER_AGENT = "smsvn/0.1"
 _MERGED_HEADERS: Final = 16
-"""Distinct per-call header mappings whose merge with the transport's own is kept."""
+"""Distinct per-call header mappings whose aiohttp form (``_all_headers``) is kept."""
 _CONTENT_ENCODING: Final = aiohttp.hdrs.CONTENT_ENCODING  # an istr: no case folding per lookup
+_CONTENT_LENGTH: Final = aiohttp.hdrs.CONTENT_LENGTH
+_DEBUG: Final = logging.DEBUG
 _IN_PROCESS: Final = InProcessLimiter()
 
 T = TypeVar("T")
@@ -261,22 +265,71 @@ class _CleanConnector(aiohttp.TCPConnector):
     on that connection would read it as its own answer, concluding "rate limited, not
     processed" about a request that was. So a pooled connection that holds parsed but unread
     data (``should_close``), or whose socket has bytes the event loop has not read yet, is
-    closed here and another one taken, before any request is written on it.
+    closed and another one taken, before any request is written on it.
+
+    The check is the connections' own (``_CleanHandler.is_connected``): aiohttp asks it of every
+    pooled connection before lending it, closes one that says no and takes the next (or a new
+    one), so a request costs no coroutine layer of ours around ``connect`` (benchmarks/README.md).
     """
 
-    async def connect(
-        self,
-        req: aiohttp.ClientRequest,
-        traces: list[Any],
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
-    ) -> Any:
-        while True:
-            conn = await super().connect(req, traces, timeout)
-            proto = conn.protocol
-            if proto is None or not (proto.should_close or _readable(proto.transport)):
-                return conn
-            _log.info("%s: a pooled connection held unread bytes; closed it", req.url.host)
-            conn.close()
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        factory = functools.partial(_CleanHandler, loop=self._loop, lent=self._acquired)
+        self._factory = cast("functools.partial[ResponseHandler]", factory)
+
+
+class _CleanHandler(ResponseHandler):
+    """aiohttp's protocol of one connection, which says it is not connected when, idle in the
+    pool, it holds bytes nobody asked for (see ``_CleanConnector``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, lent: set[Any]) -> None:
+        super().__init__(loop)
+        self._lent = lent
+        """The connector's connections in use: theirs is aiohttp's own answer."""
+        self._poller: Any = None
+        """A ``select.poll`` of the socket, made once (a poll per check, one system call)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLIN)  # errors and hang-ups come too
+            except (AttributeError, OSError, ValueError):
+                return  # ``_readable``'s select, then
+            self._poller = poller
+
+    def is_connected(self) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if self in self._lent:
+            return True
+        # Idle in the pool (aiohttp is about to lend it, or its cleanup is looking).
+        if self.should_close or self._unread(transport):
+            _log.info(
+                "%s: a pooled connection held unread bytes; closed it",
+                _peer(transport),
+            )
+            return False
+        return True
+
+    def _unread(self, transport: asyncio.BaseTransport) -> bool:
+        """Whether the socket has bytes (or an EOF, an error) the loop has not read."""
+        poller = self._poller
+        if poller is None:
+            return _readable(transport)
+        try:
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    """The host a connection goes to, for the log."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
 
 
 def _readable(transport: asyncio.BaseTransport | None) -> bool:
@@ -346,7 +399,7 @@ class Transport:
             "Accept-Encoding": "identity",
             **(headers or {}),
         }
-        self._merged: dict[int, tuple[Mapping[str, str] | None, CIMultiDict[str]]] = {}
+        self._merged: dict[int, tuple[Mapping[str, str] | None, CIMultiDict[str] | None]] = {}
         self.redactor = Redactor(secrets)
         self._closed = False
 
@@ -362,6 +415,9 @@ class Transport:
                 connector=connector,
                 timeout=self._timeout,
                 auto_decompress=False,  # see _read_capped; each request says so too
+                # The transport's own headers once, not merged into every call's: aiohttp
+                # copies these at C speed and walks only a call's own in Python.
+                headers=self._headers,
             )
         return self._session
 
@@ -433,12 +489,14 @@ class Transport:
         recognises when it comes again (eSMS ``RequestId``), so an unknown outcome may be retried.
         Anything else is sent at most once, except after a ``ConnectError`` or a 429.
         """
-        retry = self.retry
-        retry_unknown = idempotent or deduplicated
         # aiohttp's own silent resend is off for every GET (a read too): retries are this loop's
         # alone, so ``max_retries`` bounds the requests and every attempt reaches the hooks.
         middlewares = _NO_RESEND if method in ("GET", "HEAD") else None
-        all_headers = self._all_headers(headers)
+        cached = self._merged.get(id(headers))
+        if cached is not None and cached[0] is headers:
+            all_headers = cached[1]
+        else:
+            all_headers = self._all_headers(headers)
         limiter = self._limiter
         if limiter is None and self.rate_limit is not None:
             limiter = self.limiter  # created on first use, in the running loop
@@ -490,7 +548,7 @@ class Transport:
                 # no coroutine of its own, no per-call dicts, and the hooks' and the debug log's
                 # work only when there are hooks or the log wants it.
                 hooks = self._hooks
-                observed = hooks is not None or _log.isEnabledFor(logging.DEBUG)
+                observed = hooks is not None or _log.isEnabledFor(_DEBUG)
                 if observed:
                     if hooks is not None and hooks.on_request is not None:
                         hooks.on_request(
@@ -508,21 +566,41 @@ class Transport:
                     mark.left = True
                 failure: SmsError | None = None
                 try:
-                    async with self._request(
-                        method, url, params, data, all_headers, middlewares, timeout
-                    ) as resp:
-                        length = resp.content_length
+                    session = self._session
+                    if (
+                        session is not None
+                        and timeout is self._timeout
+                        and params is None
+                        and middlewares is None
+                        and self._owns_session
+                    ):
+                        # Our own session already has these timeouts, our headers and no
+                        # decompression: each keyword aiohttp is given costs it 3-4k
+                        # instructions (benchmarks/README.md).
+                        request: AbstractAsyncContextManager[aiohttp.ClientResponse] = (
+                            session.request(
+                                method, url, data=data, headers=all_headers, allow_redirects=False
+                            )
+                        )
+                    else:
+                        request = self._request(
+                            method, url, params, data, all_headers, middlewares, timeout
+                        )
+                    async with request as resp:
+                        answer_headers = resp.headers
+                        length = answer_headers.get(_CONTENT_LENGTH)
                         if (
                             length is not None
-                            and length <= self._max_body
-                            and _CONTENT_ENCODING not in resp.headers
+                            and length.isdecimal()
+                            and int(length) <= self._max_body
+                            and _CONTENT_ENCODING not in answer_headers
                         ):
                             # A declared length within the cap, not compressed (every real
                             # answer): aiohttp's parser stops at ``length`` bytes.
                             body = await resp.read()
                         else:
                             body = await self._read_capped(resp, endpoint, attempt)
-                        response = Response(resp.status, resp.headers, body, attempt, resent)
+                        response = Response(resp.status, answer_headers, body, attempt, resent)
                 except _FAILURES as exc:
                     failure = self._failure(exc, endpoint, method, attempt, started)
                 if failure is not None:
@@ -537,6 +615,7 @@ class Transport:
                 resent = True
                 return parse(response)
             except RateLimited as exc:
+                retry = self.retry
                 self._scrub(exc)
                 last = exc
                 hint = exc.retry_after if exc.retry_after is not None else retry.backoff(limited)
@@ -556,11 +635,13 @@ class Transport:
                 else:
                     delay = hint
             except SmsError as exc:
+                retry = self.retry
                 exc.attempts = attempt
                 self._scrub(exc)
                 last = exc
                 safe = isinstance(exc, ConnectError) or (
-                    retry_unknown and isinstance(exc, OutcomeUnknown | ProviderUnavailable)
+                    (idempotent or deduplicated)
+                    and isinstance(exc, OutcomeUnknown | ProviderUnavailable)
                 )
                 if not safe or retries >= retry.max_retries:
                     if uncertain is not None and not isinstance(exc, OutcomeUnknown):
@@ -652,13 +733,19 @@ class Transport:
             attempts=last.attempts,
         )
 
-    def _all_headers(self, headers: Mapping[str, str] | None) -> CIMultiDict[str]:
-        """The transport's headers and a call's own, merged once per mapping (the providers pass
-        module constants): a ``CIMultiDict`` aiohttp takes without converting it again."""
+    def _all_headers(self, headers: Mapping[str, str] | None) -> CIMultiDict[str] | None:
+        """A call's headers for aiohttp, made once per mapping (the providers pass module
+        constants): a ``CIMultiDict`` aiohttp takes without converting it again. Our own
+        session has the transport's headers as its defaults, so this is the call's own (None
+        for none); a borrowed session gets the transport's and the call's merged."""
         cached = self._merged.get(id(headers))
         if cached is not None and cached[0] is headers:
             return cached[1]
-        merged = CIMultiDict({**self._headers, **(headers or {})})
+        merged: CIMultiDict[str] | None
+        if not self._owns_session:
+            merged = CIMultiDict({**self._headers, **(headers or {})})
+        else:
+            merged = CIMultiDict(headers) if headers else None
         if len(self._merged) < _MERGED_HEADERS:
             self._merged[id(headers)] = (headers, merged)  # the mapping kept: its id stays its own
         return merged
@@ -669,11 +756,12 @@ class Transport:
         url: str,
         params: Mapping[str, str] | None,
         data: bytes | None,
-        headers: Mapping[str, str],
+        headers: Mapping[str, str] | None,
         middlewares: tuple[Any, ...] | None,
         timeout: aiohttp.ClientTimeout,
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        """The request of one attempt, not yet sent (the session is made on first use)."""
+        """The request of one attempt, not yet sent (the session is made on first use): what
+        ``call`` does inline on its usual path, and every keyword where that does not apply."""
         session = self._session
         if session is None:
             session = self.session()

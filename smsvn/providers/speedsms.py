@@ -76,6 +76,8 @@ SMS_TYPES: Final = frozenset({2, 3, 4, 5})
 _NEEDS_SENDER: Final = frozenset({3, 5})
 """The types that use ``sender``; every other type sends ``""`` (as the vendor's own Java and C#
 samples send ``"brandname": ""``), never the client's default sender."""
+_NO_SENDER: Final = SMS_TYPES - _NEEDS_SENDER
+"""The types that need no sender: valid whatever ``sender`` is, and they send ``""``."""
 _SENDER_WORDS: Final = ("sender", "brandname", "brand name")
 """Words that make an error 101 about the sender (see the module docstring)."""
 
@@ -243,7 +245,11 @@ class SpeedSMS(BaseClient):
         """
         sms_type = self.sms_type if sms_type is None else sms_type
         sender = self.sender if sender is None else sender
-        _check_type(sms_type, sender)
+        if sms_type in _NO_SENDER:
+            wire_sender = ""  # a valid type that needs no sender, so sends none
+        else:
+            _check_type(sms_type, sender)
+            wire_sender = _wire_sender(sms_type, sender)
         content = _prepare(content, strip_diacritics)
         if isinstance(to, str):
             # One number (an OTP): what split_recipients and require_recipients make of it,
@@ -254,7 +260,6 @@ class SpeedSMS(BaseClient):
                 recipients = split_recipients(to)
             else:
                 given = None if number is to else {number: to}
-                wire_sender = _wire_sender(sms_type, sender)
                 return await self._send([number], content, sms_type, wire_sender, (), given)
         else:
             numbers = recipient_list(to, _PROVIDER, "sms/send")
@@ -270,7 +275,7 @@ class SpeedSMS(BaseClient):
             recipients.valid,
             content,
             sms_type,
-            _wire_sender(sms_type, sender),
+            wire_sender,
             recipients.invalid,
             recipients.given,
         )
