@@ -90,35 +90,6 @@ async def test_add_is_idempotent_and_records_every_input(journal_url: str) -> No
         assert all(r.phone in valid and "duplicate" in (r.error or "") for r in dupes)
 
 
-async def test_both_sqlite_import_paths_write_the_same_table(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Plain numbers go in as JSON arrays where SQLite has its JSON functions, row by row
-    otherwise: the same rows either way (ids, keys, states, reasons), duplicates and re-adds
-    included, across statement parts and segments."""
-    from smsvn.journal import _sqlite
-
-    inputs, _, _, _ = campaign_input(45_000)
-    messages = [Message(to=number(i), content=f"own {i % 3}") for i in range(50)]
-    tables = []
-    for json_path in (True, False):
-        monkeypatch.setattr(_sqlite, "_JSON", json_path)
-        path = tmp_path / f"{json_path}.db"
-        async with smsvn.Journal(str(path)) as journal:
-            campaign = await journal.campaign("paths")
-            added = [
-                await campaign.add(inputs, content=CONTENT),
-                await campaign.add(inputs[:30_000] + [number(90_000)], content=CONTENT),
-                await campaign.add([*messages, *messages[:5]]),
-                await campaign.add(inputs[::7], content="Another text"),
-            ]
-        with sqlite3.connect(path) as db:
-            table = db.execute("SELECT * FROM smsvn_recipients ORDER BY id").fetchall()
-        tables.append((added, table))
-    assert tables[0] == tables[1]
-    assert tables[0][0][1] == Added(read=30_001, added=1, already=30_000)
-
-
 async def test_an_async_input_of_several_segments_keeps_its_order(journal_url: str) -> None:
     async def numbers() -> object:
         for i in range(45_000):

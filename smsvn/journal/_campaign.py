@@ -218,9 +218,6 @@ class Campaign:
                     writing = asyncio.ensure_future(
                         add(self._id, shared, intake.digest, held, False)
                     )
-                    # Let the write reach the store's thread now: reading the next segment
-                    # gives the loop no turn, and the two are meant to overlap.
-                    await asyncio.sleep(0)
                 held = chunk
             if writing is not None:
                 total = _sum(total, await writing)

@@ -22,11 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from itertools import groupby
-from operator import itemgetter
 from typing import Any, Final, TypeVar
-
-import msgspec
 
 from smsvn.journal._store import (
     STATE_NAMES,
@@ -394,22 +390,60 @@ class SqliteStore:
         self, campaign: int, content: int | None, digest: int, chunk: Chunk, final: bool
     ) -> Added:
         def job(db: sqlite3.Connection) -> Added:
-            # Each row is ignored when its key is there already (the same input again) or when
-            # the unique index already has its number with its text (a duplicate); each
-            # statement's rowcount is how many it added. The rows the unique index refused are
-            # then written again as duplicates (not in that index), after the segment's other
-            # rows: a row whose key is there now (just added, or there before) is ignored again.
+            # One statement a run of rows, each row ignored when its key is there already (the
+            # same input again) or when the unique index already has its number with its text
+            # (a duplicate). The ignored rows whose key is not there are the duplicates: they
+            # are added as such. Integers only are written into the statements' text.
             # The transaction stays open for the next segment (up to ``ADD_COMMIT_EVERY``, or
             # until any other call): each commit writes every page the segments touched, and
             # the duplicate index is touched all over. Nothing else waits on an open one: the
             # next other call commits it first.
+            c, seg = int(campaign), int(chunk.segment)
+            shared = "NULL" if content is None else str(int(content))
+            plain = (
+                "INSERT OR IGNORE INTO smsvn_recipients "
+                "(campaign, seg, chain, state, phone, digest, content) "
+                f"VALUES ({c}, {seg}, ?, 0, ?, {int(digest)}, {shared})"
+            )
+            other = (
+                "INSERT OR IGNORE INTO smsvn_recipients "
+                "(campaign, seg, chain, state, phone, digest, text, given, given_id, reason) "
+                f"VALUES ({c}, {seg}, ?, ?, ?, ?, ?, ?, ?, ?)"
+            )
             if not db.in_transaction:
                 db.execute("BEGIN IMMEDIATE")
-            added, invalid, duplicates = _add_runs(db, campaign, content, digest, chunk)
+            top = db.execute("SELECT COALESCE(MAX(id), 0) FROM smsvn_recipients").fetchone()[0]
+            before = db.total_changes
+            for run in chunk.runs:
+                db.executemany(plain if run.plain else other, run.rows)
+            if db.total_changes - before < chunk.size:
+                there = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT chain FROM smsvn_recipients WHERE campaign = ? AND seg = ?",
+                        (c, seg),
+                    )
+                }
+                missing = [row for row in _rows(chunk, content, digest) if row[0] not in there]
+                db.executemany(
+                    "INSERT INTO smsvn_recipients (campaign, seg, chain, state, phone, "
+                    "digest, content, text, given_id, reason) "
+                    f"VALUES ({c}, {seg}, ?, 6, ?, ?, ?, ?, ?, '{_DUPLICATE_REASON}')",
+                    missing,
+                )
+            new = dict(
+                db.execute(
+                    "SELECT state, COUNT(*) FROM smsvn_recipients WHERE id > ? GROUP BY state",
+                    (top,),
+                ).fetchall()
+            )
             self._added += 1
             if final or self._added >= ADD_COMMIT_EVERY:
                 self._added = 0
                 db.execute("COMMIT")
+            added = new.get(State.PENDING, 0)
+            invalid = new.get(State.INVALID, 0)
+            duplicates = new.get(State.DUPLICATE, 0)
             return Added(
                 read=chunk.size,
                 added=added,
@@ -685,102 +719,21 @@ class SqliteStore:
         return await self._call(job)
 
 
-# -- import helpers (``SqliteStore.add``) ---------------------------------------------------------
-# Integers only are written into the statements' text.
-
-_INTO: Final = "INSERT OR IGNORE INTO smsvn_recipients "
-_STATE_OF: Final = itemgetter(1)
-"""A row's state, in a run of rows that are not plain numbers (see ``Run``)."""
-
-
-def _add_runs(
-    db: sqlite3.Connection, campaign: int, content: int | None, digest: int, chunk: Chunk
-) -> tuple[int, int, int]:
-    """Write a segment run by run, in the input's order (one statement a run of rows of one
-    state): (added, invalid, duplicates). Counting each statement's rowcount replaces a count
-    of the segment's new rows by state; writing the short runs again as duplicates replaces a
-    pass in Python over the segment's rows against a set of the keys now there."""
-    c, seg = int(campaign), int(chunk.segment)
-    shared = "NULL" if content is None else str(int(content))
-    plain = (
-        f"{_INTO}(campaign, seg, chain, state, phone, digest, content) "
-        f"VALUES ({c}, {seg}, ?, 0, ?, {int(digest)}, {shared})"
-    )
-    other = (
-        f"{_INTO}(campaign, seg, chain, state, phone, digest, text, given, given_id, reason) "
-        f"VALUES ({c}, {seg}, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    added = invalid = duplicates = 0
-    short: list[tuple[bool, list[tuple[object, ...]]]] = []
+def _rows(
+    chunk: Chunk, content: int | None, digest: int
+) -> list[tuple[object, object, object, object, object, object]]:
+    """(chain, number, digest, content, text, request id) of each numbered row of ``chunk``."""
+    rows: list[tuple[object, object, object, object, object, object]] = []
     for run in chunk.runs:
         if run.plain:
-            n = _add_plain(db, plain, run.rows)
-            added += n
-            if n < len(run.rows):
-                short.append((True, run.rows))
-            continue
-        for state, group in groupby(run.rows, _STATE_OF):
-            rows = list(group)
-            n = db.executemany(other, rows).rowcount
-            if state == State.INVALID:
-                invalid += n
-            elif state == State.PENDING:
-                added += n
-            if n < len(rows) and state < State.INVALID:
-                short.append((False, rows))
-    for is_plain, rows in short:
-        if is_plain:
-            duplicates += db.executemany(
-                f"{_INTO}(campaign, seg, chain, state, phone, digest, content, reason) "
-                f"VALUES ({c}, {seg}, ?, 6, ?, {int(digest)}, {shared}, '{_DUPLICATE_REASON}')",
-                rows,
-            ).rowcount
+            rows.extend((key, number, digest, content, None, None) for key, number in run.rows)
         else:
-            duplicates += db.executemany(
-                f"{_INTO}(campaign, seg, chain, state, phone, digest, text, given_id, reason) "
-                f"VALUES ({c}, {seg}, ?, 6, ?, ?, ?, ?, '{_DUPLICATE_REASON}')",
-                [(row[0], row[2], row[3], row[4], row[6]) for row in rows],
-            ).rowcount
-    return added, invalid, duplicates
-
-
-def _add_plain(db: sqlite3.Connection, insert: str, rows: list[tuple[object, ...]]) -> int:
-    """Insert (chain, number) rows with ``insert`` (a ``VALUES (.., ?, .., ?, ..)`` statement);
-    how many went in. Where SQLite has JSON functions, ``JSON_PART`` rows a statement, read
-    from one JSON array: SQLite then runs a few long statements without the GIL, instead of
-    taking it back for each row (``executemany``), so the event loop reads the next segment
-    meanwhile instead of fighting for the GIL row by row."""
-    if not _JSON:
-        return db.executemany(insert, rows).rowcount
-    head, _, values = insert.partition(" VALUES ")
-    select = (
-        values.strip("()")
-        .replace("?", "json_extract(value, '$[0]')", 1)
-        .replace("?", "json_extract(value, '$[1]')", 1)
-    )
-    statement = f"{head} SELECT {select} FROM json_each(?) ORDER BY key"
-    added = 0
-    for start in range(0, len(rows), JSON_PART):
-        part = msgspec.json.encode(rows[start : start + JSON_PART])
-        added += db.execute(statement, (part,)).rowcount
-    return added
-
-
-JSON_PART: Final = 2_000
-"""Rows one JSON statement of an add carries (it keeps a copy of each page it changes until it
-ends: a bounded part keeps that copy small)."""
-
-
-def _has_json() -> bool:
-    """Whether this SQLite has its JSON functions (built in since 3.38, usually before)."""
-    try:
-        sqlite3.connect(":memory:").execute("SELECT json_extract('[1]', '$[0]')").close()
-    except sqlite3.Error:
-        return False
-    return True
-
-
-_JSON: Final = _has_json()
+            rows.extend(
+                (row[0], row[2], row[3], None, row[4], row[6])
+                for row in run.rows
+                if row[2] is not None
+            )
+    return rows
 
 
 _GROUPED: Final = sqlite3.sqlite_version_info >= (3, 33)
