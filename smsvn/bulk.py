@@ -153,8 +153,8 @@ class BatchSource(Protocol[_C]):
         ...
 
     def closed(self) -> bool:
-        """Whether the source takes no more batches out (its time is up): a batch marked ahead
-        that has not left yet is handed back instead of sent."""
+        """Whether the source takes no more batches out (its time is up, its claims lapsed): a
+        batch marked ahead that has not left yet is handed back instead of sent."""
         ...
 
 
@@ -711,13 +711,17 @@ class _Run:
                 if upcoming is None and not exhausted and len(reserved) <= prefetch // 2:
                     upcoming = asyncio.create_task(source.claim(prefetch))
         finally:
-            if upcoming is not None:
-                # Stopped with a reservation under way: what it reserved is handed back too
-                # (one cut short is swept when the runner stops: nothing of it was marked).
-                upcoming.cancel()
-                with contextlib.suppress(BaseException):
-                    reserved.extend(await upcoming)
-            self.unsent.extend(reserved)
+            try:
+                if upcoming is not None:
+                    # Stopped with a reservation under way: what it reserved is handed back
+                    # too (one cut short hands back its own: the source's ``claim`` does).
+                    # A cancel of this run arriving meanwhile is not swallowed.
+                    upcoming.cancel()
+                    await asyncio.wait({upcoming})
+                    if not upcoming.cancelled() and upcoming.exception() is None:
+                        reserved.extend(upcoming.result())
+            finally:
+                self.unsent.extend(reserved)
 
     def let_go(self, batch: _Departing) -> None:
         """``batch``'s request is leaving: learn how long it waited; its place is free."""
@@ -829,9 +833,15 @@ class _Run:
         finally:
             self.early -= 1
             self.early_room.set()
-        if self.stopping() or source.closed():
+        try:
+            stopped = self.stopping()
+            closed = not stopped and source.closed()
+        except BaseException:
             self.slots.release()
-            self._file_stopped(batch, "the run stopped" if self.stopping() else "time was up")
+            raise
+        if stopped or closed:
+            self.slots.release()
+            self._file_stopped(batch, "the run stopped" if stopped else "the source closed")
             return False
         return True
 
@@ -964,8 +974,9 @@ class _Run:
         unsent, self.unsent = self.unsent, []
         try:
             await asyncio.shield(self.source.release(unsent))
-        except (Exception, asyncio.CancelledError) as exc:
+        except Exception as exc:
             _log.warning("%s: %d batch(es) not handed back: %r", self.provider, len(unsent), exc)
+        # A cancel arriving meanwhile goes on (the shielded release finishes by itself).
 
     # -- reporting ---------------------------------------------------------------------------
 

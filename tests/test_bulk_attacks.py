@@ -567,3 +567,80 @@ async def test_batches_marked_ahead_are_handed_back_when_the_source_closes() -> 
     assert set(released).isdisjoint(source.sent)
     assert report.accepted == len(source.sent)
     assert sorted(report.skipped) == sorted(released)
+
+
+async def test_a_cancel_while_a_stopped_run_waits_for_its_reservation_is_not_swallowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run stops (as after an account-wide error) while its next reservation is under
+    way; it cuts the reservation short and waits for it. A cancel of the run arriving in that
+    wait must end the run with ``CancelledError``, not be swallowed (a Failover would go on to
+    its next provider)."""
+    outer: list[asyncio.Task[bulk.BulkReport]] = []
+    calls = 0
+
+    class Stuck(_ReservingSource):
+        async def claim(self, count: int) -> list[_Reserved]:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                return [_Reserved([n], "hi", None) for n in self.left[:count]]
+            try:
+                await asyncio.Event().wait()  # a reservation that takes its time
+            except asyncio.CancelledError:
+                outer[0].cancel()  # the caller's cancel, at that very moment
+                raise
+            return []
+
+        async def release(self, claims: object) -> None:
+            pass
+
+    async def sent(numbers: list[str], content: str, request_id: str | None) -> SendResult:
+        mark = departure.get()
+        assert mark is not None
+        mark.left = True
+        await asyncio.sleep(0.01)
+        return SendResult(provider="fake", message_id="1", recipients=tuple(numbers))
+
+    # The run stops (an abort, as far as the engine knows) once three batches have started
+    # and the next reservation is under way.
+    monkeypatch.setattr(bulk._Run, "stopping", lambda self: self.taken >= 3 and calls >= 2)
+    run = asyncio.ensure_future(
+        bulk.run_claims(Stuck(8), provider="fake", send_batch=sent, concurrency=4)
+    )
+    outer.append(run)
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert calls == 2
+
+
+async def test_a_source_whose_closed_raises_leaks_no_slot() -> None:
+    """Marking ahead, ``closed()`` is asked once a batch has its slot: if it raises, the slot
+    is given back with the place (a run's semaphores balance whatever its source does)."""
+
+    class Broken(_ReservingSource):
+        def closed(self) -> bool:
+            raise RuntimeError("broken source")
+
+        async def release(self, claims: object) -> None:
+            pass
+
+    runs: list[bulk._Run] = []
+    make = bulk._Run.__init__
+
+    def record(self: bulk._Run, *args: object, **kwargs: object) -> None:
+        make(self, *args, **kwargs)  # type: ignore[arg-type]
+        runs.append(self)
+
+    async def never(numbers: list[str], content: str, request_id: str | None) -> SendResult:
+        raise AssertionError("nothing may be sent")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bulk._Run, "__init__", record)
+        with pytest.raises(RuntimeError, match="broken source"):
+            await bulk.run_claims(
+                Broken(4), provider="fake", send_batch=never, concurrency=2, ahead=2
+            )
+    (run,) = runs
+    assert run.slots._value == 2
+    assert run.places._value == 4

@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -580,3 +581,46 @@ async def test_a_runner_holds_its_claims_only_while_it_renews(tmp_path: Path) ->
         assert time.monotonic() - started < 5
     finally:
         await store.close()
+
+
+# -- stopping with a reservation under way -------------------------------------------------------
+
+
+async def test_a_reservation_cut_short_hands_back_what_it_reserved(
+    journal_url: str, sb: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that stops cancels its reservation under way; the transaction goes on in the
+    store, and what it reserves goes back to pending at once (not held by this runner until
+    it stops, where the next Failover provider of the same runner could not take it)."""
+    async with smsvn.Journal(journal_url) as journal, sb.client("speedsms") as client:
+        campaign = await journal.campaign("cut")
+        await campaign.add([number(i) for i in range(500)], content=CONTENT)
+        store = campaign._store
+        reserve = type(store).claim
+        started = asyncio.Event()
+
+        async def slow_reserve(self: Any, *args: Any, **kwargs: Any) -> Any:
+            # The transaction runs on whatever becomes of its caller (SQLite's thread, a query
+            # already at the server), and its answer comes late: a busy journal.
+            transaction = asyncio.ensure_future(reserve(self, *args, **kwargs))
+            started.set()
+            await asyncio.sleep(0.1)
+            return await transaction
+
+        monkeypatch.setattr(type(store), "claim", slow_reserve)
+        runner = Runner(store, campaign._id, lease=30)
+        await runner.start()
+        source = Source(runner, client, None, stage=0, fresh=True, options={})
+        source.prepare([CONTENT])
+        claiming = asyncio.ensure_future(source.claim(3))
+        await started.wait()
+        claiming.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await claiming
+        held = [r for r in await rows(journal_url, "cut") if r.owner == runner.id]
+        assert held == []
+        again = await source.claim(3)  # the same runner (a next stage) takes them now
+        assert [c.numbers[0] for c in again] == [number(0), number(100), number(200)]
+        await source.release(again)
+        await runner.stop()
+        assert await campaign.counts() == Counts(pending=500)

@@ -264,8 +264,9 @@ class Source:
         return concurrency if self.window is not None else 0
 
     def closed(self) -> bool:
-        """Whether this runner is past ``claim_until`` (the engine's ``BatchSource.closed``)."""
-        return self.runner.out_of_time()
+        """Whether this runner is past ``claim_until`` or has lost its lease (the engine's
+        ``BatchSource.closed``): a batch marked ahead is then handed back, not sent."""
+        return self.runner.lost is not None or self.runner.out_of_time()
 
     def prepare(self, contents: Sequence[str]) -> None:
         """Check every shared content (and the send options) with the client before anything
@@ -295,16 +296,28 @@ class Source:
                 return []
             if not await runner.holds():  # a lease that ran out (say, paused) is lost now
                 raise runner.lost or LeaseLost("this runner's lease ran out")
-            found = await store.claim(
-                runner.campaign,
-                runner.id,
-                batch_size=self.client.batch_size,
-                batches=count,
-                first_token=runner.tokens(count),
-                provider=self.provider,
-                tier=self.stage,
-                fresh=self.fresh,
+            reserving = asyncio.ensure_future(
+                store.claim(
+                    runner.campaign,
+                    runner.id,
+                    batch_size=self.client.batch_size,
+                    batches=count,
+                    first_token=runner.tokens(count),
+                    provider=self.provider,
+                    tier=self.stage,
+                    fresh=self.fresh,
+                )
             )
+            try:
+                found = await asyncio.shield(reserving)
+            except asyncio.CancelledError:
+                # The transaction goes on (in the store's thread or server): what it reserves
+                # is handed back at once, not held by this runner until it stops.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    taken = await reserving
+                    if taken:
+                        await self.release([self._batch(token, rows) for token, rows in taken])
+                raise
             if found is None:
                 runner.lost = LeaseLost(
                     "this runner was declared dead (its lease ran out: was the process paused?) "
