@@ -624,3 +624,17 @@ async def test_a_reservation_cut_short_hands_back_what_it_reserved(
         await source.release(again)
         await runner.stop()
         assert await campaign.counts() == Counts(pending=500)
+
+
+async def test_a_source_whose_runner_lost_its_lease_is_closed(
+    journal_url: str, sb: Sandbox
+) -> None:
+    """Batches marked ahead of a slot are handed back, not sent, once the runner knows its lease
+    is lost (``Source.closed``), as they are past ``claim_for``."""
+    async with smsvn.Journal(journal_url) as journal, sb.client("esms") as client:
+        campaign = await journal.campaign("lost")
+        runner = Runner(campaign._store, campaign._id, lease=30)
+        source = Source(runner, client, None, stage=0, fresh=True, options={})
+        assert not source.closed()
+        runner.lost = LeaseLost("taken over")
+        assert source.closed()
