@@ -767,12 +767,8 @@ class _Run:
                 slot = await self._slot_after_mark(source, batch)
                 if not slot:
                     return
-            else:
-                if not await source.depart(batch.claim):
-                    batch.filed = True
-                    self.requests -= 1
-                    self._skip(batch.numbers, batch.content, _NOT_DEPARTED)
-                    return
+            elif not await self._depart(source, batch):
+                return
             loop = asyncio.get_running_loop()
             batch.marked = loop.time()
             step = "send"
@@ -811,6 +807,16 @@ class _Run:
                 self._free(slot)
             self._progress()
 
+    async def _depart(self, source: BatchSource[Claim], batch: _Departing) -> bool:
+        """Record the batch in flight; when the source refuses (its claim lapsed, or its time
+        is up), file it skipped, never sent, and say False."""
+        if await source.depart(batch.claim):
+            return True
+        batch.filed = True
+        self.requests -= 1
+        self._skip(batch.numbers, batch.content, _NOT_DEPARTED)
+        return False
+
     async def _slot_after_mark(self, source: BatchSource[Claim], batch: _Departing) -> bool:
         """Marking ahead: wait until fewer batches are marked without a slot than cover a
         mark's time (``concurrency`` x mark / request, plus one), mark the batch, then wait for
@@ -823,10 +829,7 @@ class _Run:
         self.early += 1
         try:
             started = loop.time()
-            if not await source.depart(batch.claim):
-                batch.filed = True
-                self.requests -= 1
-                self._skip(batch.numbers, batch.content, _NOT_DEPARTED)
+            if not await self._depart(source, batch):
                 return False
             self.mark_time += 0.1 * (loop.time() - started - self.mark_time)
             await self.slots.acquire()
