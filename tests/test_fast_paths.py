@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import random
 import string
+from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from smsvn import phone
 from smsvn.errors import ValidationError
 from smsvn.providers import speedsms
 from smsvn.providers._base import split_recipients
+from smsvn.transport import Response
 
 _PREFIXES = sorted(phone._PREFIX_CARRIER)
 
@@ -108,12 +111,35 @@ def test_split_one_number_matches_a_one_tuple(number: str) -> None:
     }
 
 
-def test_send_answer_without_strings_skips_the_redactor() -> None:
-    plain = speedsms._SendData(tran_id=123, total_sms=1, total_price=250.0)
-    assert speedsms._no_text(plain)
-    assert not speedsms._no_text(speedsms._SendData(tran_id="abc"))
-    assert not speedsms._no_text(speedsms._SendData(tran_id=1, invalid_phone=["84912345678"]))
-    assert not speedsms._no_text(speedsms._SendData(tran_id=1, invalid_phone=[84912345678]))
+@pytest.mark.parametrize(
+    ("data", "walked"),
+    [
+        (b'{"tranId": 123, "totalSMS": 1, "totalPrice": 250}', False),
+        (b'{"tranId": "abc"}', True),
+        (b'{"tranId": 1, "invalidPhone": ["84912345678"]}', True),
+        (b'{"tranId": 1, "invalidPhone": [84912345678]}', True),
+    ],
+)
+def test_send_answer_without_strings_skips_the_redactor(
+    monkeypatch: pytest.MonkeyPatch, data: bytes, walked: bool
+) -> None:
+    """Only an answer holding a string goes through the redactor (the usual one, all numbers,
+    is returned as decoded)."""
+    client = speedsms.SpeedSMS("t" * 32, rate_limit=None)
+    calls: list[object] = []
+    redactor = type(client._transport.redactor)
+    original = redactor.value
+
+    def value(self: Any, item: Any, body: bytes) -> Any:
+        calls.append(item)
+        return original(self, item, body)
+
+    monkeypatch.setattr(redactor, "value", value)
+    body = b'{"status": "success", "code": "00", "data": ' + data + b"}"
+    headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+    parsed = client._parse(Response(200, headers, body, 1), speedsms._SEND, "sms/send")
+    assert isinstance(parsed, speedsms._SendData)
+    assert bool(calls) is walked
 
 
 _DIGITS_OR_NOT = st.text(alphabet="0123456789,+ 8x", min_size=0, max_size=12)

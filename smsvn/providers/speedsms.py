@@ -433,8 +433,14 @@ class SpeedSMS(BaseClient):
             if envelope.data is None:
                 raise self._transport.malformed(endpoint, response, "success without data")
             data = envelope.data
-            if isinstance(data, _SendData) and _no_text(data):
-                return data  # only numbers: nothing the redactor would change
+            if (
+                isinstance(data, _SendData)
+                and data.tran_id.__class__ is not str
+                and not data.invalid_phone
+            ):
+                # Only numbers (an int ``tranId``, no refused numbers): the redactor only ever
+                # changes strings, so the usual send answer needs no walk.
+                return data
             # The provider may echo what it was sent: ``raw`` must never hold the token.
             return self._transport.redactor.value(data, response.body)
         code = _code(envelope.code)
@@ -482,12 +488,6 @@ def _about_sender(message: str | None) -> bool:
         return False
     lowered = message.lower()
     return any(word in lowered for word in _SENDER_WORDS)
-
-
-def _no_text(data: _SendData) -> bool:
-    """Whether a send answer holds no string (an int ``tranId``, no refused numbers): the
-    redactor only ever changes strings, so such an answer needs no walk (the usual answer)."""
-    return data.tran_id.__class__ is not str and not data.invalid_phone
 
 
 _PLAIN_MAX: Final = 5 * 67
