@@ -22,7 +22,7 @@ from smsvn.errors import ValidationError
 from smsvn.failover import NOTHING_SENT, Failover
 from smsvn.journal._dsn import is_keyword_dsn, redact_url
 from smsvn.journal._intake import CHUNK, Intake, check_content
-from smsvn.journal._runner import Runner, Source, check_claim_for, check_lease
+from smsvn.journal._runner import Runner, Screen, Source, check_claim_for, check_lease
 from smsvn.journal._store import (
     STATE_NAMES,
     Added,
@@ -68,6 +68,20 @@ class SentList(Protocol):
     async def sent_messages(
         self, start: datetime, end: datetime
     ) -> list[SentMessage]: ...  # pragma: no cover - a protocol
+
+
+class Guard(Protocol):
+    """What ``Campaign.run(guard=...)`` needs of a guard (``smsvn.advertising.Guard``): to run
+    the campaign itself, pausing outside the hours its rules allow."""
+
+    async def run(
+        self,
+        campaign: Campaign,
+        client: BaseClient | Failover,
+        *,
+        purpose: str,
+        **options: Any,
+    ) -> BulkReport: ...
 
 
 class Journal:
@@ -269,6 +283,8 @@ class Campaign:
         on_result: Callable[[BulkOutcome], object] | None = None,
         keep_results: bool = False,
         claim_for: float | None = None,
+        guard: Guard | None = None,
+        purpose: str | None = None,
         **options: Any,
     ) -> BulkReport:
         """Send what is pending through ``client`` (or each provider of a ``Failover`` in turn:
@@ -285,10 +301,48 @@ class Campaign:
         queue's task uses it to end in bounded time: about ``claim_for`` plus one request's
         time (the client's ``timeout`` with its retries, and any wait for the limiter).
 
+        ``guard`` (``smsvn.advertising.Guard``) keeps the run within Vietnam's rules for
+        advertising (Decree 91/2020/ND-CP): ``purpose`` (``"advertising"`` by default with a
+        guard) is required to be stated; an advertising or registration campaign without a
+        guard is a ``ValidationError``. With a guard the run pauses outside the hours allowed
+        and goes on by itself (see ``Guard.run``).
+
         Returns this run's report (``taken`` = numbers it claimed; ``skipped`` = those it
         handed back, still pending). Raises ``LeaseLost`` if this runner's lease ran out and
         others took over (it was paused), and the journal's own errors if it fails.
         """
+        run_options: dict[str, Any] = {
+            "concurrency": concurrency, "lease": lease, "on_progress": on_progress,
+            "on_result": on_result, "keep_results": keep_results, "claim_for": claim_for,
+        }  # fmt: skip
+        if guard is not None:
+            return await guard.run(self, client, purpose=purpose or "advertising",
+                                   **run_options, **options)  # fmt: skip
+        if purpose in ("advertising", "registration"):
+            raise ValidationError(
+                f"a {purpose} campaign runs with a guard (smsvn.advertising.Guard): "
+                "run(client, guard=guard)"
+            )
+        if purpose is not None and purpose not in ("customer_care", "otp"):
+            raise ValidationError(
+                f"purpose is advertising, registration, customer_care or otp, not {purpose!r}"
+            )
+        return await self._run(client, **run_options, **options)
+
+    async def _run(
+        self,
+        client: BaseClient | Failover,
+        *,
+        concurrency: int = bulk.DEFAULT_CONCURRENCY,
+        lease: float = DEFAULT_LEASE,
+        on_progress: Callable[[BulkProgress], object] | None = None,
+        on_result: Callable[[BulkOutcome], object] | None = None,
+        keep_results: bool = False,
+        claim_for: float | None = None,
+        screen: Screen | None = None,
+        **options: Any,
+    ) -> BulkReport:
+        """One run (``run``'s body); ``screen`` checks each batch as it leaves."""
         clients: tuple[BaseClient, ...]
         if isinstance(client, Failover):
             if options:
@@ -310,7 +364,9 @@ class Campaign:
         contents = await self._store.contents(self._id)
         runner = Runner(self._store, self._id, lease, claim_until)
         sources = [
-            Source(runner, c, _entry(c), stage=i, fresh=i == 0, options=dict(options))
+            Source(
+                runner, c, _entry(c), stage=i, fresh=i == 0, options=dict(options), screen=screen
+            )
             for i, c in enumerate(clients)
         ]
         for source in sources:
@@ -346,7 +402,7 @@ class Campaign:
             await asyncio.shield(_stop(runner))
         if len(parts) == 1:
             return parts[0]
-        return _merge(parts, [phone_text(number) for number, _ in left])
+        return merge_reports(parts, [phone_text(number) for number, _ in left])
 
     # -- settling unknowns -------------------------------------------------------------------
 
@@ -506,10 +562,14 @@ async def _stop(runner: Runner) -> None:
         _log.warning("journal: could not retire the runner: %r", exc)
 
 
-def _merge(parts: list[BulkReport], skipped: list[str]) -> BulkReport:
-    """One report for the stages of a Failover run. What a stage handed on and a later one took
-    is in the later one's lists; ``skipped`` is what this runner handed on and no stage took
-    (still pending: a later run sends it)."""
+def merge_reports(parts: list[BulkReport], skipped: list[str] | None = None) -> BulkReport:
+    """One report for the stages of a Failover run (or the runs of a guarded campaign between
+    its pauses). What a stage handed on and a later one took is in the later one's lists;
+    ``skipped`` is what was handed on and no later part took (still pending: a later run sends
+    it; the last part's by default)."""
+    if skipped is None:
+        skipped = list(parts[-1].skipped)
+    providers = list(dict.fromkeys(p.provider for p in parts))
     failed = [(n, e) for p in parts for n, e in p.failed]
     unknown = [(n, e) for p in parts for n, e in p.unknown]
     invalid = [n for p in parts for n in p.invalid]
@@ -522,7 +582,7 @@ def _merge(parts: list[BulkReport], skipped: list[str]) -> BulkReport:
         + len(skipped)
     )
     return BulkReport(
-        provider=",".join(p.provider for p in parts),
+        provider=",".join(providers),
         sent=[r for p in parts for r in p.sent],
         failed=failed,
         unknown=unknown,

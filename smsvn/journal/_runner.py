@@ -23,8 +23,8 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeAlias
 
 from smsvn.bulk import BatchSender, Outcome
 from smsvn.errors import OutcomeUnknown, SmsError, ValidationError
@@ -241,6 +241,7 @@ class Source:
         stage: int,
         fresh: bool,
         options: dict[str, Any],
+        screen: Screen | None = None,
     ) -> None:
         self.runner = runner
         self.client = client
@@ -253,6 +254,8 @@ class Source:
         self._senders: dict[str, BatchSender] = {}
         self._generic: BatchSender | None = None
         self._resends: set[str] = set()
+        self._screen = screen
+        """A guard's check of each batch as it leaves (``smsvn.advertising``), or None."""
 
     def ahead(self, concurrency: int) -> int:
         """The most batches this source's run may mark in flight before they have a slot
@@ -369,6 +372,17 @@ class Source:
     async def send(self, numbers: list[str], content: str, request_id: str | None) -> SendResult:
         """Send one batch with the sender of its content. A resend under its original id that
         the provider refuses as already received was sent by the earlier attempt."""
+        screen = self._screen
+        if screen is not None:
+            resend = request_id is not None and request_id in self._resends
+
+            async def send(allowed: list[str]) -> SendResult:
+                return await self._send(allowed, content, request_id)
+
+            return await screen(self.provider, numbers, content, resend, send)
+        return await self._send(numbers, content, request_id)
+
+    async def _send(self, numbers: list[str], content: str, request_id: str | None) -> SendResult:
         sender = self._senders.get(content)
         if sender is None:
             sender = self._generic if self._generic is not None else self._sender(content)
@@ -464,6 +478,14 @@ def _refused(result: SendResult) -> list[tuple[int, str]]:
 def _why(error: SmsError | None) -> str:
     return str(error) if error is not None else "it may have been sent"
 
+
+Screen: TypeAlias = Callable[
+    [str, list[str], str, bool, Callable[[list[str]], Awaitable[SendResult]]],
+    Awaitable[SendResult],
+]
+"""A guard's check of one batch as it leaves: (provider, canonical numbers, content, whether
+it is a resend under its request id, send the numbers it lets through) -> the batch's result,
+the numbers it kept back in ``invalid`` (recorded ``invalid`` with their reasons)."""
 
 CLAIM_FOR_MAX: Final = 1e9
 """``claim_for`` is below this many seconds (about 31 years: "no deadline" is None)."""

@@ -365,6 +365,16 @@ class BaseClient(abc.ABC):
         (when it is shared) once, up front; return the function that sends one batch of
         canonical numbers with them. The bulk engine and ``Failover`` send through it."""
 
+    def sender_for(self, options: Mapping[str, Any]) -> str | None:
+        """The sender (brandname) a send with these keyword ``options`` goes out under, or None
+        when it goes out under none (the advertising guard checks it: Decree 91 Art. 13(8))."""
+        option = type(self).sender_option
+        if option is None:
+            return None
+        given = options.get(option)
+        sender = given if given is not None else getattr(self, option, None)
+        return sender if isinstance(sender, str) and sender else None
+
     def _retry_after(self, response: Response) -> float | None:
         """The provider's wait hint on a 429, in seconds (``Retry-After`` unless overridden)."""
         return retry_after_seconds(response.headers.get("Retry-After"))

@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Final, Literal, NamedTuple, TypeVar, Unpack
+from typing import Any, Final, Literal, NamedTuple, TypeVar, Unpack
 from urllib.parse import quote
 
 import msgspec
@@ -434,6 +434,14 @@ class ESMS(BaseClient):
             method=method,
             endpoint=endpoint,
         )
+
+    def sender_for(self, options: Mapping[str, Any]) -> str | None:
+        """Types 1 and 2 go out under the brandname; type 8 under a fixed number."""
+        sms_type = options.get("sms_type")
+        sms_type = self.sms_type if sms_type is None else sms_type
+        if sms_type not in _NEEDS_BRANDNAME:
+            return None
+        return super().sender_for(options)
 
     def batch_sender(
         self,

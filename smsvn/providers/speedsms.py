@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Final, Generic, TypeVar, Unpack
+from typing import Any, Final, Generic, TypeVar, Unpack
 
 import msgspec
 
@@ -395,6 +395,14 @@ class SpeedSMS(BaseClient):
             headers=_JSON,
             idempotent=False,
         )
+
+    def sender_for(self, options: Mapping[str, Any]) -> str | None:
+        """Types 3 and 5 go out under the sender; types 2 and 4 under none of the caller's."""
+        sms_type = options.get("sms_type")
+        sms_type = self.sms_type if sms_type is None else sms_type
+        if sms_type not in _NEEDS_SENDER:
+            return None
+        return super().sender_for(options)
 
     def _retry_after(self, response: Response) -> float | None:
         """SpeedSMS's wait hint on a 429: ``X-Rate-Limit-Reset``."""
