@@ -1,10 +1,11 @@
 """smsvn: async client for Vietnam's SMS and voice-OTP providers (SpeedSMS, eSMS, Fibo).
 
 The public surface: the three clients, ``Failover``, the result types, ``smsvn.errors``, and the
-modules ``smsvn.phone``, ``smsvn.text``, ``smsvn.otp`` (one-time codes), ``smsvn.webhooks`` and
-``smsvn.sandbox`` (the simulator). The last two need ``aiohttp.web``, so they load on first use,
-as httpx loads its CLI: a web app that only sends pays for neither; ``smsvn.otp`` loads on first
-use too (and imports redis only for a ``RedisStore``).
+modules ``smsvn.phone``, ``smsvn.text``, ``smsvn.otp`` (one-time codes), ``smsvn.advertising``
+(Vietnam's anti-spam rules), ``smsvn.webhooks`` and ``smsvn.sandbox`` (the simulator). The last
+two need ``aiohttp.web``, so they load on first use, as httpx loads its CLI: a web app that only
+sends pays for neither; ``smsvn.otp`` and ``smsvn.advertising`` load on first use too (and
+import redis or asyncpg only for a store that needs them).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ __all__ = [
     "SendStatus",
     "SentMessage",
     "SpeedSMS",
+    "advertising",
     "errors",
     "otp",
     "phone",
@@ -87,13 +89,14 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from smsvn import otp, sandbox, webhooks
+    from smsvn import advertising, otp, sandbox, webhooks
 
-_LAZY = frozenset({"otp", "sandbox", "webhooks"})
+_LAZY = frozenset({"advertising", "otp", "sandbox", "webhooks"})
 
 
 def __getattr__(name: str) -> ModuleType:
-    """Load ``smsvn.otp``, ``smsvn.sandbox`` and ``smsvn.webhooks`` on first use (PEP 562)."""
+    """Load ``smsvn.advertising``, ``smsvn.otp``, ``smsvn.sandbox`` and ``smsvn.webhooks`` on
+    first use (PEP 562)."""
     if name in _LAZY:
         return importlib.import_module(f"smsvn.{name}")
     raise AttributeError(f"module 'smsvn' has no attribute {name!r}")

@@ -25,7 +25,7 @@ from typing import IO, Any, Final, NoReturn, TextIO
 
 import msgspec
 
-from smsvn import providers
+from smsvn import _cli_advertising, providers
 from smsvn._console import (
     CallLookup,
     DailyTotalsLookup,
@@ -38,6 +38,7 @@ from smsvn._console import (
     progress_bars,
 )
 from smsvn._numbers_file import NumbersFile, NumbersFileError, open_numbers
+from smsvn.advertising import Guard
 from smsvn.bulk import DEFAULT_CONCURRENCY, BulkOutcome, BulkReport, Outcome
 from smsvn.errors import SmsError, ValidationError
 from smsvn.journal import DEFAULT_LEASE, Campaign, Journal, LeaseLost
@@ -261,6 +262,7 @@ def _campaign_parser(
     _numbers_options(run)
     sending_options(run)
     runner_options(run)
+    _cli_advertising.purpose_options(run)
 
     work = provider_command(
         "work",
@@ -270,6 +272,7 @@ def _campaign_parser(
     journal_options(work)
     sending_options(work, text=False)
     runner_options(work)
+    _cli_advertising.purpose_options(work)
 
     status = steps.add_parser("status", help="each state's count", description="counts")
     journal_options(status, name=False)
@@ -295,6 +298,8 @@ def _campaign_parser(
     which.add_argument("--phone", action="append", help="an unknown input's number (repeatable)")
     which.add_argument("--all", action="store_true", help="every unknown input")
     resolve.add_argument("--note", help="why (kept as the inputs' detail)")
+
+    _cli_advertising.add_parser(commands, journal_options)
 
 
 def _numbers_options(sub: argparse.ArgumentParser) -> None:
@@ -695,6 +700,7 @@ async def _cmd_campaign(args: argparse.Namespace, out: TextIO) -> int:
 async def _campaign_send(args: argparse.Namespace, out: TextIO) -> int:
     """``campaign run`` (add the file's numbers once, then send) and ``campaign work`` (send)."""
     importing = args.step == "run"
+    _cli_advertising.check_args(args)  # before anything is added
     with ExitStack() as stack:
         source = None
         if importing:
@@ -713,7 +719,7 @@ async def _campaign_run(args: argparse.Namespace, source: NumbersFile | None, ou
             await _import(campaign, source, args, out)
             for line in source.problems():
                 print(line, file=out)
-        async with _open_client(args) as client:
+        async with _open_client(args) as client, _guarded(args, journal, client) as guard:
             pending = (await campaign.counts()).pending
             with progress_bars(not args.no_progress, out) as bars:
                 bar = bars(f"{client.provider}", pending)
@@ -723,6 +729,8 @@ async def _campaign_run(args: argparse.Namespace, source: NumbersFile | None, ou
                         concurrency=args.concurrency,
                         lease=args.lease,
                         on_progress=bar,
+                        guard=guard,
+                        purpose=args.purpose,
                         **_send_options(args),
                     )
                 except BaseException:  # Ctrl-C, a lost lease, a failing journal: the summary
@@ -746,6 +754,20 @@ async def _campaign_run(args: argparse.Namespace, source: NumbersFile | None, ou
         print(f"not finished; resume with: {_resume_command(args)}", file=out)
     unsettled = counts.unsettled or counts.unknown or counts.failed
     return EXIT_ERROR if unsettled or report.aborted is not None else EXIT_OK
+
+
+@asynccontextmanager
+async def _guarded(
+    args: argparse.Namespace, journal: Journal, client: BaseClient
+) -> AsyncIterator[Guard | None]:
+    """The advertising guard of ``--purpose advertising|registration`` (records in the
+    journal), open for the run; None for any other purpose."""
+    guard = _cli_advertising.guard_for(args, journal, client)
+    if guard is None:
+        yield None
+        return
+    async with guard:
+        yield guard
 
 
 def _csv_file(path: str, out: TextIO, stack: ExitStack) -> TextIO:
@@ -792,6 +814,10 @@ def _resume_command(args: argparse.Namespace) -> str:
         if args.column:
             words += ["--column", args.column]
         words += ["-m", args.text]
+    if args.purpose:
+        words += ["--purpose", args.purpose]
+    if args.advertiser:
+        words += ["--advertiser", args.advertiser]
     if args.sandbox:
         words.append("--sandbox")
     if args.base_url:
@@ -885,6 +911,7 @@ _COMMANDS: Final[dict[str, Callable[[argparse.Namespace, TextIO], Any]]] = {
     "status": _cmd_status,
     "bulk": _cmd_bulk,
     "campaign": _cmd_campaign,
+    "advertising": _cli_advertising.command,
     "sandbox": _cmd_sandbox,
     "demo": _cmd_demo,
 }

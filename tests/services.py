@@ -15,13 +15,14 @@ tests that stop and restart Redis without disturbing anyone else's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -171,3 +172,24 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema(dsn: str, prefix: str = "smsvn_test_") -> AsyncIterator[str]:
+    """A URL of ``dsn`` in a PostgreSQL schema of its own (``search_path``), dropped after."""
+    import asyncpg
+
+    schema = f"{prefix}{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+    finally:
+        await admin.close()
+    try:
+        yield f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
+    finally:
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        finally:
+            await admin.close()

@@ -44,6 +44,7 @@ PUBLIC = [
     "SendStatus",
     "SentMessage",
     "SpeedSMS",
+    "advertising",
     "errors",
     "otp",
     "phone",

@@ -9,13 +9,12 @@ where there is none, a failure under ``CI``.
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import pytest
 
-from tests.services import postgres_dsn
+from tests.services import postgres_dsn, postgres_schema
 
 __all__ = ["Row", "in_transaction", "journal_url", "postgres_dsn", "rows", "store_of", "tagged"]
 
@@ -28,23 +27,9 @@ async def journal_url(
     if request.param == "sqlite":
         yield str(tmp_path_factory.mktemp("journal") / "campaigns.db")
         return
-    import asyncpg
-
     dsn: str = request.getfixturevalue("postgres_dsn")
-    schema = f"smsvn_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f"CREATE SCHEMA {schema}")
-    finally:
-        await admin.close()
-    try:
-        yield f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
-    finally:
-        admin = await asyncpg.connect(dsn)
-        try:
-            await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        finally:
-            await admin.close()
+    async with postgres_schema(dsn) as url:
+        yield url
 
 
 def store_of(url: str) -> str:
