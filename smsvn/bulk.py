@@ -79,6 +79,7 @@ __all__ = [
     "BulkReport",
     "Claim",
     "Outcome",
+    "Withheld",
     "check_source",
     "run",
     "run_claims",
@@ -101,6 +102,25 @@ ACCOUNT_WIDE: Final[tuple[type[SmsError], ...]] = (
     RateLimited,
 )
 """Errors that every further request of the account would meet too: they stop a bulk run."""
+
+
+class Withheld(OutcomeUnknown):
+    """A batch's request for part of its numbers has an unknown outcome, and ``kept`` (its
+    other numbers, each with its reason) were kept out of it, never sent: a screen of a
+    journaled run raises it (``smsvn.advertising``), so that those are recorded ``invalid``
+    and only the others ``unknown``."""
+
+    def __init__(self, error: OutcomeUnknown, kept: Sequence[InvalidNumber]) -> None:
+        super().__init__(
+            error.message,
+            provider=error.provider,
+            code=error.code,
+            http_status=error.http_status,
+            endpoint=error.endpoint,
+            attempts=error.attempts,
+        )
+        self.kept = tuple(kept)
+
 
 BatchSender = Callable[[list[str], str, str | None], Awaitable[SendResult]]
 """Sends one batch: canonical numbers, content, request id (eSMS) -> the provider's result."""
@@ -662,6 +682,12 @@ class _Run:
     def _file_unknown(self, batch: _Batch, error: SmsError) -> None:
         batch.filed = True
         recipients = tuple(batch.numbers)
+        if isinstance(error, Withheld) and error.kept:
+            kept = {str(n) for n in error.kept}
+            recipients = tuple(n for n in recipients if n not in kept)
+            for bad in error.kept:
+                self.invalid.append(bad)
+                self._emit(Outcome.INVALID, (str(bad),), batch.content, reason=bad.reason)
         self.unknown.append((recipients, error))
         self.unknown_n += len(recipients)
         self._emit(Outcome.UNKNOWN, recipients, batch.content, error=error)

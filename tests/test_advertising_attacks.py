@@ -1005,3 +1005,47 @@ async def test_a_guard_on_a_journal_works_or_says_why_before_it_is_opened(
     except ValidationError:
         return
     assert [e.kind async for e in guard.records()] == ["consent"]
+
+
+async def test_a_blocked_number_in_a_batch_of_unknown_outcome_is_not_recorded_unknown(
+    journal: smsvn.Journal, clock: Clock, sms: SpeedSMS, sb: Sandbox
+) -> None:
+    """Was a bug (bookkeeping): a SpeedSMS campaign batch whose request ended
+    ``OutcomeUnknown`` was settled ``unknown`` as a whole, the numbers the guard kept from it
+    (Do-Not-Call, refused) included, though they certainly were not sent. Fixed: the screen
+    raises ``bulk.Withheld`` naming them; they are recorded ``invalid`` with their reason."""
+    async with ad.Guard(RULES, journal, clock=clock, sleep=clock.sleep) as guard:
+        await guard.load_do_not_call([C], snapshot="2026-11-30")
+        await guard.consent(A, how="form", at=vn(1, 8))
+        campaign = await journal.campaign("promo")
+        await campaign.add([A, C], content=AD)
+        sb.faults.add(Fault(kind="drop_after", provider="speedsms", route="send", times=1))
+        report = await campaign.run(sms, guard=guard)
+    assert sent_to(sb) == [A]
+    states = {r.phone: (r.state, r.error) async for r in campaign.recipients()}
+    assert states[C] == ("invalid", "blocked: Do-Not-Call list (snapshot of 2026-11-30)")
+    assert states[A][0] == "unknown"
+    assert [str(n) for n in report.invalid] == [C]
+    assert [n for numbers, _ in report.unknown for n in numbers] == [A]
+
+
+async def test_holds_an_esms_resend_is_screened_again_and_sent_once(
+    journal: smsvn.Journal, clock: Clock, esms: ESMS, sb: Sandbox
+) -> None:
+    """holds: an eSMS batch (one number each) whose answers were all lost goes back for a
+    resend under its ``RequestId``; the next run screens it again, sends it once (eSMS
+    deduplicates it), and the blocked number stays ``invalid``."""
+    async with ad.Guard(RULES, journal, clock=clock, sleep=clock.sleep) as guard:
+        await guard.load_do_not_call([C], snapshot="2026-11-30")
+        await guard.consent(A, how="form", at=vn(1, 8))
+        campaign = await journal.campaign("promo")
+        await campaign.add([A, C], content=AD)
+        lost = sb.faults.add(Fault(kind="drop_after", provider="esms", route="send"))
+        await campaign.run(esms, guard=guard)  # every answer is lost: back for a resend
+        sb.faults.remove(lost)
+        states = {r.phone: r.state async for r in campaign.recipients()}
+        assert states == {A: "pending", C: "invalid"}
+        await campaign.run(esms, guard=guard)  # the resend, under the same RequestId
+    states = {r.phone: r.state async for r in campaign.recipients()}
+    assert states == {A: "sent", C: "invalid"}
+    assert sent_to(sb) == [A]  # eSMS took the first request; the resend was deduplicated

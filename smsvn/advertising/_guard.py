@@ -32,6 +32,7 @@ from smsvn.advertising._rules import (
     message_problems,
 )
 from smsvn.advertising._sources import records_for
+from smsvn.bulk import Withheld
 from smsvn.errors import OutcomeUnknown, SmsError, ValidationError
 from smsvn.failover import Failover
 from smsvn.journal._campaign import merge_reports
@@ -262,7 +263,7 @@ class Guard:
                 # message leaving now; if any of its numbers may no longer get it, none does
                 # (the first attempt may have reached them: they stay ``unknown``).
                 return await self._admit(
-                    numbers, purpose, "sms", when, send, whole=resend, detail=label
+                    numbers, purpose, "sms", when, send, whole=resend, detail=label, withheld=True
                 )
             except Blocked as exc:
                 if resend:
@@ -644,10 +645,12 @@ class Guard:
         *,
         whole: bool = False,
         detail: str | None = None,
+        withheld: bool = False,
     ) -> SendResult:
         """Screen ``numbers``, take the cap (or the one registration) for those let through,
         send to them, and give back what certainly was not sent. ``whole``: all of them or
-        none (``Blocked``)."""
+        none (``Blocked``); ``withheld``: an unknown outcome says which numbers were kept
+        (``Withheld``, for a campaign's journal)."""
         allowed, blocked = await self._screen(numbers, purpose, channel, when)
         if whole and blocked:
             raise Blocked(tuple(blocked))
@@ -679,6 +682,9 @@ class Guard:
             except BaseException as exc:
                 if _nothing_sent(exc, mark):  # the cap gets its places back
                     await asyncio.shield(self._records.forget(list(taken.values())))
+                elif withheld and blocked and isinstance(exc, OutcomeUnknown):
+                    # A campaign's batch: its kept numbers are recorded invalid, not unknown.
+                    raise Withheld(exc, blocked) from exc
                 raise  # else it may have been sent: the cap keeps it
         refused = [taken[str(n)] for n in result.invalid if str(n) in taken]
         if refused:

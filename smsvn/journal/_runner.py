@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeAlias
 
-from smsvn.bulk import BatchSender, Outcome
+from smsvn.bulk import BatchSender, Outcome, Withheld
 from smsvn.errors import OutcomeUnknown, SmsError, ValidationError
 from smsvn.failover import NOTHING_SENT
 from smsvn.journal import _host
@@ -39,7 +39,7 @@ from smsvn.journal._store import (
     phone_int,
     phone_text,
 )
-from smsvn.models import SendResult
+from smsvn.models import InvalidNumber, SendResult
 from smsvn.phone import normalize
 from smsvn.providers import Provider
 from smsvn.providers._base import BaseClient
@@ -423,13 +423,21 @@ class Source:
             )
             outcome = Outcome.SENT
         elif error is None or isinstance(error, OutcomeUnknown):
+            # Numbers a screen kept out of the request were never sent: ``invalid``. (A batch
+            # handed back for a resend under its id keeps them with it: the resend is screened
+            # again. eSMS, the one provider that deduplicates, sends one number a batch.)
+            kept = _kept(error.kept) if isinstance(error, Withheld) else []
             if self.window is not None:
                 # The request may have got in under its id: only a resend under that id may
                 # follow (a later run; never this one, which would loop on a failing provider).
-                item = Settle(campaign, owner, token, State.PENDING, reason=_why(error), tier=-1)
+                item = Settle(
+                    campaign, owner, token, State.PENDING, reason=_why(error), tier=-1,
+                    refused=kept,
+                )  # fmt: skip
                 outcome = Outcome.SKIPPED
             else:
-                item = Settle(campaign, owner, token, State.UNKNOWN, reason=_why(error))
+                item = Settle(campaign, owner, token, State.UNKNOWN, reason=_why(error),
+                              refused=kept)  # fmt: skip
                 outcome = Outcome.UNKNOWN
         elif isinstance(error, NOTHING_SENT):
             # Nothing was sent now. A fresh batch is handed on (to this runner's next provider,
@@ -468,8 +476,13 @@ class Source:
 
 def _refused(result: SendResult) -> list[tuple[int, str]]:
     """The numbers of a sent batch that the provider refused, as the store keeps them."""
+    return _kept(result.invalid)
+
+
+def _kept(numbers: Sequence[InvalidNumber]) -> list[tuple[int, str]]:
+    """Numbers that were not sent, with their reasons, as the store keeps them."""
     refused: list[tuple[int, str]] = []
-    for bad in result.invalid:
+    for bad in numbers:
         with contextlib.suppress(ValidationError):
             refused.append((phone_int(normalize(str(bad))), bad.reason))
     return refused
