@@ -520,3 +520,30 @@ async def test_a_campaign_message_that_breaks_the_rules_is_never_sent(
     failed = [r async for r in campaign.recipients(state="failed")]
     assert [r.phone for r in failed] == [B]
     assert "[QC]" in (failed[0].error or "")
+
+
+async def test_advertising_calls_are_reserved_within_their_rules(
+    guard: ad.Guard, clock: Clock
+) -> None:
+    """Calls: 08:00-17:00, one a number a day, their own Do-Not-Call list."""
+    with pytest.raises(ComplianceError, match="Do-Not-Call snapshot for call"):
+        await guard.reserve_calls([A, B])
+    await guard.load_do_not_call([B], snapshot="2026-11-29", channel="call")
+    for number in (A, B):
+        await guard.consent(number, how="form", channel="call", at=vn(1, 8))
+    clock.at(vn(1, 7, 59))
+    with pytest.raises(OutsideWindow):
+        await guard.reserve_calls([A, B])
+    clock.at(vn(1, 16, 59))
+    checked = await guard.reserve_calls(["84912345678", B, C])
+    assert checked.allowed == ("84912345678",)
+    # B is on the calls' list; C consented to SMS only (consent is per channel).
+    assert {n.rule for n in checked.blocked} == {Rule.DO_NOT_CALL, Rule.NO_CONSENT}
+    again = await guard.reserve_calls([A])
+    assert again.allowed == () and again.blocked[0].rule is Rule.CAP
+    assert "1 advertising calls" in again.blocked[0].reason
+    clock.at(vn(2, 17))
+    with pytest.raises(OutsideWindow):
+        await guard.reserve_calls([A])
+    clock.at(vn(2, 16, 59, 1))
+    assert (await guard.reserve_calls([A])).allowed == (A,)

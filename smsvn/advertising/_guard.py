@@ -227,6 +227,32 @@ class Guard:
         )
         return msgspec.structs.replace(result, invalid=(*recipients.invalid, *shown))
 
+    async def reserve_calls(self, to: str | Sequence[str]) -> Checked:
+        """Take the day's advertising call (Art. 13(5): one a number) for each number of ``to``
+        that may be called now: the hours for calls (08:00-17:00), the calls' Do-Not-Call list,
+        refusals, consent. Place the calls in ``allowed`` yourself (the providers' voice
+        endpoints read OTP codes); ``blocked`` says why the others may not be called. Raises
+        ``OutsideWindow`` outside the hours, ``ComplianceError`` without a calls snapshot."""
+        self._ready()
+        recipients = split_recipients(to)
+        when = self.now()
+        await self._check_message("", Purpose.ADVERTISING, "call", when)
+        numbers = list(dict.fromkeys(recipients.valid))
+        allowed, blocked = await self._screen(numbers, Purpose.ADVERTISING, "call", when)
+        stamp = when.timestamp()
+        ids = await self._records.reserve(
+            self.rules.advertiser, "sent", "call", allowed,
+            at=stamp, since=stamp - DAY, cap=self.rules.calls_per_day, detail="call",
+        )  # fmt: skip
+        blocked += [self._capped(n, "call") for n, i in zip(allowed, ids, strict=True) if i is None]
+        return Checked(
+            allowed=tuple(
+                _given(n, recipients.given) for n, i in zip(allowed, ids, strict=True) if i
+            ),
+            blocked=tuple(_shown(b, recipients.given) for b in blocked),
+            invalid=tuple(recipients.invalid),
+        )
+
     def screen(
         self,
         purpose: Purpose | str = Purpose.ADVERTISING,
