@@ -599,7 +599,6 @@ async def test_readers_see_the_old_list_until_the_load_ends(records: Records) ->
     assert tables(records).get("smsvn_ad_dnc", 60_000) == 60_000  # the old rows are gone
 
 
-@pytest.mark.serial
 async def test_a_large_list_loads_in_chunks_in_bounded_memory(records: Records) -> None:
     total, size = 200_000, 10_000
 
@@ -743,7 +742,6 @@ async def _race(url: str, start: Any) -> list[tuple[list[int], float, float]]:
     return raced
 
 
-@pytest.mark.serial
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 async def test_two_processes_never_pass_the_cap(
     store: str, request: pytest.FixtureRequest, tmp_path: Path
