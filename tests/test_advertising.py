@@ -547,3 +547,28 @@ async def test_advertising_calls_are_reserved_within_their_rules(
         await guard.reserve_calls([A])
     clock.at(vn(2, 16, 59, 1))
     assert (await guard.reserve_calls([A])).allowed == (A,)
+
+
+async def test_a_reply_to_the_registration_message_records_consent(
+    clock: Clock, sms: SpeedSMS, sb: Sandbox
+) -> None:
+    """Art. 11(2): a reply to the registration SMS is a consent; a "Y" from a number that
+    never got one is not."""
+    D, E = "0701234567", "0701234568"
+    rules = ad.Rules(advertiser="Shop ABC", brandname="SMSVN", consent_words=("Y", "DONG Y"))
+    with pytest.raises(ValidationError, match="both refuse and consent"):
+        ad.Rules(advertiser="x", consent_words=("TC",))
+    async with ad.Guard(rules, clock=clock) as guard:
+        await guard.load_do_not_call([], snapshot="2026-11-30")
+        await guard.send(sms, D, "DKQC Shop ABC: soan Y gui 8079", purpose="registration")
+        assert await guard.inbound(InboundSms(provider="speedsms", phone=D, content="y"), sms) == (
+            "consent"
+        )
+        assert (
+            await guard.inbound(InboundSms(provider="speedsms", phone=E, content="Y"), sms) is None
+        )
+        result = await guard.send(sms, [D, E], AD, purpose="advertising")
+        assert result.recipients == (D,)
+        assert [n.rule for n in result.invalid if isinstance(n, BlockedNumber)] == [Rule.NO_CONSENT]
+        consents = [e async for e in guard.records(kind="consent")]
+        assert [(e.phone, (e.detail or "").split(":")[0]) for e in consents] == [(D, "reply")]

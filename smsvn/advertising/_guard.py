@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
@@ -426,27 +426,40 @@ class Guard:
                 at=stamp, detail=_clip(str(detail)) if detail is not None else None,
             )  # fmt: skip
 
-    async def inbound(self, event: InboundSms, client: BaseClient | None = None) -> bool:
-        """Handle a reply (``smsvn.webhooks``): one that refuses (its first word is one of
+    async def inbound(
+        self, event: InboundSms, client: BaseClient | None = None
+    ) -> Literal["refusal", "consent"] | None:
+        """Handle a reply (``smsvn.webhooks``). One that refuses (its first word is one of
         ``Rules.refusal_words``) is recorded at once, and ``client`` sends the one message that
-        confirms it (Art. 13(4); no advertising in it). Whether it was a refusal."""
+        confirms it (Art. 13(4); no advertising in it). One that consents (``consent_words``),
+        from a number that got the registration message, is recorded as its consent. What it
+        was: ``"refusal"``, ``"consent"`` or None."""
         if not isinstance(event, InboundSms):
-            return False
-        words = {first_word(w) for w in self.rules.refusal_words}
-        if first_word(event.content) not in words:
-            return False
+            return None
+        word = first_word(event.content)
+        refusal = word in {first_word(w) for w in self.rules.refusal_words}
+        if not refusal and word not in {first_word(w) for w in self.rules.consent_words}:
+            return None
         try:
             number = phone.normalize(event.phone)
         except ValidationError:
             # Not a Vietnamese mobile number (a short code, a foreign sender): nothing to
-            # suppress, and a webhook retry would not change that.
-            _log.warning("advertising: a refusal from a number that is not a VN mobile number")
-            return False
+            # record, and a webhook retry would not change that.
+            _log.warning("advertising: a reply from a number that is not a VN mobile number")
+            return None
         self._ready()
+        if not refusal:
+            got = await self._records.count(
+                self.rules.advertiser, "registration", "sms", [number], since=None
+            )
+            if not got.get(number):
+                return None  # a consent answers the registration message, which it never got
+            await self.consent(number, how="reply", detail=f"inbound SMS: {event.content}")
+            return "consent"
         stamp = self._clock()
         await self.refuse(number, detail=f"inbound SMS: {event.content}")
         if client is None:
-            return True
+            return "refusal"
         # One confirmation per refusal: none yet since the number's latest consent.
         latest = await self._records.latest(self.rules.advertiser, "sms", ["consent"], [number])
         since = latest.get((number, "consent"))
@@ -455,7 +468,7 @@ class Guard:
             at=stamp, since=since, cap=1, detail=None,
         )  # fmt: skip
         if ids[0] is None:
-            return True
+            return "refusal"
         with _departure() as mark:
             try:
                 await client.send(number, self.rules.confirmation_text())
@@ -463,7 +476,7 @@ class Guard:
                 if _nothing_sent(exc, mark):  # a retry of the webhook may confirm it
                     await asyncio.shield(self._records.forget([ids[0]]))
                 raise
-        return True
+        return "refusal"
 
     def handler(
         self,

@@ -181,6 +181,11 @@ class Rules:
     """An inbound SMS whose first word is one of these (any case, accents ignored) refuses; an
     advertisement must name one in its last ``opt_out_tail`` characters (Art. 13(4), 16)."""
     opt_out_tail: int = 80
+    consent_words: tuple[str, ...] = ()
+    """A reply whose first word is one of these (any case, accents ignored; say ``("Y",)`` when
+    the registration message asks for "soan Y gui 8079"), from a number that got the
+    registration message, is recorded as its consent (Art. 11(2): a reply to the registration
+    SMS). None by default: the registration message names its own word."""
     require_consent: bool = True
     """Art. 11(2): advertising only to numbers that consented (``Guard.consent``)."""
     registration_prefix: str = "DKQC"
@@ -220,6 +225,13 @@ class Rules:
             raise ValidationError(
                 "refusal_words must be a tuple of non-empty strings, such as ('TC', 'HUY')"
             )
+        consent = self.consent_words
+        if not isinstance(consent, tuple | list) or not all(
+            isinstance(w, str) and _plain(w).strip() for w in consent
+        ):
+            raise ValidationError("consent_words must be a tuple of non-empty strings")
+        if {first_word(w) for w in consent} & {first_word(w) for w in words}:
+            raise ValidationError("a word cannot both refuse and consent")
         if not isinstance(self.registration_prefix, str) or not self.registration_prefix.strip():
             raise ValidationError("registration_prefix must be a non-empty string")
         if not isinstance(self.opt_out_tail, int) or self.opt_out_tail < 1:
