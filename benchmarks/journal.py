@@ -4,7 +4,7 @@
    ways, 1 % invalid, 1 % repeated) into a fresh SQLite journal, in a process of its own: the
    time, and the extra peak memory (the process's peak RSS less its RSS just before the add:
    the SQLite page cache included). Targets: <= 10 s, <= 64 MB. Not pinned to one core: the
-   input is read in the event loop while the journal's thread writes the previous segment.
+   journal's thread commits (and syncs) while the event loop reads the next segments.
 2. **Cost per batch**: a campaign of batches answered at once by an in-process client (no
    network), run plain (``bulk.run``) and journaled (``campaign.run``): the journal's wall time
    and CPU per batch (claim, mark in flight, record outcome), for batches of 1 and 100 numbers.
@@ -273,8 +273,8 @@ def main() -> None:
         journals = {"sqlite": os.path.join(folder, "bench.db")}
         if args.postgres:
             journals["postgres"] = args.postgres
-        # The import is not pinned: it streams the input in the event loop while the journal's
-        # thread writes the previous segment, and uses both.
+        # The import is not pinned: the journal's thread commits (and syncs) while the event
+        # loop reads the next segments, so it uses both cores.
         results["import"] = _child(["import", str(1_000_000 // scale)], None)
         imported = results["import"]
         print(

@@ -224,7 +224,7 @@ class Campaign:
         add = self._store.add
         try:
             async for part in _segments(items, content is None):
-                chunk = intake.chunk(part)  # this segment's rows, while the last one is written
+                chunk = intake.chunk(part)  # this segment's rows (a commit may be under way)
                 if writing is not None:
                     total = _sum(total, await writing)
                     writing = None

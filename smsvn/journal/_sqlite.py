@@ -10,12 +10,27 @@ processes queue for it (``busy_timeout``) instead of failing on a lock upgrade.
 
 Several processes may run one campaign at once: a claim reserves its rows inside the write
 transaction, so two runners never reserve the same row.
+
+**Imports** (``add``; the keys are ``_intake``'s hash chain). There is no index of the keys
+(it cost a quarter of an add's time): each add of a segment records the rows it wrote
+(``smsvn_segments``: the chain of its first row, how many rows, the chain of its last, the ids
+they got). The rows an input shares with one added before are always its first ones (a row's
+chain is a digest of everything up to it), so an add finds how many of its segment's rows are
+there by following the records from the segment's first row, each found by the chain of its
+first: a record whose last chain is this input's at that place is there whole; one that this
+input leaves part way (another continuation of a common beginning) is read, by its ids, and
+compared chain by chain. So a segment never seen before costs one lookup, and an input added
+again one lookup a segment and nothing written. The unique index on number and text digest
+finds duplicates as it refuses them; they are written again, as such, right after the rows of
+their statement. The lookups, the rows and the record are one write transaction: two processes
+adding the same input at once add it once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import queue
 import sqlite3
@@ -32,6 +47,7 @@ from smsvn.journal._store import (
     Counts,
     Outlook,
     Recipient,
+    Run,
     RunnerInfo,
     RunnerRow,
     Settle,
@@ -49,6 +65,10 @@ _T = TypeVar("_T")
 CACHE_KIB: Final = 32 * 1024
 """The connection's page cache: an add of a million numbers touches the duplicate index at
 random, and a cache that holds it keeps the add fast (SQLite's default is 2 MiB)."""
+PAGE_SIZE: Final = 8192
+"""Bytes a page of a new journal file (an existing file keeps its own): an add of a million
+numbers spends less time in the duplicate index's B-tree and writes fewer, larger pages at
+each commit than with SQLite's default of 4096."""
 ADD_COMMIT_EVERY: Final = 5
 """Segments of an add per commit (100,000 numbers)."""
 BUSY_TIMEOUT: Final = 60.0
@@ -76,6 +96,23 @@ CREATE TABLE IF NOT EXISTS smsvn_runners (
     started INTEGER NOT NULL,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS smsvn_segments (
+    campaign INTEGER NOT NULL,
+    seg INTEGER NOT NULL,
+    head INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    tail INTEGER NOT NULL,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    PRIMARY KEY (campaign, seg, head)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS smsvn_segments_before (
+    campaign INTEGER NOT NULL,
+    seg INTEGER NOT NULL,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    PRIMARY KEY (campaign, seg, first_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS smsvn_recipients (
     id INTEGER PRIMARY KEY,
     campaign INTEGER NOT NULL,
@@ -100,8 +137,6 @@ CREATE TABLE IF NOT EXISTS smsvn_recipients (
     passed INTEGER,
     tier INTEGER
 );
-CREATE UNIQUE INDEX IF NOT EXISTS smsvn_recipients_key
-    ON smsvn_recipients (campaign, seg, chain);
 CREATE UNIQUE INDEX IF NOT EXISTS smsvn_recipients_once
     ON smsvn_recipients (campaign, phone, digest) WHERE state < 5;
 CREATE INDEX IF NOT EXISTS smsvn_recipients_free
@@ -111,12 +146,17 @@ CREATE INDEX IF NOT EXISTS smsvn_recipients_held
 CREATE INDEX IF NOT EXISTS smsvn_recipients_resend
     ON smsvn_recipients (campaign, resend_until) WHERE state = 0 AND since IS NOT NULL;
 """
-# Index by index: ``key`` (segment, chain: see ``_intake``) makes an add idempotent; ``once``
-# finds duplicates (a number with the same text twice); ``free`` is what claims walk (pending
-# rows no runner holds, oldest first); ``held`` finds the rows of one batch (the fenced writes)
-# and those of dead runners (sweeps); ``resend`` finds pending resends. Counts and exports read
-# the table (each index more slows every add). Queries repeat each partial index's condition
-# word for word, which is how SQLite knows that the index applies.
+# ``smsvn_segments``: a record of each add of a segment (see the module's docstring): ``head``
+# and ``tail`` the chains of the first and last of its ``size`` rows (in input order), which got
+# the ids ``first_id`` to ``last_id``. ``smsvn_segments_before``: the ids of each segment added
+# by a journal older than these records (which kept a unique index of every row's segment and
+# chain instead): read row by row (see ``_migrate``).
+# Index by index: ``once`` finds duplicates (a number with the same text twice); ``free`` is
+# what claims walk (pending rows no runner holds, oldest first); ``held`` finds the rows of one
+# batch (the fenced writes) and those of dead runners (sweeps); ``resend`` finds pending
+# resends. Counts and exports read the table (each index more slows every add). Queries repeat
+# each partial index's condition word for word, which is how SQLite knows that the index
+# applies.
 
 _DUPLICATE_REASON: Final = "duplicate: the campaign already has this number with this text"
 _LOST_REASON: Final = "its runner stopped while it was in flight: it may have been sent"
@@ -214,9 +254,13 @@ class _Worker:
 
     async def call(self, job: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``job(connection)`` in the thread; its result or exception comes back here."""
+        return await self.submit(job)
+
+    def submit(self, job: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
+        """Queue ``job(connection)`` now; its result or exception comes in the future."""
         future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
         self._jobs.put((job, future))
-        return await future
+        return future
 
     async def stop(self) -> None:
         """Close the connection and end the thread."""
@@ -249,6 +293,13 @@ class _Worker:
             connection.close()
 
 
+def _seen(future: asyncio.Future[Any]) -> None:
+    """Mark a future's error as retrieved: no "never retrieved" warning (an add's commit: its
+    error is raised by the next add, see ``SqliteStore.add``)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     """Complete ``future`` in its loop, unless its awaiter has gone (cancelled)."""
     if future.done():
@@ -268,6 +319,7 @@ def _connect(path: str) -> sqlite3.Connection:
         path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
     )
     try:
+        connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's (no pages yet)
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
         connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
@@ -276,10 +328,40 @@ def _connect(path: str) -> sqlite3.Connection:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     connection.execute(statement)
+            _migrate(connection)
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """A journal made before segment records (with a unique index of every row's segment and
+    chain): the ids of each segment it added, run by run, go to ``smsvn_segments_before``
+    (read row by row by later adds of the segment), and the index goes (inside the schema's
+    transaction: one process does it)."""
+    if not db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'smsvn_recipients_key'"
+    ).fetchone():
+        return
+    ranges: list[tuple[int, int, int, int]] = []
+    current: tuple[int, int] | None = None
+    first = last = 0
+    for ident, campaign, seg in db.execute(
+        "SELECT id, campaign, seg FROM smsvn_recipients ORDER BY id"
+    ):
+        if (campaign, seg) != current:
+            if current is not None:
+                ranges.append((*current, first, last))
+            current, first = (campaign, seg), ident
+        last = ident
+    if current is not None:
+        ranges.append((*current, first, last))
+    db.executemany(
+        "INSERT INTO smsvn_segments_before (campaign, seg, first_id, last_id) VALUES (?, ?, ?, ?)",
+        ranges,
+    )
+    db.execute("DROP INDEX smsvn_recipients_key")
 
 
 class _transaction(contextlib.AbstractContextManager[sqlite3.Connection]):
@@ -308,6 +390,10 @@ class SqliteStore:
         self._worker: _Worker | None = None
         self._added = 0
         """Segments an add has written since its last commit (see ``add``)."""
+        self._failed: BaseException | None = None
+        """Why the last commit of an add's segments failed, for its next add to raise."""
+        self._before: bool | None = None
+        """Whether the file has segments of an older journal (``smsvn_segments_before``)."""
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -389,73 +475,47 @@ class SqliteStore:
     async def add(
         self, campaign: int, content: int | None, digest: int, chunk: Chunk, final: bool
     ) -> Added:
-        def job(db: sqlite3.Connection) -> Added:
-            # One statement a run of rows, each row ignored when its key is there already (the
-            # same input again) or when the unique index already has its number with its text
-            # (a duplicate). The ignored rows whose key is not there are the duplicates: they
-            # are added as such. Integers only are written into the statements' text.
+        def job(db: sqlite3.Connection) -> tuple[Added, bool]:
             # The transaction stays open for the next segment (up to ``ADD_COMMIT_EVERY``, or
             # until any other call): each commit writes every page the segments touched, and
             # the duplicate index is touched all over. Nothing else waits on an open one: the
             # next other call commits it first.
-            c, seg = int(campaign), int(chunk.segment)
-            shared = "NULL" if content is None else str(int(content))
-            plain = (
-                "INSERT OR IGNORE INTO smsvn_recipients "
-                "(campaign, seg, chain, state, phone, digest, content) "
-                f"VALUES ({c}, {seg}, ?, 0, ?, {int(digest)}, {shared})"
-            )
-            other = (
-                "INSERT OR IGNORE INTO smsvn_recipients "
-                "(campaign, seg, chain, state, phone, digest, text, given, given_id, reason) "
-                f"VALUES ({c}, {seg}, ?, ?, ?, ?, ?, ?, ?, ?)"
-            )
+            failed, self._failed = self._failed, None
+            if failed is not None:
+                raise failed
             if not db.in_transaction:
                 db.execute("BEGIN IMMEDIATE")
-            top = db.execute("SELECT COALESCE(MAX(id), 0) FROM smsvn_recipients").fetchone()[0]
-            before = db.total_changes
-            for run in chunk.runs:
-                db.executemany(plain if run.plain else other, run.rows)
-            if db.total_changes - before < chunk.size:
-                there = {
-                    r[0]
-                    for r in db.execute(
-                        "SELECT chain FROM smsvn_recipients WHERE campaign = ? AND seg = ?",
-                        (c, seg),
-                    )
-                }
-                missing = [row for row in _rows(chunk, content, digest) if row[0] not in there]
-                db.executemany(
-                    "INSERT INTO smsvn_recipients (campaign, seg, chain, state, phone, "
-                    "digest, content, text, given_id, reason) "
-                    f"VALUES ({c}, {seg}, ?, 6, ?, ?, ?, ?, ?, '{_DUPLICATE_REASON}')",
-                    missing,
-                )
-            new = dict(
-                db.execute(
-                    "SELECT state, COUNT(*) FROM smsvn_recipients WHERE id > ? GROUP BY state",
-                    (top,),
-                ).fetchall()
-            )
+            if self._before is None:
+                self._before = bool(db.execute("SELECT 1 FROM smsvn_segments_before").fetchone())
+            added = _add(db, campaign, content, digest, chunk, self._before)
             self._added += 1
-            if final or self._added >= ADD_COMMIT_EVERY:
+            if final:
                 self._added = 0
                 db.execute("COMMIT")
-            added = new.get(State.PENDING, 0)
-            invalid = new.get(State.INVALID, 0)
-            duplicates = new.get(State.DUPLICATE, 0)
-            return Added(
-                read=chunk.size,
-                added=added,
-                invalid=invalid,
-                duplicates=duplicates,
-                already=chunk.size - added - invalid - duplicates,
-            )
+            elif self._added >= ADD_COMMIT_EVERY:
+                self._added = 0
+                return added, True
+            return added, False
+
+        def commit(db: sqlite3.Connection) -> None:
+            try:
+                if db.in_transaction:  # (another call may have committed it first)
+                    db.execute("COMMIT")
+            except BaseException as exc:
+                self._failed = exc
+                raise
 
         worker = self._worker
         if worker is None:
             raise RuntimeError("the journal is not open (use it as `async with`)")
-        return await worker.call(job)
+        added, due = await worker.call(job)
+        if due:
+            # The commit (its writes and fsyncs, without the GIL) goes on in the worker while
+            # the caller reads its next segment: queued now, before any other call. Its error
+            # (a full disk: the segments since the last commit are gone) is the next add's,
+            # and an add ends with a final segment, committed before it returns.
+            worker.submit(commit).add_done_callback(_seen)
+        return added
 
     # -- runners ---------------------------------------------------------------------------
 
@@ -719,21 +779,205 @@ class SqliteStore:
         return await self._call(job)
 
 
-def _rows(
-    chunk: Chunk, content: int | None, digest: int
-) -> list[tuple[object, object, object, object, object, object]]:
-    """(chain, number, digest, content, text, request id) of each numbered row of ``chunk``."""
-    rows: list[tuple[object, object, object, object, object, object]] = []
-    for run in chunk.runs:
-        if run.plain:
-            rows.extend((key, number, digest, content, None, None) for key, number in run.rows)
+# -- import (``SqliteStore.add``) ------------------------------------------------------------
+# Integers only are written into the statements' text.
+
+PIECE: Final = 128
+"""The most rows one multi-row INSERT of plain numbers carries (two parameters a row: within
+the 999 parameters the oldest SQLite takes). A run of rows goes in as pieces of 128, 64, ...,
+1 rows: a few statements a run instead of one a row."""
+
+
+def _add(
+    db: sqlite3.Connection,
+    campaign: int,
+    content: int | None,
+    digest: int,
+    chunk: Chunk,
+    before: bool,
+) -> Added:
+    """Add one segment inside the open write transaction (see the module's docstring):
+    the rows from the first one the campaign does not have, and a record of them."""
+    c, seg = int(campaign), int(chunk.segment)
+    chains = chunk.chains
+    there = _there(db, c, seg, chains, before)
+    if there == len(chains):
+        return Added(read=chunk.size, already=chunk.size)
+    top = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM smsvn_recipients").fetchone()[0])
+    runs = _from(chunk.runs, there)
+    pending, duplicates, last = _insert(db, c, seg, content, digest, runs, top)
+    written = len(chains) - there
+    if last - top != written:  # a row each, one after the other: what the record says
+        raise sqlite3.IntegrityError(
+            f"journal: a segment of {written} rows was written as {last - top}"
+        )
+    db.execute(
+        "INSERT INTO smsvn_segments (campaign, seg, head, size, tail, first_id, last_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (c, seg, chains[there], written, chains[-1], top + 1, last),
+    )
+    return Added(
+        read=chunk.size,
+        added=pending - duplicates,
+        invalid=written - pending,
+        duplicates=duplicates,
+        already=there,
+    )
+
+
+def _there(db: sqlite3.Connection, c: int, seg: int, chains: list[int], before: bool) -> int:
+    """How many of the segment's first rows (``chains``, in input order) the campaign has.
+
+    From the segment's first row, the record that begins with the row's chain (if any): all
+    its rows are there when its last chain is the one at its place in ``chains`` (this input
+    goes on as that one did, at least that far); otherwise its chains are read, and the rows
+    found among them are there. Then the same from the first row not found yet."""
+    read: set[int] = set()
+    if before:
+        for first, last in db.execute(
+            "SELECT first_id, last_id FROM smsvn_segments_before WHERE campaign = ? AND seg = ?",
+            (c, seg),
+        ).fetchall():
+            read.update(_chains(db, first, last))
+    seen: set[int] = set()
+    there, size = 0, len(chains)
+    while there < size:
+        if chains[there] in read:
+            there += 1
+            continue
+        found = db.execute(
+            "SELECT size, tail, first_id, last_id FROM smsvn_segments "
+            "WHERE campaign = ? AND seg = ? AND head = ?",
+            (c, seg, chains[there]),
+        ).fetchone()
+        if found is None:
+            break
+        rows, tail, first, last = found
+        end = there + rows
+        if end <= size and chains[end - 1] == tail:
+            there = end
+        elif first in seen:  # read already, and its first row is not at this place: no more
+            break
         else:
-            rows.extend(
-                (row[0], row[2], row[3], None, row[4], row[6])
-                for row in run.rows
-                if row[2] is not None
-            )
-    return rows
+            seen.add(first)
+            read.update(_chains(db, first, last))
+    return there
+
+
+def _chains(db: sqlite3.Connection, first: int, last: int) -> list[int]:
+    """The chains of the rows with ids ``first`` to ``last``."""
+    query = "SELECT chain FROM smsvn_recipients WHERE id BETWEEN ? AND ?"
+    return [chain for (chain,) in db.execute(query, (first, last))]
+
+
+def _from(runs: list[Run], start: int) -> list[Run]:
+    """The rows of ``runs`` from the ``start``-th one (in input order) on."""
+    if not start:
+        return runs
+    rest: list[Run] = []
+    for run in runs:
+        if start >= len(run.rows):
+            start -= len(run.rows)
+            continue
+        rest.append(Run(run.plain, run.rows[start:]) if start else run)
+        start = 0
+    return rest
+
+
+def _insert(
+    db: sqlite3.Connection,
+    c: int,
+    seg: int,
+    content: int | None,
+    digest: int,
+    runs: list[Run],
+    top: int,
+) -> tuple[int, int, int]:
+    """Write the rows of ``runs`` after the id ``top``, in order, each pending row the unique
+    index refuses right after its statement's rows as a duplicate: (pending rows, of which
+    duplicates, the last id)."""
+    shared = "NULL" if content is None else str(int(content))
+    d = int(digest)
+    plain = _Pieces(
+        "INSERT OR IGNORE INTO smsvn_recipients "
+        "(campaign, seg, chain, state, phone, digest, content) VALUES ",
+        f"({c}, {seg}, ?, 0, ?, {d}, {shared})",
+        "",
+    )
+    # The rows of a piece that the unique index refused: those not among the ids after the
+    # last one before the piece.
+    again = _Pieces(
+        "INSERT INTO smsvn_recipients (campaign, seg, chain, state, phone, digest, content, "
+        f"reason) SELECT {c}, {seg}, column1, 6, column2, {d}, {shared}, '{_DUPLICATE_REASON}' "
+        "FROM (VALUES ",
+        "(?, ?)",
+        ") WHERE column1 NOT IN (SELECT chain FROM smsvn_recipients WHERE id > ?)",
+    )
+    other = (
+        "INSERT OR IGNORE INTO smsvn_recipients "
+        "(campaign, seg, chain, state, phone, digest, text, given, given_id, reason) "
+        f"VALUES ({c}, {seg}, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    other_again = (
+        "INSERT INTO smsvn_recipients "
+        "(campaign, seg, chain, state, phone, digest, text, given_id, reason) "
+        f"VALUES ({c}, {seg}, ?, 6, ?, ?, ?, ?, '{_DUPLICATE_REASON}')"
+    )
+    pending = duplicates = 0
+    last = top
+    changes = db.total_changes
+    for run in runs:
+        rows = run.rows
+        if not run.plain:
+            # Rows with their own text (``Message``s) or not numbers: one statement a row.
+            db.executemany(other, rows)
+            took = db.total_changes - changes
+            pending += sum(1 for row in rows if row[1] == State.PENDING)
+            if took < len(rows):
+                new = set(_chains(db, last + 1, _MAX_ID))
+                refused = [
+                    (row[0], row[2], row[3], row[4], row[6])
+                    for row in rows
+                    if row[0] not in new and row[1] == State.PENDING
+                ]
+                db.executemany(other_again, refused)
+                duplicates += len(refused)
+            changes = db.total_changes
+            last = int(db.execute("SELECT MAX(id) FROM smsvn_recipients").fetchone()[0])
+            continue
+        pending += len(rows)
+        start, size, end = 0, PIECE, len(rows)
+        while start < end:
+            while start + size > end:
+                size >>= 1
+            values = list(itertools.chain.from_iterable(rows[start : start + size]))
+            cursor = db.execute(plain.statement(size), values)
+            took = db.total_changes - changes
+            if took < size:
+                values.append(last)
+                cursor = db.execute(again.statement(size), values)
+                duplicates += db.total_changes - changes - took
+            changes = db.total_changes
+            last = int(cursor.lastrowid or last)
+            start += size
+    return pending, duplicates, last
+
+
+_MAX_ID: Final = 2**63 - 1
+
+
+class _Pieces:
+    """A multi-row statement of ``n`` rows, made once per ``n`` (``PIECE`` at most)."""
+
+    def __init__(self, head: str, row: str, tail: str) -> None:
+        self._head, self._row, self._tail = head, row, tail
+        self._made: dict[int, str] = {}
+
+    def statement(self, n: int) -> str:
+        made = self._made.get(n)
+        if made is None:
+            made = self._made[n] = self._head + ", ".join([self._row] * n) + self._tail
+        return made
 
 
 _GROUPED: Final = sqlite3.sqlite_version_info >= (3, 33)

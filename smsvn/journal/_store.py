@@ -156,7 +156,8 @@ class Chunk(NamedTuple):
     runs: list[Run]
     size: int
     chains: list[int]
-    """Each row's chain value, in input order (to tell an added row from a duplicate)."""
+    """Each row's chain value, in input order (SQLite finds with them how many of the
+    segment's first rows the campaign has: see ``_sqlite``)."""
 
 
 class RunnerInfo(NamedTuple):
