@@ -572,3 +572,11 @@ async def test_a_reply_to_the_registration_message_records_consent(
         assert [n.rule for n in result.invalid if isinstance(n, BlockedNumber)] == [Rule.NO_CONSENT]
         consents = [e async for e in guard.records(kind="consent")]
         assert [(e.phone, (e.detail or "").split(":")[0]) for e in consents] == [(D, "reply")]
+
+
+async def test_one_number_written_twice_takes_one_share_of_the_cap(
+    guard: ad.Guard, sms: SpeedSMS, sb: Sandbox
+) -> None:
+    await guard.send(sms, [A, "+84 912 345 678"], AD, purpose="advertising")
+    assert sent_to(sb) == [A]
+    assert len([e async for e in guard.records(kind="sent")]) == 1
