@@ -82,12 +82,13 @@ async def sms(sb: Sandbox) -> AsyncIterator[SpeedSMS]:
 RULES = ad.Rules(advertiser="Shop ABC", brandname="SMSVN")
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite"])
 async def guard(
     clock: Clock, request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ad.Guard]:
-    """A guard on each store in turn: in memory, in a SQLite journal, in PostgreSQL (a schema
-    of its own)."""
+    """A guard in memory and in a SQLite journal (each store's own behaviour, PostgreSQL's
+    included, is tried in tests/test_advertising_records.py; campaigns run on both journals
+    below)."""
     async with contextlib.AsyncExitStack() as stack:
         journal = None
         if request.param != "memory":
