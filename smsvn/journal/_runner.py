@@ -369,18 +369,24 @@ class Source:
             )
         )
 
-    async def send(self, numbers: list[str], content: str, request_id: str | None) -> SendResult:
-        """Send one batch with the sender of its content. A resend under its original id that
-        the provider refuses as already received was sent by the earlier attempt."""
+    def send(
+        self, numbers: list[str], content: str, request_id: str | None
+    ) -> Awaitable[SendResult]:
+        """Send one batch with the sender of its content (through the screen, if any). A
+        resend under its original id that the provider refuses as already received was sent by
+        the earlier attempt. A plain function returning the send: no coroutine of its own for
+        an unscreened batch."""
         screen = self._screen
-        if screen is not None:
-            resend = request_id is not None and request_id in self._resends
-
-            async def send(allowed: list[str]) -> SendResult:
-                return await self._send(allowed, content, request_id)
-
-            return await screen(self.provider, numbers, content, resend, send)
-        return await self._send(numbers, content, request_id)
+        if screen is None:
+            return self._send(numbers, content, request_id)
+        resend = request_id is not None and request_id in self._resends
+        return screen(
+            self.provider,
+            numbers,
+            content,
+            resend,
+            lambda allowed: self._send(allowed, content, request_id),
+        )
 
     async def _send(self, numbers: list[str], content: str, request_id: str | None) -> SendResult:
         sender = self._senders.get(content)
