@@ -312,10 +312,22 @@ def _ints(reply: object) -> list[int]:
     raise TypeError(f"unexpected reply from the limiter's Lua script: {reply!r}")
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    """Sleep until the loop's clock reads ``when`` (never wakes before it)."""
-    while (left := when - loop.time()) > 0:  # noqa: ASYNC110
-        await asyncio.sleep(left)
+    """Sleep until the loop's clock reads ``when`` (never wakes before it). A timer at exactly
+    ``when`` (not ``sleep(when - now)``, which lands a moment later each call): sleepers wake in
+    the order of their ``when``."""
+    while when > loop.time():
+        future = loop.create_future()
+        handle = loop.call_at(when, _wake, future)
+        try:
+            await future
+        finally:
+            handle.cancel()
 
 
 _HEX = re.compile(r"[0-9a-f]{16,64}")
@@ -567,6 +579,7 @@ class _Waiter:
 
 
 _FALLBACK: Final = -1
+_TIE: Final = 1e-6  # seconds between two turns Redis gave with the same local slot
 _VIA_FALLBACK: Final = _Turn(math.nan, math.nan, math.nan, _FALLBACK, 0)
 
 
@@ -607,6 +620,7 @@ class RedisAccountLimit:
         self._task: asyncio.Task[None] | None = None
         self._asking: _Waiter | None = None  # the waiter a reservation in flight is for
         self._floor = -math.inf  # no new turn can come before this (local time)
+        self._last_slot = -math.inf  # the latest turn handed out (turns keep their order)
         self._paused_until = -math.inf
         self._pauses = 0  # pauses learned (a turn asked for before one may fall inside it)
         self._last_ok: float | None = None  # when the last reservation was granted
@@ -867,7 +881,12 @@ class RedisAccountLimit:
                     # max_wait=0, say) is not the account's wait.
                     earliest = asked + wait
                     due = earliest if head.deadline is None else min(earliest, head.deadline)
-                    self._spare.append(_Turn(t + wait, earliest, due, self._generation, pauses))
+                    # Redis gives turns in order, but an answer that reached this process late
+                    # (the loop busy) would put its turn after the next one's: the next turn
+                    # is held until just after it, so local waiters go first come, first served.
+                    slot = max(t + wait, self._last_slot + _TIE)
+                    self._last_slot = slot
+                    self._spare.append(_Turn(slot, earliest, due, self._generation, pauses))
                 else:
                     self.refused += 1
                     self._floor = max(self._floor, asked + wait_us / _US)

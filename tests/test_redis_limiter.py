@@ -14,7 +14,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 import pytest
@@ -25,6 +25,7 @@ from smsvn._shared_limits import (
     PAUSE,
     RESERVE,
     LimiterUnavailable,
+    LuaScript,
     RedisCalls,
     RedisLimiter,
 )
@@ -317,6 +318,48 @@ async def test_about_one_round_trip_per_request_and_first_come_first_served(
         # One reservation each (and one per turn given up), plus the script's first EVAL and
         # the pause subscription.
         assert limiter.calls <= 120 + acc.given_up + 2
+    finally:
+        await limiter.aclose()
+
+
+async def test_an_answer_that_arrives_late_keeps_local_waiters_in_order(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis gives turns in order, but the process may read an answer late (its loop busy): the
+    next turn, read at once, must not go before it. (In CI two turns the window log placed
+    0.5 ms apart swapped this way.) A wide margin keeps the late turn usable."""
+    limit = RateLimit(requests=21, period=1.0)  # a turn every 50 ms once the burst is spent
+    limiter = RedisLimiter(redis_url, prefix=redis_prefix, margin=0.5)  # late: up to 250 ms
+    acc = limiter.for_account("speedsms", DIGEST, limit)
+    order: list[str] = []
+    delayed = False
+    real = RedisCalls.script
+
+    async def slow_once(
+        self: RedisCalls, script: LuaScript, keys: Sequence[str], args: Sequence[int]
+    ) -> list[int]:
+        nonlocal delayed
+        reply = await real(self, script, keys, args)
+        if script is RESERVE and not delayed:
+            delayed = True
+            await asyncio.sleep(0.1)  # Redis answered; this process reads it 100 ms later
+        return reply
+
+    async def one(name: str) -> None:
+        await acc.acquire()
+        order.append(name)
+
+    try:
+        for _ in range(3):
+            await acc.acquire()  # the burst is spent: the next turns lie 50 ms apart ahead
+        monkeypatch.setattr(RedisCalls, "script", slow_once)
+        first = asyncio.create_task(one("first"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(one("second"))
+        await asyncio.gather(first, second)
+        assert delayed
+        assert acc.given_up == 0
+        assert order == ["first", "second"]
     finally:
         await limiter.aclose()
 
