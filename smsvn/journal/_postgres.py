@@ -95,7 +95,8 @@ CREATE INDEX IF NOT EXISTS smsvn_recipients_held
     ON smsvn_recipients (campaign, owner, batch) WHERE state < 2 AND owner IS NOT NULL;
 CREATE INDEX IF NOT EXISTS smsvn_recipients_resend
     ON smsvn_recipients (campaign, resend_until) WHERE state = 0 AND since IS NOT NULL;
-CREATE INDEX IF NOT EXISTS smsvn_recipients_state ON smsvn_recipients (campaign, state);
+CREATE INDEX IF NOT EXISTS smsvn_recipients_by_state ON smsvn_recipients (campaign, state, id);
+DROP INDEX IF EXISTS smsvn_recipients_state;
 """
 
 _STAGE: Final = """
@@ -227,11 +228,23 @@ WHERE campaign = $7 AND owner = $1 AND batch = $2 AND state {held} AND owner IS 
 _PAGE: Final = """
 SELECT r.id, r.phone, r.given, r.state, COALESCE(r.text, c.text), r.message_id, r.request_id,
        r.provider, r.attempts, r.reason
-FROM smsvn_recipients r LEFT JOIN smsvn_contents c ON c.id = r.content
-WHERE r.campaign = $1 {state} AND r.id > $2
+FROM ({ids}) p
+JOIN smsvn_recipients r ON r.id = p.id
+LEFT JOIN smsvn_contents c ON c.id = r.content
 ORDER BY r.id
-LIMIT $3
 """
+_PAGE_OF: Final = (
+    "(SELECT id FROM smsvn_recipients WHERE campaign = $1 AND state = {state} AND id > $2 "
+    "ORDER BY id LIMIT $3)"
+)
+_PAGE_ALL: Final = _PAGE.format(
+    ids=" UNION ALL ".join(_PAGE_OF.format(state=int(s)) for s in State) + " ORDER BY id LIMIT $3"
+)
+_PAGE_STATE: Final = _PAGE.format(ids=_PAGE_OF.format(state="$4"))
+# A page is read through ``by_state`` (campaign, state, id), an ordered range that stops at the
+# limit whatever the planner believes of the table (right after an add its statistics are
+# stale); every state at once is the merge of one such range a state. (A plain ``ORDER BY id``
+# read every row of the campaign for each page: 11 s for 100,000 rows.)
 
 
 def _changed(status: str) -> int:
@@ -515,11 +528,9 @@ class PostgresStore:
     ) -> list[tuple[int, Recipient]]:
         async with self._db() as db:
             if state is None:
-                rows = await db.fetch(_PAGE.format(state=""), campaign, after, limit)
+                rows = await db.fetch(_PAGE_ALL, campaign, after, limit)
             else:
-                rows = await db.fetch(
-                    _PAGE.format(state="AND r.state = $4"), campaign, after, limit, int(state)
-                )
+                rows = await db.fetch(_PAGE_STATE, campaign, after, limit, int(state))
         return [_recipient(tuple(row)) for row in rows]
 
     # -- reconciliation --------------------------------------------------------------------
