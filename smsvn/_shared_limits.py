@@ -82,6 +82,7 @@ from smsvn.limits import WINDOW_GUARD, AccountLimiter, RateLimit, WaitTooLong, a
 
 __all__ = [
     "DEFAULT_LOOKAHEAD",
+    "DEFAULT_PREFIX",
     "LimiterUnavailable",
     "LuaScript",
     "RedisAccountLimit",
@@ -94,6 +95,8 @@ _log = logging.getLogger("smsvn")
 
 UnavailablePolicy = Literal["wait", "fallback", "raise"]
 
+DEFAULT_PREFIX: Final = "smsvn"
+"""The first part of every key and of the pause channel."""
 DEFAULT_LOOKAHEAD: Final = 2
 """Reservations one process holds ahead of use, per account."""
 DEFAULT_TIMEOUT: Final = 1.0
@@ -351,7 +354,7 @@ class RedisLimiter:
         self,
         url_or_client: str | Any,
         *,
-        prefix: str = "smsvn",
+        prefix: str = DEFAULT_PREFIX,
         lookahead: int = DEFAULT_LOOKAHEAD,
         margin: float = WINDOW_GUARD - 1.0,
         on_unavailable: UnavailablePolicy = "wait",

@@ -38,6 +38,7 @@ from smsvn._console import (
     progress_bars,
 )
 from smsvn._numbers_file import NumbersFile, NumbersFileError, open_numbers
+from smsvn._shared_limits import DEFAULT_PREFIX, RedisLimiter
 from smsvn.advertising import Guard
 from smsvn.bulk import DEFAULT_CONCURRENCY, BulkOutcome, BulkReport, Outcome
 from smsvn.errors import SmsError, ValidationError
@@ -47,6 +48,7 @@ from smsvn.limits import RateLimit
 from smsvn.models import SendResult
 from smsvn.providers import Credential, Provider
 from smsvn.providers._base import BaseClient
+from smsvn.workers import REDIS_ENV
 
 __all__ = ["main"]
 
@@ -185,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     bulk.add_argument("--concurrency", type=int, help="batches in flight (default 32)")
     bulk.add_argument("--no-progress", action="store_true", help="no progress bar")
     sending_options(bulk)
+    _shared_limit_options(bulk)
 
     _campaign_parser(commands, provider_command, sending_options)
 
@@ -251,6 +254,7 @@ def _campaign_parser(
             help="seconds a runner's claims outlive it (default 60)",
         )
         sub.add_argument("--rate-limit", help="the account's limit as REQUESTS/SECONDS, or 'off'")
+        _shared_limit_options(sub)
         sub.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     run = provider_command(
@@ -300,6 +304,22 @@ def _campaign_parser(
     resolve.add_argument("--note", help="why (kept as the inputs' detail)")
 
     _cli_advertising.add_parser(commands, journal_options)
+
+
+def _shared_limit_options(sub: argparse.ArgumentParser) -> None:
+    """``--redis`` and ``--redis-prefix``: the account's limit shared by every process."""
+    sub.add_argument(
+        "--redis",
+        metavar="URL",
+        default=os.environ.get(REDIS_ENV) or None,
+        help="count the account's limit (--rate-limit, or the provider's) in this Redis, "
+        f"together with every other process that uses it (or ${REDIS_ENV})",
+    )
+    sub.add_argument(
+        "--redis-prefix",
+        default=DEFAULT_PREFIX,
+        help=f"the shared limiter's key prefix (default {DEFAULT_PREFIX!r})",
+    )
 
 
 def _numbers_options(sub: argparse.ArgumentParser) -> None:
@@ -382,9 +402,45 @@ def _options(args: argparse.Namespace, provider: Provider) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _open_client(args: argparse.Namespace) -> AsyncIterator[BaseClient]:
-    """The client the flags describe, on the real provider or an embedded simulator."""
+    """The client the flags describe, on the real provider or an embedded simulator; with
+    ``--redis``, its limit shared through Redis."""
+    url = getattr(args, "redis", None)
+    if not url:
+        async with _client(args, {}) as client:
+            yield client
+        return
+    shared = await _shared_limiter(url, args.redis_prefix)
+    try:
+        async with _client(args, {"limiter": shared}) as client:
+            yield client
+    finally:
+        await shared.aclose()
+
+
+async def _shared_limiter(url: str, prefix: str) -> RedisLimiter:
+    """A ``RedisLimiter`` on ``url``, its Redis answering now: a usage error (the URL without
+    its password) rather than a run that waits for a Redis that is not there."""
+    try:
+        shared = RedisLimiter(url, prefix=prefix)
+    except ModuleNotFoundError:
+        raise UsageError("--redis needs the redis extra: pip install 'smsvn[redis]'") from None
+    failed: str | None = None
+    try:
+        await shared.redis.ping()
+    except Exception as exc:
+        failed = type(exc).__name__  # its message may quote the URL
+    if failed is not None:
+        await shared.aclose()
+        raise UsageError(
+            f"the shared limiter's Redis at {redact_url(url)} does not answer ({failed})"
+        )
+    return shared
+
+
+@asynccontextmanager
+async def _client(args: argparse.Namespace, extra: dict[str, Any]) -> AsyncIterator[BaseClient]:
     provider = _provider(args)
-    options = _options(args, provider)
+    options = {**_options(args, provider), **extra}
     if args.sandbox:
         from smsvn.sandbox import Sandbox
 
@@ -831,6 +887,10 @@ def _resume_command(args: argparse.Namespace) -> str:
         words.append("--strip-diacritics")
     if args.rate_limit is not None:
         words += ["--rate-limit", args.rate_limit]
+    if args.redis and args.redis != os.environ.get(REDIS_ENV):
+        words += ["--redis", redact_url(args.redis)]
+    if args.redis_prefix != DEFAULT_PREFIX:
+        words += ["--redis-prefix", args.redis_prefix]
     return shlex.join(words)
 
 

@@ -631,3 +631,40 @@ def test_bulk_points_to_campaigns_for_anything_that_matters(
     helped = capsys.readouterr().out
     for step in ("run", "work", "status", "export", "resolve"):
         assert step in helped
+
+
+# -- the shared limiter (--redis) ---------------------------------------------------------------
+
+
+async def test_a_redis_that_does_not_answer_is_a_usage_error_without_its_password() -> None:
+    """Refused before anything is sent (not a run that waits for Redis), the URL's password
+    nowhere in the output."""
+    for url in ("redis://:s3cret-pw@127.0.0.1:1/0", "redis://:s3cret/pw@127.0.0.1:6379/0"):
+        code, out, err = await smsvn(
+            "bulk", "--sandbox", "-p", "speedsms", "-m", "Khuyen mai", "--redis", url,
+            stdin="0912345678\n",
+        )  # fmt: skip
+        assert code == 2, (out, err)
+        assert "s3cret" not in out + err
+        assert "Redis" in err
+        assert "sent via" not in out and "accepted" not in out
+
+
+def test_the_resume_command_keeps_the_shared_limiter_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from smsvn.cli import _parser, _resume_command
+
+    monkeypatch.delenv("SMSVN_REDIS_URL", raising=False)
+    base = ["campaign", "work", "--journal", "j.db", "--name", "promo", "-p", "speedsms"]
+    args = _parser().parse_args(
+        [*base, "--redis", "redis://:s3cret@10.0.0.5:6379/0", "--redis-prefix", "staging"]
+    )
+    command = _resume_command(args)
+    assert "--redis 'redis://:***@10.0.0.5:6379/0' --redis-prefix staging" in command
+    assert "s3cret" not in command
+    # Given by the environment, it comes from there again: not written out.
+    monkeypatch.setenv("SMSVN_REDIS_URL", "redis://:s3cret@10.0.0.5:6379/0")
+    args = _parser().parse_args(base)
+    assert args.redis == "redis://:s3cret@10.0.0.5:6379/0"
+    assert "--redis" not in _resume_command(args)
