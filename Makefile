@@ -7,6 +7,12 @@ BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: test lint types unit demo bench soak fuzz clean
 
+# Bytecode is cached (in __pycache__, ignored by git) even where the environment turns it off:
+# the tests start a few hundred Python processes (CLI runs, campaign runners, workers), and each
+# would compile smsvn from source again (about 0.1 s of CPU each), as would pytest its test
+# modules in every worker.
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -24,10 +30,12 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy --strict smsvn examples
 
-# The suites that do not measure time, rates or memory run on two workers; then the ones that
-# do (marked serial in tests/conftest.py) run alone, so that nothing else shares the machine.
+# The suites that do not measure time or rates run on three workers (on two cores: many of their
+# tests wait on processes, sockets and timeouts, so a third worker fills the idle time, and
+# work-stealing keeps the long crash fleets from leaving one worker to finish alone); then the
+# ones that do (marked serial in tests/conftest.py) run alone, with nothing else on the machine.
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 -m "not serial"
+	$(BIN)/pytest -n 3 --dist worksteal -m "not serial"
 	$(BIN)/pytest -m serial
 
 test: lint types unit

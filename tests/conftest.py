@@ -24,16 +24,18 @@ rewrites their asserts before any test module imports ``tests.services`` by name
 
 _SERIAL: Final = (
     "tests/multiprocess/",
-    "tests/campaign/",
+    "tests/campaign/test_fencing.py",  # a runner paused past its lease: timing
     "tests/taskiq/test_workers.py",
     "tests/test_redis_limiter.py",
     "tests/test_limits.py",
-    "tests/faults/test_soak.py",
     # A 5 ms margin on a 250 ms window: a neighbour on the other core is enough to earn a 429.
     "tests/integration/test_clients_sandbox.py::test_speedsms_matching_limiter_never_gets_429",
 )
-"""Suites that measure rates, windows, timing or memory, or run fleets of processes: ``make
-test`` runs them on their own (``-m serial``), after the rest has run on two workers."""
+"""Suites that measure rates, windows or timing: ``make test`` runs them on their own (``-m
+serial``), after the rest has run on two workers. The crash fleets (``tests/campaign/
+test_crash.py``) and the soak (its memory is traced, not timed) measure nothing that a busy
+neighbour changes and spend most of their time waiting (rate limits, kills): they run with the
+rest."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

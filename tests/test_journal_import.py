@@ -323,7 +323,7 @@ async def request_ids(url: str, phone: str) -> list[tuple[int, str | None]]:
 
 async def test_two_processes_adding_one_input_at_once_add_it_once(journal_url: str) -> None:
     """Each process adds the same input (three segments); between them, each input once."""
-    await _race(journal_url, 50_000)
+    await _race(journal_url, 5 * SMALL // 2)
 
 
 async def test_two_sqlite_processes_taking_turns_between_commits_add_it_once(
@@ -331,13 +331,17 @@ async def test_two_sqlite_processes_taking_turns_between_commits_add_it_once(
 ) -> None:
     """SQLite commits an add every five segments: with more than five the two processes may
     take turns between commits. Between them, each input once."""
-    await _race(str(tmp_path / "campaigns.db"), 110_000)
+    await _race(str(tmp_path / "campaigns.db"), 11 * SMALL // 2)
 
 
 async def _race(journal_url: str, size: int) -> None:
+    """Two processes add the same ``size`` inputs at once, in segments of ``SMALL``."""
     async with smsvn.Journal(journal_url) as journal:
         await journal.campaign("at once")  # the tables exist before the two race
-    command = [sys.executable, "-m", "tests.campaign.adder", journal_url, "at once", str(size)]
+    command = [
+        sys.executable, "-m", "tests.campaign.adder", journal_url, "at once", str(size),
+        str(SMALL),
+    ]  # fmt: skip
     processes = [
         await asyncio.create_subprocess_exec(*command, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
         for _ in range(2)
