@@ -93,6 +93,9 @@ async def dump(raw: aioredis.Redis, prefix: str) -> dict[str, Any]:
         elif kind == "zset":
             members: list[Any] = await raw.zrange(key, 0, -1, withscores=True)
             value = {m.decode(): score for m, score in members}
+        elif kind == "string":
+            text: Any = await raw.get(key)
+            value = {"": text.decode()}
         else:
             raise AssertionError(f"unexpected {kind} at {name}")
         found[name] = (kind, value, await raw.pttl(key))
@@ -124,8 +127,13 @@ async def test_redis_holds_no_code_no_number_and_every_key_expires(
     await v.check(PHONE, "12345")  # a wrong one: counted
     keys = await dump(raw, redis_prefix)
     root = f"{redis_prefix}:{{otp}}"
-    assert {k.rsplit(":", 1)[0] for k in keys} == {f"{root}:v:verify", f"{root}:n", root}
+    assert {k.rsplit(":", 1)[0] for k in keys} == {
+        f"{root}:v:verify", f"{root}:n", f"{root}:c", root
+    }  # fmt: skip
     assert f"{root}:all" in keys
+    # The counted check's answer (for a retry of the same call): its reason and attempts.
+    answers = [value for name, (_, value, _) in keys.items() if name.startswith(f"{root}:c:")]
+    assert answers == [{"": "1 1"}]
     verification = next(value for kind, value, _ in keys.values() if kind == "hash")
     # The live code's digest, its times (ms of the verifier's clock), counts, last send, and
     # the verification that send replaced (put back if it had gone nowhere).
@@ -148,7 +156,7 @@ async def test_redis_holds_no_code_no_number_and_every_key_expires(
     # Once approved, the verification is gone; the send logs stay for the caps.
     assert (await v.check(PHONE, second)).approved
     after = await dump(raw, redis_prefix)
-    assert all(kind == "zset" for kind, _, _ in after.values())
+    assert all(kind != "hash" for kind, _, _ in after.values())
 
 
 async def test_one_round_trip_a_step(sb: Sandbox, sms: BaseClient, store: otp.RedisStore) -> None:

@@ -19,9 +19,13 @@ import threading
 
 from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, Window
 
-__all__ = ["EXPIRED_GRACE", "MemoryStore"]
+__all__ = ["EXPIRED_GRACE", "LOG_HORIZON", "MemoryStore"]
 
 EXPIRED_GRACE = 600.0
+LOG_HORIZON = 86400.0
+"""Seconds a number's sends are kept at least: the longest cap window a ``Verifier`` has (a
+day). Every purpose's sends go into one log per number, so each verifier's caps count the
+sends of all of them: a verifier with shorter caps (or none) must not cut the log short."""
 """Seconds a verification is kept after it expired (and its cooldown ended), so that a late
 check is told ``expired`` rather than ``not_found``; then it is removed."""
 
@@ -69,11 +73,13 @@ class _Record:
 class _Log:
     """Times of recent sends (ascending) and the token of each, to count sends in a window."""
 
-    __slots__ = ("times", "tokens")
+    __slots__ = ("keep", "times", "tokens")
 
     def __init__(self) -> None:
         self.times: list[float] = []
         self.tokens: list[str] = []
+        self.keep = LOG_HORIZON
+        """Seconds to keep a send: the longest window any start on this number has used."""
 
     def trim(self, before: float) -> None:
         """Forget the sends at or before ``before``."""
@@ -120,7 +126,7 @@ class MemoryStore:
         # (when, n, key, keep): when a record (key: (purpose, number)) or a number's log (key:
         # number; keep: its longest window) may be removable; checked against the entry itself
         # when it comes up, since a later send may have extended it.
-        self._sweep: list[tuple[float, int, tuple[str, str] | str, float]] = []
+        self._sweep: list[tuple[float, int, tuple[str, str] | str]] = []
         self._serial = itertools.count()
 
     def __repr__(self) -> str:
@@ -179,8 +185,9 @@ class MemoryStore:
                     attempts=attempts,
                 )
         log = self._numbers.get(s.number)
-        if log is not None and s.number_caps:
-            log.trim(now - max(w.seconds for w in s.number_caps))
+        if log is not None:
+            log.keep = max(log.keep, *(w.seconds for w in s.number_caps))
+            log.trim(now - log.keep)
         wait, cap = 0.0, -2
         for index, window in enumerate(s.number_caps):
             if log is not None and (w := log.wait(window, now)) > wait:
@@ -198,12 +205,12 @@ class MemoryStore:
                 sends=sends,
                 attempts=attempts,
             )
-        if s.number_caps:
-            if log is None:
-                log = self._numbers[s.number] = _Log()
-            log.add(now, s.token)
-            keep = max(w.seconds for w in s.number_caps)
-            self._later(now + keep, s.number, keep)
+        # Every send is logged, capped here or not: other purposes' caps count it.
+        if log is None:
+            log = self._numbers[s.number] = _Log()
+            log.keep = max(log.keep, *(w.seconds for w in s.number_caps))
+        log.add(now, s.token)
+        self._later(now + log.keep, s.number)
         if s.global_cap is not None:
             self._all.add(now, s.token)
         previous = None
@@ -260,19 +267,19 @@ class MemoryStore:
 
     # -- cleanup -------------------------------------------------------------------------------
 
-    def _later(self, when: float, key: tuple[str, str] | str, keep: float = 0.0) -> None:
-        heapq.heappush(self._sweep, (when, next(self._serial), key, keep))
+    def _later(self, when: float, key: tuple[str, str] | str) -> None:
+        heapq.heappush(self._sweep, (when, next(self._serial), key))
 
     def _swept(self, now: float) -> None:
         """Remove what no rule needs any more (each entry is looked at once, when due)."""
         heap = self._sweep
         while heap and heap[0][0] <= now:
-            _, _, key, keep = heapq.heappop(heap)
+            _, _, key = heapq.heappop(heap)
             if isinstance(key, tuple):
                 record = self._records.get(key)
                 if record is not None and record.removable_at() <= now:
                     del self._records[key]
             else:
                 log = self._numbers.get(key)
-                if log is not None and (not log.times or log.times[-1] <= now - keep):
+                if log is not None and (not log.times or log.times[-1] <= now - log.keep):
                     del self._numbers[key]

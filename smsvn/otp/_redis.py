@@ -9,13 +9,17 @@ the global budget is counted in the same script as a number's sends):
   verification, ``t`` the token of its last send; ``pd``, ``pe``, ``pr``, ``pn``: the
   verification that send replaced (its digest, expiry, cooldown, sends), put back if the send
   provably went nowhere; never checked, and gone with the next send, an approval or expiry.
-- ``<prefix>:{otp}:n:<number digest>``, a sorted set: the number's sends in the longest cap
-  window (member: a send's random token; score: its time).
+- ``<prefix>:{otp}:n:<number digest>``, a sorted set: the number's sends of every purpose
+  for a day (``LOG_HORIZON``) or the longest cap window if longer (member: a send's random
+  token; score: its time).
+- ``<prefix>:{otp}:c:<random>``: the answer of one check that counted, for a minute, so that
+  the same call sent again (its answer lost, the client retrying) is not counted twice.
 - ``<prefix>:{otp}:all``, a sorted set: every send in the global budget's window.
 
 Times are integer milliseconds of the verifier's clock, passed into each script: the rules
 never depend on a key's TTL, which is only for cleanup (a verification is removed
-``EXPIRED_GRACE`` seconds after its expiry and cooldown end; a send log after its longest window).
+``EXPIRED_GRACE`` seconds after its expiry and cooldown end; a send log after ``LOG_HORIZON``).
+A start is recognised by its token when the client sends it again: its grant, not a refusal.
 Digests are keyed HMACs (the verifier's ``secret``): no key or value holds a code or a phone
 number, or anything from which one could be computed without the secret. Codes are compared
 in constant time inside the script (an XOR over every byte); what is compared are HMACs anyway.
@@ -24,11 +28,12 @@ in constant time inside the script (an XOR over every byte); what is compared ar
 from __future__ import annotations
 
 import math
+import secrets
 from typing import Any, Final
 
 from smsvn._shared_limits import LuaScript, RedisCalls
 from smsvn.errors import ValidationError
-from smsvn.otp._memory import EXPIRED_GRACE
+from smsvn.otp._memory import EXPIRED_GRACE, LOG_HORIZON
 from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, StoreError
 
 __all__ = ["BEGIN", "CHECK", "DEFAULT_TIMEOUT", "ROLLBACK", "RedisStore"]
@@ -44,7 +49,12 @@ BEGIN: Final = LuaScript(
 -- Returns {granted, refusal (1 locked, 2 too soon, 3 capped), retry_after (ms), cap index
 -- (-1: global), sends before this one, attempts carried}.
 local now = tonumber(ARGV[1])
-local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'r', 'a', 'n')
+local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'r', 'a', 'n', 't')
+if v[6] == ARGV[6] then
+  -- This very start ran already (its answer was lost and the client sent it again): its grant,
+  -- not a refusal by its own cooldown.
+  return {1, 0, 0, -1, tonumber(v[5]) - 1, tonumber(v[4])}
+end
 local live = v[1] and tonumber(v[2]) > now
 local attempts, sends = 0, 0
 if v[1] then
@@ -60,13 +70,13 @@ if v[1] then
   end
 end
 local ncaps = tonumber(ARGV[10])
-local keep = 0
+-- A number's sends of every purpose are kept for LOG_HORIZON at least (a verifier with shorter
+-- caps, or none, must not cut short the log other purposes' caps count).
+local keep = LOG_HORIZON_MS
 for i = 1, ncaps do
   keep = math.max(keep, tonumber(ARGV[9 + 2 * i]))
 end
-if ncaps > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - keep)
-end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - keep)
 local wait, capped = 0, -2
 local function over(key, window, limit, index)
   local since = '(' .. string.format('%d', now - window)
@@ -93,9 +103,9 @@ if capped ~= -2 then
   return {0, 3, wait, capped, sends, attempts}
 end
 local token = ARGV[6]
-if ncaps > 0 then
-  redis.call('ZADD', KEYS[2], now, token)
-  redis.call('PEXPIRE', KEYS[2], keep)
+redis.call('ZADD', KEYS[2], now, token)
+if redis.call('PTTL', KEYS[2]) < keep then
+  redis.call('PEXPIRE', KEYS[2], keep)  -- never shortened: a longer window may need it
 end
 if gwindow > 0 then
   redis.call('ZADD', KEYS[3], now, token)
@@ -112,7 +122,7 @@ redis.call('HSET', KEYS[1], 'd', ARGV[5], 'e', string.format('%d', expires),
            'r', string.format('%d', resend), 'a', attempts, 'n', sends + 1, 't', token)
 redis.call('PEXPIRE', KEYS[1], math.max(expires, resend) - now + tonumber(ARGV[7]))
 return {1, 0, 0, -1, sends, attempts}
-"""
+""".replace("LOG_HORIZON_MS", str(round(LOG_HORIZON * 1000)))
 )
 
 ROLLBACK: Final = LuaScript(
@@ -144,8 +154,16 @@ return 2
 
 CHECK: Final = LuaScript(
     """
--- KEYS: the verification. ARGV: the digest to compare, now (ms), max_attempts.
+-- KEYS: the verification, this check's answer (a key of its own call). ARGV: the digest to
+-- compare, now (ms), max_attempts.
 -- Returns {reason (0 approved, 1 wrong, 2 expired, 3 not found, 4 too many attempts), attempts}.
+-- A check that counted (approved or wrong) keeps its answer for a minute: the same call sent
+-- again (its answer lost) gets it back instead of counting a second attempt.
+local done = redis.call('GET', KEYS[2])
+if done then
+  local reason, counted = string.match(done, '^(%d) (%d+)$')
+  return {tonumber(reason), tonumber(counted)}
+end
 local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'a')
 if not v[1] then
   return {3, 0}
@@ -168,9 +186,11 @@ for i = 1, math.min(#a, #b) do
 end
 if diff == 0 then
   redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], '0 ' .. attempts, 'PX', 60000)
   return {0, attempts}
 end
 redis.call('HSET', KEYS[1], 'a', attempts)
+redis.call('SET', KEYS[2], '1 ' .. attempts, 'PX', 60000)
 return {1, attempts}
 """
 )
@@ -253,10 +273,14 @@ class RedisStore:
     async def begin(self, start: Start) -> Claim:
         """See ``Store.begin``: one ``BEGIN`` script."""
         glob = start.global_cap
+        now = _ms(start.now)
         args: list[int | float | str] = [
-            _ms(start.now),
-            _ms(start.ttl),
-            _ms(start.resend_after),
+            now,
+            # The durations that land on the very milliseconds of ``now + ttl`` (what
+            # ``Verification.expires_at`` says) and ``now + resend_after``: rounded apart, they
+            # could add up to one more, and a code be accepted at its ``expires_at``.
+            _ms(start.now + start.ttl) - now,
+            _ms(start.now + start.resend_after) - now,
             start.max_attempts,
             start.digest,
             start.token,
@@ -291,7 +315,8 @@ class RedisStore:
     ) -> Checked:
         """See ``Store.check``: one ``CHECK`` script."""
         key = self._keys(purpose, number)[0]
-        reason, attempts = await self._run(CHECK, (key,), [digest, _ms(now), max_attempts])
+        answer = f"{self._root}:c:{secrets.token_hex(8)}"  # this call's own
+        reason, attempts = await self._run(CHECK, (key, answer), [digest, _ms(now), max_attempts])
         return Checked(_REASONS[reason], attempts)
 
     async def _run(

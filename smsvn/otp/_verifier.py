@@ -39,7 +39,7 @@ import secrets
 import string
 import time
 from collections.abc import Callable
-from typing import Final, Literal, Protocol, cast, runtime_checkable
+from typing import Final, Literal, Protocol, TypeVar, cast, runtime_checkable
 
 import msgspec
 
@@ -173,7 +173,9 @@ class _Key:
 
     def digest(self, *parts: str) -> str:
         """HMAC-SHA256 of ``parts`` (NUL-separated, so no two lists of parts collide), in hex."""
-        message = "\x00".join(parts).encode()
+        # surrogatepass: a lone surrogate (JSON's "\ud800" decodes to one) is hashed, not a
+        # UnicodeEncodeError whose ``object`` would show the number in clear.
+        message = "\x00".join(parts).encode("utf-8", "surrogatepass")
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def __repr__(self) -> str:
@@ -357,7 +359,19 @@ class Verifier:
             )
             raise self._refused(claim)
         plan = self._plan(channel, claim.sends)
-        sent, result, error = await self._deliver(number, code, plan)
+        try:
+            sent, result, error = await self._deliver(number, code, plan)
+        except Exception as exc:
+            # Not an smsvn error (a sender's own bug or SDK): it may have been sent, so the
+            # code stays live, as with OutcomeUnknown; it leaves with the code masked and
+            # without the sender's frames, which hold the text.
+            _log.warning(
+                "otp %s %s: the send failed with %s; the code stays live",
+                self.purpose,
+                number_id[:8],
+                type(exc).__name__,
+            )
+            raise _scrubbed(exc, code) from None
         if error is not None and not isinstance(error, OutcomeUnknown):
             try:
                 await self._store.rollback(request, self._clock())
@@ -500,8 +514,10 @@ class Verifier:
         if not isinstance(code, str):
             raise ValidationError(f"code must be a str, not {type(code).__name__}")
         given = code.strip()
-        if len(given) > MAX_CODE_INPUT:
-            given = ""  # matches no code, costs no hashing of a huge input
+        if len(given) > MAX_CODE_INPUT or not given.isascii():
+            # Matches no code (codes are ASCII digits): no hashing of a huge input, nothing
+            # that could not be encoded (a lone surrogate).
+            given = ""
         number_id = self._number_id(number)
         checked = await self._store.check(
             number_id,
@@ -590,11 +606,14 @@ def _check_template(senders: tuple[SmsSender, ...], template: _Template, length:
             ) from None
 
 
-def _scrubbed(error: SmsError, code: _Code) -> SmsError:
-    """``error`` fit to leave ``start``: the code masked in its message and arguments (and in
-    those of its cause and context: a provider might echo the request), and no traceback, whose
-    frames (the client's ``send`` and ``voice_otp``) hold the code. Raising it again adds the
-    frames of the caller's side only."""
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _scrubbed(error: _E, code: _Code) -> _E:
+    """``error`` fit to leave ``start``: the code masked in its message, arguments and notes
+    (and in those of its cause and context: a provider might echo the request), and no
+    traceback, whose frames (the client's ``send`` and ``voice_otp``) hold the code. Raising it
+    again adds the frames of the caller's side only."""
     digits = code.reveal()
     mask = "*" * len(digits)
     seen: set[int] = set()
@@ -607,6 +626,9 @@ def _scrubbed(error: SmsError, code: _Code) -> SmsError:
         if isinstance(exc, SmsError) and digits in exc.message:
             exc.message = exc.message.replace(digits, mask)
         exc.args = tuple(a.replace(digits, mask) if isinstance(a, str) else a for a in exc.args)
+        notes = getattr(exc, "__notes__", None)
+        if isinstance(notes, list):
+            exc.__notes__ = [n.replace(digits, mask) if isinstance(n, str) else n for n in notes]
         exc.__traceback__ = None
         pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
     return error
