@@ -199,7 +199,7 @@ async def test_a_purpose_with_a_shorter_cap_keeps_the_daily_cap_of_another(
     per hour only (``max_sends_per_day=None``), "reset" capped at 2 codes a day. Use up the
     reset's daily cap, wait two hours, ask for one login code, then ask for reset codes again.
 
-    What happened (before the fix): the login start trims the number's send log to *its* longest window (one
+    Before the fix: the login start trims the number's send log to *its* longest window (one
     hour; MemoryStore ``_begin`` ``log.trim(now - max(w.seconds ...))``, RedisStore ``BEGIN``
     ``ZREMRANGEBYSCORE ... now - keep`` and ``PEXPIRE ... keep``), deleting the reset sends
     the daily cap still needs: the next reset start is granted, and the attacker can repeat
@@ -242,7 +242,7 @@ async def test_a_late_redis_answer_counts_one_check_once(
     """Attack: Redis runs a ``CHECK`` script but its answer comes later than the store's
     ``timeout`` (a busy server, a short network stall).
 
-    What happened (before the fix): the store's own client is built with ``retry=Retry(NoBackoff(), 1)``
+    Before the fix: the store's own client is built with ``retry=Retry(NoBackoff(), 1)``
     (``_redis.py`` ``RedisStore.__init__``), and redis-py retries on ``TimeoutError`` too: the
     non-idempotent script runs a second time on a fresh connection. One wrong guess costs two
     attempts (``attempts_left`` 3 instead of 4); with the right code, the first run approves
@@ -296,7 +296,7 @@ async def test_a_late_redis_answer_to_a_start_is_not_refused_by_its_own_grant(
 ) -> None:
     """Attack: Redis runs the ``BEGIN`` script of a start but answers later than ``timeout``.
 
-    What happened (before the fix): redis-py retries the script (see the test above); the retry finds the grant
+    Before the fix: redis-py retries the script (see the test above); the retry finds the grant
     the first run made and refuses it: ``start`` raises ``TooSoon`` ("a code was sent less
     than 60 s ago") although no code was ever sent, and the number now holds a live code
     nobody received, a cooldown and a counted cap.
@@ -327,7 +327,7 @@ async def test_redis_refuses_a_code_at_its_expires_at(redis_url: str, redis_pref
     clock with millisecond resolution; check the right code at exactly
     ``Verification.expires_at``.
 
-    What happened (before the fix): ``RedisStore`` stores ``floor(now*1000) + floor(ttl*1000)`` (``_ms`` of
+    Before the fix: ``RedisStore`` stores ``floor(now*1000) + floor(ttl*1000)`` (``_ms`` of
     each, added in ``BEGIN``) and compares it with ``floor(check_time*1000)``; the sum of two
     floors can exceed the floor of the sum, so the code is still live at ``expires_at`` and is
     approved (``MemoryStore`` correctly answers ``expired``).
@@ -354,7 +354,7 @@ async def test_a_lone_surrogate_in_a_code_is_a_wrong_code(
     """Attack: submit a code holding a lone UTF-16 surrogate -- what ``json.loads`` gives for
     a JSON body ``{"code": "\\ud800"}``, so any client of a JSON endpoint can send it.
 
-    What happened (before the fix): ``Verifier.check`` hashes the input with ``"...".encode()`` (``_Key.digest``,
+    Before the fix: ``Verifier.check`` hashes the input with ``"...".encode()`` (``_Key.digest``,
     ``_verifier.py``), which raises a bare ``UnicodeEncodeError`` -- a 500 in the app instead
     of an answer; and the exception's ``object`` is the HMAC message, holding the phone number
     in clear.
@@ -385,7 +385,7 @@ async def test_a_plain_exception_from_the_sender_leaves_without_the_code(clock: 
     """Attack: the SMS sender fails with an exception that is not an smsvn error and echoes
     the request (an SDK's ``RuntimeError``/``KeyError``, a custom sender's bug).
 
-    What happened (before the fix): ``Verifier.start`` lets it through untouched (``_deliver`` catches only
+    Before the fix: ``Verifier.start`` lets it through untouched (``_deliver`` catches only
     ``SmsError``; ``_scrubbed`` runs only on smsvn errors): the code is in the exception's
     message and in the traceback, whose frames (the sender's ``send``) hold the SMS text --
     exactly what error trackers and log handlers record.
