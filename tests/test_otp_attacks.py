@@ -407,3 +407,18 @@ async def test_a_plain_exception_from_the_sender_leaves_without_the_code(clock: 
             continue  # this test's own frame, which holds the code it read from the sender
         for name, value in frame.f_locals.items():
             assert code not in repr(value), (frame.f_code.co_name, name)
+
+
+@pytest.mark.parametrize("option", ["ttl", "resend_after", "max_wait", "deadline"])
+async def test_a_duration_past_a_year_is_refused_before_any_store_sees_it(option: str) -> None:
+    """A ``ttl`` of 1e17 s passed the checks and would have broken the Redis scripts (their
+    millisecond times formatted with ``%d``) after they had written their changes."""
+    with pytest.raises(ValidationError, match=option):
+        otp.Verifier(
+            FakeSms(), store=otp.MemoryStore(), secret=SECRET, template=TEMPLATE,
+            **{option: 1e17},
+        )  # fmt: skip
+    otp.Verifier(
+        FakeSms(), store=otp.MemoryStore(), secret=SECRET, template=TEMPLATE,
+        **{option: 365 * 86400.0},
+    )  # fmt: skip

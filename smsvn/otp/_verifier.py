@@ -560,14 +560,21 @@ def _int(value: object, name: str, low: int = 1, high: int | None = None) -> int
     return value
 
 
+_MAX_SECONDS: Final = 366 * 86400.0
+"""The longest ``ttl``, ``resend_after``, ``max_wait`` or ``deadline`` (a year): beyond any use,
+and far inside what a store's millisecond times hold exactly."""
+
+
 def _seconds(value: object, name: str, *, positive: bool) -> float:
-    """A finite number of seconds (> 0 when ``positive``, else >= 0)."""
+    """A finite number of seconds up to a year (> 0 when ``positive``, else >= 0)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(f"{name} must be a number of seconds")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         raise ValidationError(
             f"{name} must be a {'positive' if positive else 'non-negative'}, finite number"
         )
+    if value > _MAX_SECONDS:
+        raise ValidationError(f"{name} must be at most a year ({_MAX_SECONDS:.0f} s)")
     return float(value)
 
 
