@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import traceback
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,25 +20,11 @@ import pytest
 from smsvn import otp
 from smsvn.errors import SmsError, ValidationError
 from smsvn.models import SendResult
+from tests.test_otp import PHONE, SECRET, TEMPLATE, Clock, clock, store, verifier
 
-SECRET = "otp-SENTINEL-hmac-key-0123456789abcdef"
-TEMPLATE = "Ma xac thuc cua ban la {code}"
-PHONE = "0912345678"
+__all__ = ["clock", "store"]  # fixtures
+
 OTHER = "0987654321"
-START = 1_000_000.0
-
-
-class Clock:
-    """A clock the test moves by hand (Unix seconds)."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeSms:
@@ -67,29 +52,6 @@ class Choking(FakeSms):
     async def send(self, to: str, content: str) -> SendResult:
         self.sent.append((to, content))
         raise RuntimeError(f"gateway choked on the request body {content!r}")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[otp.Store]:
-    """Each store in turn: in memory, and in Redis under a key prefix of the test's own."""
-    if request.param == "memory":
-        yield otp.MemoryStore()
-        return
-    url: str = request.getfixturevalue("redis_url")
-    prefix: str = request.getfixturevalue("redis_prefix")
-    async with otp.RedisStore(url, prefix=prefix) as redis_store:
-        yield redis_store
-
-
-def verifier(client: Any, store: otp.Store, clock: Clock, **options: Any) -> otp.Verifier:
-    return otp.Verifier(
-        client, store=store, secret=SECRET, template=TEMPLATE, clock=clock, **options
-    )
 
 
 def wrong(code: str) -> str:
