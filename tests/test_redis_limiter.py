@@ -444,7 +444,9 @@ async def test_a_cancelled_waiter_passes_its_turn_on(redis_url: str, redis_prefi
         await acc.acquire()
         first = asyncio.create_task(acc.acquire())
         await asyncio.sleep(0.02)  # it holds the next turn, about 0.11 s away
-        calls = limiter.calls
+        # (A turn before this one may have been given up: a Redis answer slower than half the
+        # margin, on a busy machine. Only what happens from here on is this test's.)
+        calls, given_up = limiter.calls, acc.given_up
         second = asyncio.create_task(acc.acquire())
         await asyncio.sleep(0.01)
         first.cancel()
@@ -452,7 +454,7 @@ async def test_a_cancelled_waiter_passes_its_turn_on(redis_url: str, redis_prefi
         await second
         assert loop.time() - started < 0.2  # the cancelled one's turn, not a later one
         assert limiter.calls == calls
-        assert acc.given_up == 0
+        assert acc.given_up == given_up
     finally:
         await limiter.aclose()
 
@@ -468,10 +470,10 @@ async def test_a_turn_reached_late_is_given_up(redis_url: str, redis_prefix: str
         await acc.acquire()
         task = asyncio.create_task(acc.acquire())
         await asyncio.sleep(0.02)
-        calls = limiter.calls
+        calls, given_up = limiter.calls, acc.given_up
         time.sleep(0.25)  # noqa: ASYNC251 - the loop is stuck past the turn (about 0.11 s away) and its margin
         await task
-        assert acc.given_up == 1
+        assert acc.given_up == given_up + 1
         assert limiter.calls == calls + 1
     finally:
         await limiter.aclose()
