@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -397,16 +397,19 @@ async def test_limiters_of_two_processes_share_one_account(
 
 async def test_max_wait_fails_fast_with_nothing_reserved(redis_url: str, redis_prefix: str) -> None:
     limit = RateLimit(requests=5, period=1.0, burst=5)
-    limiter = RedisLimiter(redis_url, prefix=redis_prefix)
+    # A wide margin (turns are given up only 250 ms late): a warm-up answer read a few ms late
+    # on a busy machine must not cost a turn, which would move the window this test reads.
+    limiter = RedisLimiter(redis_url, prefix=redis_prefix, margin=0.5)
     acc = limiter.for_account("speedsms", DIGEST, limit)
     loop = asyncio.get_running_loop()
     try:
         for _ in range(5):  # the whole window at once: the next turn is a window away
             await acc.acquire(max_wait=2.0)
-        started = loop.time()
+        started, refused = loop.time(), acc.refused
         with pytest.raises(WaitTooLong) as info:
             await acc.acquire(max_wait=0.1)
-        assert loop.time() - started < 0.05
+        assert loop.time() - started < 0.1  # refused at once, not waited out
+        assert acc.refused == refused + 1  # by Redis: nothing reserved
         assert info.value.wait > 0.5
         calls = limiter.calls
         # The next turn is still the one the refusal saw: known now without asking Redis.
@@ -415,14 +418,15 @@ async def test_max_wait_fails_fast_with_nothing_reserved(redis_url: str, redis_p
         assert limiter.calls == calls
         started = loop.time()
         await acc.acquire(max_wait=2.0)
-        assert 0.5 < loop.time() - started < 1.2
+        assert 0.5 < loop.time() - started < acc.window + 0.2
     finally:
         await limiter.aclose()
 
 
 async def test_max_wait_zero_takes_a_free_turn(redis_url: str, redis_prefix: str) -> None:
-    """max_wait=0: go now or not at all (the round trip to Redis is not the account's wait)."""
-    limiter = RedisLimiter(redis_url, prefix=redis_prefix)
+    """max_wait=0: go now or not at all (the round trip to Redis is not the account's wait). A
+    wide margin: a warm-up answer read a few ms late must not cost one of the free turns."""
+    limiter = RedisLimiter(redis_url, prefix=redis_prefix, margin=0.5)
     acc = limiter.for_account("speedsms", DIGEST, RateLimit(requests=5, period=1.0, burst=2))
     try:
         for _ in range(3):  # burst + 1 at once
@@ -436,7 +440,9 @@ async def test_max_wait_zero_takes_a_free_turn(redis_url: str, redis_prefix: str
 
 async def test_a_cancelled_waiter_passes_its_turn_on(redis_url: str, redis_prefix: str) -> None:
     limit = RateLimit(requests=10, period=1.0)
-    limiter = RedisLimiter(redis_url, prefix=redis_prefix, lookahead=1)
+    # A wide margin (a turn is given up only 250 ms late): the inherited turn, reached a few ms
+    # late on a busy machine, is still the one this test follows. GCRA's pace is unchanged.
+    limiter = RedisLimiter(redis_url, prefix=redis_prefix, lookahead=1, margin=0.5)
     acc = limiter.for_account("speedsms", DIGEST, limit)
     loop = asyncio.get_running_loop()
     try:
@@ -473,8 +479,11 @@ async def test_a_turn_reached_late_is_given_up(redis_url: str, redis_prefix: str
         calls, given_up = limiter.calls, acc.given_up
         time.sleep(0.25)  # noqa: ASYNC251 - the loop is stuck past the turn (about 0.11 s away) and its margin
         await task
-        assert acc.given_up == given_up + 1
-        assert limiter.calls == calls + 1
+        # Given up and asked again (the retry's own answer, read late on a busy machine, may
+        # be given up too): each turn given up costs exactly one more reservation.
+        lost = acc.given_up - given_up
+        assert lost >= 1
+        assert limiter.calls == calls + lost
     finally:
         await limiter.aclose()
 
@@ -495,6 +504,16 @@ async def test_a_pause_reaches_every_process_at_once(redis_url: str, redis_prefi
             await acc_b.acquire()
             sent.append(loop.time())
 
+    # When b heard of the pause: until then it may use the turns it holds (the module's
+    # promise), however long the PAUSE and its message take on a busy machine.
+    heard: list[float] = []
+    pause_locally = acc_b.pause_locally
+
+    def hearing(seconds: float) -> None:
+        heard.append(loop.time())
+        pause_locally(seconds)
+
+    acc_b.pause_locally = hearing  # type: ignore[method-assign]
     end = loop.time() + 1.5
     try:
         await acc_a.acquire()  # starts a's listener too
@@ -503,7 +522,8 @@ async def test_a_pause_reaches_every_process_at_once(redis_url: str, redis_prefi
         paused_at = loop.time()
         await acc_a.pause(0.5)
         await asyncio.gather(*tasks)
-        during = [t for t in sent if paused_at + 0.01 < t < paused_at + 0.5]
+        assert heard and heard[0] - paused_at < 0.2
+        during = [t for t in sent if heard[0] < t < paused_at + 0.5]
         assert during == []
         assert any(t >= paused_at + 0.5 for t in sent)
         assert acc_b.given_up >= 1  # it held turns inside the pause
@@ -704,17 +724,32 @@ async def test_clients_in_two_processes_share_the_limit_and_its_429s(
         sb.faults.add(
             Fault(kind="rate_limit", provider="speedsms", route="send", times=1, seconds=0.4)
         )
+        # When each limiter heard of the pause (the 429'd one at once, the other by pub/sub):
+        # until then a limiter may use the turns it holds, however slow the machine.
+        heard: dict[int, float] = {}
+        for limiter in (a, b):
+            (acc,) = limiter._accounts.values()
+
+            def hearing(
+                seconds: float, key: int = id(limiter), inner: Any = acc.pause_locally
+            ) -> None:
+                heard.setdefault(key, time.time())
+                inner(seconds)
+
+            acc.pause_locally = hearing  # type: ignore[method-assign]
         before = len(sb.outbox)
         end = loop.time() + 1.0
         await asyncio.gather(*(worker(s) for s in (sms_a, sms_b) for _ in range(4)))
         assert sb.stats.rate_limited == 1
         (at,) = answered_429
-        # No request leaves during the pause (the other limiter hears of it by pub/sub within
-        # a few ms); requests already on their way may still arrive (this loop also runs the
-        # simulator, so allow them longer).
-        assert [t for t in departed if at + 0.01 < t < at + 0.39] == []
+        assert len(heard) == 2
+        both = max(heard.values())
+        assert both - at < 0.2
+        # No request leaves once both know of the pause; requests already on their way may
+        # still arrive (this loop also runs the simulator, so allow them longer).
+        assert [t for t in departed if both < t < at + 0.39] == []
         later = [r.accepted_at for r in sb.outbox[before:]]
-        assert [t for t in later if at + 0.05 < t < at + 0.39] == []
+        assert [t for t in later if both + 0.04 < t < at + 0.39] == []
         assert any(t >= at + 0.4 for t in later)
 
 
@@ -724,7 +759,9 @@ async def test_a_client_with_max_wait_fails_fast_with_nothing_sent(
     limit = RateLimit(requests=5, period=2.0, burst=5)
     loop = asyncio.get_running_loop()
     async with (
-        RedisLimiter(redis_url, prefix=redis_prefix) as shared,
+        # A wide margin: a warm-up send whose turn is answered a few ms late must not meet
+        # max_wait on its retry.
+        RedisLimiter(redis_url, prefix=redis_prefix, margin=0.5) as shared,
         Sandbox(speedsms_rate_limit=limit) as sb,
         sb.client("speedsms", limiter=shared, max_wait=0.2) as sms,
     ):
