@@ -1,7 +1,7 @@
 """``smsvn campaign work --redis``: two runner processes of one campaign share the account's
 limit through Redis. The simulator (in this process; the ground truth) holds SpeedSMS to the
-same limit and answers 429 to a request over it: two processes that each kept the limit by
-themselves would send twice the limit and earn 429s."""
+same limit (in a slightly shorter window) and answers 429 to a request over it: two processes
+that each kept the limit by themselves would send twice the limit and earn 429s."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ __all__ = ["redis_prefix", "redis_url"]
 LIMIT = 20
 """Requests a second, at the simulator and at the runners (100 numbers a request)."""
 REQUESTS = 40
+WINDOW = 0.95
+"""The simulator's window (seconds)."""
 
 
 async def test_two_cli_runners_share_the_account_limit_through_redis(
@@ -30,8 +32,10 @@ async def test_two_cli_runners_share_the_account_limit_through_redis(
     async with Journal(journal) as opened:
         campaign = await opened.campaign("shared")
         await campaign.add([f"0912{i:06d}" for i in range(REQUESTS * 100)], content="Khuyen mai")
+    # The simulator counts LIMIT in any 0.95 s: the runners keep LIMIT in any 1.02 s, and the
+    # difference is the trip's jitter (a runner's first request opens its connection).
     async with Sandbox(
-        speedsms_rate_limit=RateLimit(requests=LIMIT, period=1.0), delivery_delay=3600.0
+        speedsms_rate_limit=RateLimit(requests=LIMIT, period=WINDOW), delivery_delay=3600.0
     ) as sb:
         args = [
             "campaign", "work", "--journal", journal, "--name", "shared", "-p", "speedsms",
@@ -48,7 +52,7 @@ async def test_two_cli_runners_share_the_account_limit_through_redis(
         for record in sb.outbox.for_provider("speedsms"):
             requests.setdefault(record.message_id, record.accepted_at)
         assert len(requests) == REQUESTS
-        assert max_in_window(list(requests.values()), 1.0) <= LIMIT
+        assert max_in_window(list(requests.values()), WINDOW) <= LIMIT
         # Both runners sent (each its own share), every number once between them.
         accepted = [
             int(re.search(r"speedsms: ([\d,]+) accepted", out).group(1).replace(",", ""))  # type: ignore[union-attr]
