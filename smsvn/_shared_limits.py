@@ -144,7 +144,7 @@ if tat == nil then
   state = 1
   local hold = 0
   -- uptime_in_seconds is the difference of two whole-second clock readings: Redis started
-  -- at most (uptime - 1) s ago.
+  -- at least (uptime - 1) s ago, so a hold counted from then is never too short.
   local up = tonumber(string.match(redis.call('INFO', 'server'), 'uptime_in_seconds:(%d+)'))
   if up == nil then
     hold = now + window
