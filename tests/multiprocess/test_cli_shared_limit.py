@@ -9,7 +9,7 @@ import asyncio
 import re
 from pathlib import Path
 
-import smsvn
+from smsvn import Journal
 from smsvn.limits import RateLimit
 from smsvn.sandbox import Sandbox
 from tests.multiprocess.harness import max_in_window
@@ -64,5 +64,3 @@ async def test_two_cli_runners_share_the_account_limit_through_redis(
         counts = await (await opened.campaign("shared")).counts()
     assert counts.sent == REQUESTS * 100
 
-
-Journal = smsvn.Journal
