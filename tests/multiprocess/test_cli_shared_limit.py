@@ -63,4 +63,3 @@ async def test_two_cli_runners_share_the_account_limit_through_redis(
     async with Journal(journal) as opened:
         counts = await (await opened.campaign("shared")).counts()
     assert counts.sent == REQUESTS * 100
-
