@@ -425,7 +425,7 @@ class Source:
                 token,
                 State.SENT,
                 message_id=result.message_id,
-                refused=_refused(result),
+                refused=_kept(result.invalid),
             )
             outcome = Outcome.SENT
         elif error is None or isinstance(error, OutcomeUnknown):
@@ -480,13 +480,9 @@ class Source:
         await asyncio.gather(*(self.runner.commit(w) for w in writes))
 
 
-def _refused(result: SendResult) -> list[tuple[int, str]]:
-    """The numbers of a sent batch that the provider refused, as the store keeps them."""
-    return _kept(result.invalid)
-
-
 def _kept(numbers: Sequence[InvalidNumber]) -> list[tuple[int, str]]:
-    """Numbers that were not sent, with their reasons, as the store keeps them."""
+    """Numbers that were not sent (refused by the provider, or kept out by a screen), with
+    their reasons, as the store keeps them."""
     refused: list[tuple[int, str]] = []
     for bad in numbers:
         with contextlib.suppress(ValidationError):

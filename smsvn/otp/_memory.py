@@ -75,10 +75,10 @@ class _Log:
 
     __slots__ = ("keep", "times", "tokens")
 
-    def __init__(self) -> None:
+    def __init__(self, keep: float = LOG_HORIZON) -> None:
         self.times: list[float] = []
         self.tokens: list[str] = []
-        self.keep = LOG_HORIZON
+        self.keep = keep
         """Seconds to keep a send: the longest window any start on this number has used."""
 
     def trim(self, before: float) -> None:
@@ -123,9 +123,9 @@ class MemoryStore:
         self._records: dict[tuple[str, str], _Record] = {}
         self._numbers: dict[str, _Log] = {}
         self._all = _Log()
-        # (when, n, key, keep): when a record (key: (purpose, number)) or a number's log (key:
-        # number; keep: its longest window) may be removable; checked against the entry itself
-        # when it comes up, since a later send may have extended it.
+        # (when, n, key): when a record (key: (purpose, number)) or a number's log (key: number)
+        # may be removable; checked against the entry itself when it comes up, since a later
+        # send may have extended it.
         self._sweep: list[tuple[float, int, tuple[str, str] | str]] = []
         self._serial = itertools.count()
 
@@ -185,8 +185,9 @@ class MemoryStore:
                     attempts=attempts,
                 )
         log = self._numbers.get(s.number)
+        keep = max(LOG_HORIZON, *(w.seconds for w in s.number_caps))
         if log is not None:
-            log.keep = max(log.keep, *(w.seconds for w in s.number_caps))
+            log.keep = max(log.keep, keep)
             log.trim(now - log.keep)
         wait, cap = 0.0, -2
         for index, window in enumerate(s.number_caps):
@@ -207,8 +208,7 @@ class MemoryStore:
             )
         # Every send is logged, capped here or not: other purposes' caps count it.
         if log is None:
-            log = self._numbers[s.number] = _Log()
-            log.keep = max(log.keep, *(w.seconds for w in s.number_caps))
+            log = self._numbers[s.number] = _Log(keep)
         log.add(now, s.token)
         self._later(now + log.keep, s.number)
         if s.global_cap is not None:
