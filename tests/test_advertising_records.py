@@ -34,7 +34,8 @@ from smsvn.advertising._sqlite import SqliteRecords
 from smsvn.errors import ValidationError
 from tests.services import postgres_schema
 
-AD = "Shop ABC"
+AD = "shop abc"
+"""An advertiser in its normal form (as the stores keep it, and give it back in events)."""
 CTX = multiprocessing.get_context("spawn")
 
 
@@ -140,7 +141,7 @@ async def test_caps_are_per_advertiser_channel_and_kind(records: Records) -> Non
     phone = [number(5)]
     assert await reserve(records, phone, cap=1) != [None]
     assert await reserve(records, phone, cap=1) == [None]
-    assert await records.reserve("Other", "sent", "sms", phone, at=1.0, since=None, cap=1) != [None]
+    assert await records.reserve("other", "sent", "sms", phone, at=1.0, since=None, cap=1) != [None]
     assert await records.reserve(AD, "sent", "call", phone, at=1.0, since=None, cap=1) != [None]
     assert await records.reserve(AD, "registration", "sms", phone, at=1.0, since=None, cap=1) != [
         None
@@ -182,7 +183,7 @@ async def test_record_and_latest(records: Records) -> None:
     await records.record(AD, "refusal", "sms", [a], at=20.0, detail="TC")
     await records.record(AD, "consent", "sms", [a], at=15.0)  # the latest of two
     await records.record(AD, "refusal", "call", [b], at=30.0)
-    await records.record("Other", "refusal", "sms", [b], at=40.0)
+    await records.record("other", "refusal", "sms", [b], at=40.0)
     latest = await records.latest(AD, "sms", ["consent", "refusal"], [a, b, c, a])
     assert latest == {(a, "consent"): 15.0, (a, "refusal"): 20.0, (b, "consent"): 10.0}
     assert await records.latest(AD, "call", ["refusal"], [a, b]) == {(b, "refusal"): 30.0}
@@ -194,7 +195,7 @@ async def test_record_and_latest(records: Records) -> None:
 async def test_events_come_in_pages_oldest_first(records: Records) -> None:
     made: list[int] = []
     for i in range(25):
-        who = AD if i % 3 else "Other"
+        who = AD if i % 3 else "other"
         kind = "consent" if i % 2 else "sent"
         made += await records.record(who, kind, "sms", [number(i)], at=float(i), detail=f"d{i}")
     assert made == sorted(made)
@@ -249,27 +250,27 @@ async def test_prune_deletes_old_sends_and_confirmations(records: Records) -> No
 
 async def test_prune_is_per_advertiser(records: Records) -> None:
     a, b = number(1), number(2)
-    for who in (AD, "Other"):
+    for who in (AD, "other"):
         await records.record(who, "sent", "sms", [a, b], at=OLD)
         await records.record(who, "consent", "sms", [a], at=OLD)
         await records.record(who, "refusal", "sms", [a], at=OLD + 1)  # supersedes the consent
     # Another advertiser's later refusal supersedes nothing of this one's: its consent stays.
     await records.record(AD, "consent", "call", [b], at=OLD)
-    await records.record("Other", "refusal", "call", [b], at=OLD + 1)
-    others = [e for e in await kept(records) if e[0] == "Other"]
+    await records.record("other", "refusal", "call", [b], at=OLD + 1)
+    others = [e for e in await kept(records) if e[0] == "other"]
     assert await records.prune(AD, BEFORE) == 3
-    assert [e for e in await kept(records) if e[0] == "Other"] == others
+    assert [e for e in await kept(records) if e[0] == "other"] == others
     assert [e for e in await kept(records) if e[0] == AD] == [
         (AD, "sms", a, "refusal", OLD + 1),
         (AD, "call", b, "consent", OLD),
     ]
-    assert await records.prune("Other", BEFORE) == 3
+    assert await records.prune("other", BEFORE) == 3
     assert sorted(await kept(records)) == sorted(
         [
             (AD, "call", b, "consent", OLD),
             (AD, "sms", a, "refusal", OLD + 1),
-            ("Other", "call", b, "refusal", OLD + 1),
-            ("Other", "sms", a, "refusal", OLD + 1),
+            ("other", "call", b, "refusal", OLD + 1),
+            ("other", "sms", a, "refusal", OLD + 1),
         ]
     )
     with pytest.raises(ValidationError, match="advertiser"):
@@ -369,7 +370,7 @@ async def test_prune_in_small_batches_follows_the_rules(
     phones = [number(i) for i in range(12)]
     made: list[AdEvent] = []
     for _ in range(300):
-        who, kind = rng.choice([AD, AD, "Other"]), rng.choice(KINDS)
+        who, kind = rng.choice([AD, AD, "other"]), rng.choice(KINDS)
         channel, phone, at = rng.choice(CHANNELS), rng.choice(phones), float(rng.randrange(24))
         (ident,) = await records.record(who, kind, channel, [phone], at=at)
         made.append(
@@ -397,7 +398,7 @@ async def test_prune_in_small_batches_follows_the_rules(
 
     async def rules() -> list[object]:
         found: list[object] = []
-        for who in (AD, "Other"):
+        for who in (AD, "other"):
             for channel in CHANNELS:
                 latest = await records.latest(who, channel, ["consent", "refusal"], phones)
                 found.append(blocked(latest, phones))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import msgspec
 
 from smsvn import phone
-from smsvn.advertising._records import Channel, Kind, Records
+from smsvn.advertising._records import Channel, Kind, Records, normal_advertiser
 from smsvn.advertising._rules import (
     DAY,
     VIETNAM,
@@ -112,6 +112,12 @@ class Guard:
     def __repr__(self) -> str:
         return f"Guard(advertiser={self.rules.advertiser!r})"
 
+    @property
+    def _advertiser(self) -> str:
+        """``Rules.advertiser`` as every record is keyed (``normal_advertiser``): a ``Records``
+        of the caller's own gets the normal form too."""
+        return normal_advertiser(self.rules.advertiser)
+
     async def __aenter__(self) -> Guard:
         await self.open()
         return self
@@ -163,7 +169,7 @@ class Guard:
         allowed, blocked = await self._screen(list(recipients.valid), purpose, channel, when)
         if purpose is Purpose.ADVERTISING:
             counts = await self._records.count(
-                self.rules.advertiser, "sent", channel, allowed, since=when.timestamp() - DAY
+                self._advertiser, "sent", channel, allowed, since=when.timestamp() - DAY
             )
             cap = self.rules.per_day(channel)
             over = [n for n in allowed if counts.get(n, 0) >= cap]
@@ -171,7 +177,7 @@ class Guard:
             allowed = [n for n in allowed if counts.get(n, 0) < cap]
         elif purpose is Purpose.REGISTRATION:
             counts = await self._records.count(
-                self.rules.advertiser, "registration", channel, allowed, since=None
+                self._advertiser, "registration", channel, allowed, since=None
             )
             blocked += [_registered(n) for n in allowed if counts.get(n, 0)]
             allowed = [n for n in allowed if not counts.get(n, 0)]
@@ -241,7 +247,7 @@ class Guard:
         allowed, blocked = await self._screen(numbers, Purpose.ADVERTISING, "call", when)
         stamp = when.timestamp()
         ids = await self._records.reserve(
-            self.rules.advertiser, "sent", "call", allowed,
+            self._advertiser, "sent", "call", allowed,
             at=stamp, since=stamp - DAY, cap=self.rules.calls_per_day, detail="call",
         )  # fmt: skip
         blocked += [self._capped(n, "call") for n, i in zip(allowed, ids, strict=True) if i is None]
@@ -376,7 +382,7 @@ class Guard:
             raise ValidationError(f"detail is a str, not {type(detail).__name__}")
         canonical = phone.normalize(number)
         await self._records.record(
-            self.rules.advertiser, "consent", _channel(channel), [canonical],
+            self._advertiser, "consent", _channel(channel), [canonical],
             at=self._past(at), detail=_clip(f"{how}: {detail}" if detail is not None else how),
         )  # fmt: skip
 
@@ -398,7 +404,7 @@ class Guard:
         recorded = 0
         async for chunk in numbers.chunks():
             await self._records.record(
-                self.rules.advertiser, "consent", _channel(channel), chunk, at=stamp, detail=how
+                self._advertiser, "consent", _channel(channel), chunk, at=stamp, detail=how
             )
             recorded += len(chunk)
         return recorded, numbers.skipped
@@ -422,7 +428,7 @@ class Guard:
             channels = (channels,)  # type: ignore[assignment]  # one channel, given as is
         for channel in channels:
             await self._records.record(
-                self.rules.advertiser, "refusal", _channel(channel), [canonical],
+                self._advertiser, "refusal", _channel(channel), [canonical],
                 at=stamp, detail=_clip(str(detail)) if detail is not None else None,
             )  # fmt: skip
 
@@ -450,7 +456,7 @@ class Guard:
         self._ready()
         if not refusal:
             got = await self._records.count(
-                self.rules.advertiser, "registration", "sms", [number], since=None
+                self._advertiser, "registration", "sms", [number], since=None
             )
             if not got.get(number):
                 return None  # a consent answers the registration message, which it never got
@@ -461,10 +467,10 @@ class Guard:
         if client is None:
             return "refusal"
         # One confirmation per refusal: none yet since the number's latest consent.
-        latest = await self._records.latest(self.rules.advertiser, "sms", ["consent"], [number])
+        latest = await self._records.latest(self._advertiser, "sms", ["consent"], [number])
         since = latest.get((number, "consent"))
         ids = await self._records.reserve(
-            self.rules.advertiser, "confirmation", "sms", [number],
+            self._advertiser, "confirmation", "sms", [number],
             at=stamp, since=since, cap=1, detail=None,
         )  # fmt: skip
         if ids[0] is None:
@@ -521,12 +527,13 @@ class Guard:
 
     async def records(self, *, kind: Kind | None = None) -> AsyncIterator[Any]:
         """Every record of this advertiser (or those of ``kind``), oldest first: sends,
-        registrations, consents, refusals, confirmations (``AdEvent``)."""
+        registrations, consents, refusals, confirmations (``AdEvent``; its ``advertiser`` is
+        the normal form of ``Rules.advertiser``, as the records key it)."""
         self._ready()
         after = 0
         while True:
             page = await self._records.events(
-                advertiser=self.rules.advertiser, kind=kind, after=after, limit=_PAGE
+                advertiser=self._advertiser, kind=kind, after=after, limit=_PAGE
             )
             for event in page:
                 after = event.id
@@ -564,7 +571,7 @@ class Guard:
         11) that no rule rests on: never a registration, nor the consent or refusal in force
         for a number."""
         self._ready()
-        return await self._records.prune(self.rules.advertiser, self._clock() - self.rules.keep_for)
+        return await self._records.prune(self._advertiser, self._clock() - self.rules.keep_for)
 
     # -- inside --------------------------------------------------------------------------------
 
@@ -645,7 +652,7 @@ class Guard:
         """The numbers the Do-Not-Call list, refusals and consent let through, and the rest."""
         if not numbers:
             return [], []
-        advertiser = self.rules.advertiser
+        advertiser = self._advertiser
         snapshot, listed = await self._records.do_not_call(channel, numbers)
         latest = await self._records.latest(advertiser, channel, ["consent", "refusal"], numbers)
         allowed: list[str] = []
@@ -698,7 +705,7 @@ class Guard:
         since = stamp - DAY if purpose is Purpose.ADVERTISING else None
         cap = self.rules.per_day(channel) if purpose is Purpose.ADVERTISING else 1
         ids = await self._records.reserve(
-            self.rules.advertiser, kind, channel, allowed,
+            self._advertiser, kind, channel, allowed,
             at=stamp, since=since, cap=cap, detail=detail,
         )  # fmt: skip
         taken: dict[str, int] = {}

@@ -74,7 +74,7 @@ class MemoryRecords:
         cap: int,
         detail: str | None = None,
     ) -> list[int | None]:
-        self._check(advertiser, kind, channel)
+        advertiser = self._check(advertiser, kind, channel)
         check_cap(cap)
         detail = optional_detail(detail)
         numbers = [phone_str(n) for n in phone_ints(phones)]
@@ -99,7 +99,7 @@ class MemoryRecords:
         at: float,
         detail: str | None = None,
     ) -> list[int]:
-        self._check(advertiser, kind, channel)
+        advertiser = self._check(advertiser, kind, channel)
         detail = optional_detail(detail)
         numbers = [phone_str(n) for n in phone_ints(phones)]
         with self._lock:
@@ -114,7 +114,7 @@ class MemoryRecords:
         *,
         since: float | None,
     ) -> dict[str, int]:
-        self._check(advertiser, kind, channel)
+        advertiser = self._check(advertiser, kind, channel)
         numbers = dict.fromkeys(phone_str(n) for n in phone_ints(phones))
         found: dict[str, int] = {}
         with self._lock:
@@ -149,7 +149,7 @@ class MemoryRecords:
     async def latest(
         self, advertiser: str, channel: Channel, kinds: Sequence[Kind], phones: Sequence[str]
     ) -> dict[tuple[str, Kind], float]:
-        check_advertiser(advertiser)
+        advertiser = check_advertiser(advertiser)
         check_channel(channel)
         wanted = check_kinds(kinds)
         numbers = [phone_str(n) for n in phone_ints(phones)]
@@ -197,6 +197,8 @@ class MemoryRecords:
         after: int = 0,
         limit: int = 1000,
     ) -> list[AdEvent]:
+        if advertiser is not None:
+            advertiser = check_advertiser(advertiser)
         if kind is not None:
             check_kind(kind)
         page: list[AdEvent] = []
@@ -215,7 +217,7 @@ class MemoryRecords:
         return page
 
     async def prune(self, advertiser: str, before: float) -> int:
-        check_advertiser(advertiser)
+        advertiser = check_advertiser(advertiser)
         bound = float(before)
         with self._lock:
             mine = [event for event in self._events.values() if event.advertiser == advertiser]
@@ -247,10 +249,12 @@ class MemoryRecords:
     # -- helpers (called under the lock) -----------------------------------------------------
 
     @staticmethod
-    def _check(advertiser: str, kind: Kind, channel: Channel) -> None:
-        check_advertiser(advertiser)
+    def _check(advertiser: str, kind: Kind, channel: Channel) -> str:
+        """``advertiser``'s normal form, ``kind`` and ``channel`` checked."""
+        normal = check_advertiser(advertiser)
         check_kind(kind)
         check_channel(channel)
+        return normal
 
     def _add(
         self,

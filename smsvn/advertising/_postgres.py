@@ -20,8 +20,10 @@ from typing import Any, Final
 
 from smsvn.advertising._records import CHANNELS, AdEvent, Channel, Kind
 from smsvn.advertising._stores import (
+    ADVERTISERS_SQL,
     DNC_BATCH,
     PRUNABLE_SQL,
+    RENAME_SQL,
     check_advertiser,
     check_cap,
     check_channel,
@@ -33,6 +35,7 @@ from smsvn.advertising._stores import (
     phone_batches,
     phone_ints,
     phone_str,
+    renames,
 )
 from smsvn.journal._postgres import PostgresStore, _changed
 
@@ -126,6 +129,14 @@ class PostgresRecords:
             # Processes starting together would race to create the tables: one at a time.
             await db.execute("SELECT pg_advisory_xact_lock($1, 0)", _TABLE_LOCKS)
             await db.execute(_SCHEMA)
+            # Records of an older version, kept under advertisers' names as given ("Shop
+            # ABC"), go to their normal form ("shop abc"), where they count again: under the
+            # same lock (one process at a time; the next finds nothing left), at every open
+            # (one index seek per advertiser), so that rows a process of the older version
+            # wrote meanwhile are brought over by the next open.
+            names = [row[0] for row in await db.fetch(ADVERTISERS_SQL)]
+            for normal, name in renames(names):
+                await db.execute(RENAME_SQL.format(new="$1", old="$2"), normal, name)
 
     async def close(self) -> None:
         """Nothing of its own to close (the pool is the journal's)."""
@@ -144,7 +155,7 @@ class PostgresRecords:
         cap: int,
         detail: str | None = None,
     ) -> list[int | None]:
-        _check(advertiser, kind, channel)
+        advertiser = _check(advertiser, kind, channel)
         check_cap(cap)
         detail = optional_detail(detail)
         numbers = phone_ints(phones)
@@ -205,7 +216,7 @@ class PostgresRecords:
         at: float,
         detail: str | None = None,
     ) -> list[int]:
-        _check(advertiser, kind, channel)
+        advertiser = _check(advertiser, kind, channel)
         detail = optional_detail(detail)
         numbers = phone_ints(phones)
         if not numbers:
@@ -224,7 +235,7 @@ class PostgresRecords:
         *,
         since: float | None,
     ) -> dict[str, int]:
-        _check(advertiser, kind, channel)
+        advertiser = _check(advertiser, kind, channel)
         numbers = sorted(set(phone_ints(phones)))
         if not numbers:
             return {}
@@ -254,7 +265,7 @@ class PostgresRecords:
     async def latest(
         self, advertiser: str, channel: Channel, kinds: Sequence[Kind], phones: Sequence[str]
     ) -> dict[tuple[str, Kind], float]:
-        check_advertiser(advertiser)
+        advertiser = check_advertiser(advertiser)
         check_channel(channel)
         wanted = check_kinds(kinds)
         numbers = sorted(set(phone_ints(phones)))
@@ -283,7 +294,7 @@ class PostgresRecords:
         where: list[str] = ["id > $1"]
         params: list[object] = [int(after)]
         if advertiser is not None:
-            params.append(advertiser)
+            params.append(check_advertiser(advertiser))
             where.append(f"advertiser = ${len(params)}")
         if kind is not None:
             params.append(check_kind(kind))
@@ -309,7 +320,7 @@ class PostgresRecords:
         ]
 
     async def prune(self, advertiser: str, before: float) -> int:
-        check_advertiser(advertiser)
+        advertiser = check_advertiser(advertiser)
         bound = float(before)
         pruned = 0
         after: tuple[float, int] = (float("-inf"), 0)
@@ -409,10 +420,12 @@ class PostgresRecords:
         return str(row[0]), {phone_str(n) for n in row[1]}
 
 
-def _check(advertiser: str, kind: Kind, channel: Channel) -> None:
-    check_advertiser(advertiser)
+def _check(advertiser: str, kind: Kind, channel: Channel) -> str:
+    """``advertiser``'s normal form, ``kind`` and ``channel`` checked."""
+    normal = check_advertiser(advertiser)
     check_kind(kind)
     check_channel(channel)
+    return normal
 
 
 def _ids_by_phone(rows: Iterable[Any]) -> dict[int, list[int]]:

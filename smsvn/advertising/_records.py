@@ -15,17 +15,20 @@ events (plus the Do-Not-Call snapshot) serves every rule:
 
 Records live in memory (``MemoryRecords``: one process, tests) or in a journal's store (SQLite
 or PostgreSQL, shared by every process that opens the same journal). Numbers are canonical
-national numbers (``0912345678``); times are Unix seconds.
+national numbers (``0912345678``); times are Unix seconds. Advertisers are kept and compared in
+their normal form (``normal_advertiser``): "Shop ABC" and " shop  abc" are one advertiser, with
+one cap and one set of records.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import Final, Literal, Protocol
 
 import msgspec
 
-__all__ = ["CHANNELS", "KINDS", "AdEvent", "Channel", "Kind", "Records"]
+__all__ = ["CHANNELS", "KINDS", "AdEvent", "Channel", "Kind", "Records", "normal_advertiser"]
 
 Kind = Literal["sent", "registration", "consent", "refusal", "confirmation"]
 KINDS: Final[tuple[Kind, ...]] = ("sent", "registration", "consent", "refusal", "confirmation")
@@ -33,10 +36,25 @@ Channel = Literal["sms", "call"]
 CHANNELS: Final[tuple[Channel, ...]] = ("sms", "call")
 
 
+def normal_advertiser(name: str) -> str:
+    """The normal form of an advertiser's name, under which its caps and records are kept:
+    Unicode NFC, case folded, surrounding whitespace stripped and inner runs of whitespace made
+    one space. Two services configured as "Shop ABC" and " shop  abc", or "Công ty" typed
+    composed and decomposed, are one advertiser (Art. 13(5) caps per advertiser, and a refusal
+    recorded under one spelling stops the other's advertising). Idempotent; '' when ``name``
+    is nothing but whitespace.
+
+    Case folding is done on the decomposed form and the result composed again (Unicode's
+    canonical caseless matching): ``NFC(casefold(NFD(name)))``, then the whitespace."""
+    folded = unicodedata.normalize("NFC", unicodedata.normalize("NFD", name).casefold())
+    return " ".join(folded.split())
+
+
 class AdEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One record: what happened (``kind``) between ``advertiser`` and ``phone`` on ``channel``
-    at ``at`` (Unix seconds). ``detail`` says more: how a consent was given, the text of a
-    refusal, the campaign or message id of a send."""
+    """One record: what happened (``kind``) between ``advertiser`` (its normal form,
+    ``normal_advertiser``) and ``phone`` on ``channel`` at ``at`` (Unix seconds). ``detail``
+    says more: how a consent was given, the text of a refusal, the campaign or message id of a
+    send."""
 
     id: int
     advertiser: str
@@ -50,10 +68,14 @@ class AdEvent(msgspec.Struct, frozen=True, kw_only=True):
 class Records(Protocol):
     """The guard's memory. Every method is safe to call from many tasks at once; the stores
     shared by processes (a journal's SQLite file, PostgreSQL) make ``reserve`` atomic across
-    processes too."""
+    processes too. An ``advertiser`` is taken in any spelling and kept, compared and given back
+    in its normal form (``normal_advertiser``); one that is empty in it is a
+    ``ValidationError``. ``open`` brings records kept under other spellings (by an older
+    version) to the normal form."""
 
     async def open(self) -> None:
-        """Connect and create the tables if they are not there."""
+        """Connect and create the tables if they are not there; rewrite the advertisers of
+        records kept by an older version to their normal form (idempotent)."""
         ...
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from typing import Final, cast
 
+from smsvn.advertising._records import normal_advertiser
 from smsvn.errors import RateLimited, SmsError, ValidationError
 from smsvn.models import InvalidNumber
 
@@ -161,8 +162,11 @@ class Rules:
     """What the guard enforces, each default with its article (README, "Advertising").
 
     ``advertiser`` names whose caps and records these are (Art. 13(5): per advertiser, per
-    number). ``brandname``: the registered sender advertising goes under (Art. 13(8), 23; at most
-    11 characters, not all digits); the client must send under it.
+    number). Records are kept under its normal form (``normal_advertiser``: NFC, case folded,
+    whitespace collapsed), so "Shop ABC" and " shop  abc" share them; the name stays as given
+    here (the confirmation message names it). ``brandname``: the registered sender advertising
+    goes under (Art. 13(8), 23; at most 11 characters, not all digits); the client must send
+    under it.
     """
 
     advertiser: str
@@ -196,7 +200,7 @@ class Rules:
     """Art. 11: records are kept at least a year (``Guard.prune`` keeps this long)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.advertiser, str) or not self.advertiser.strip():
+        if not isinstance(self.advertiser, str) or not normal_advertiser(self.advertiser):
             raise ValidationError("rules need an advertiser (whose caps and records they are)")
         if self.brandname is not None:
             problem = brandname_problem(self.brandname)

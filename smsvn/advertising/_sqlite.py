@@ -26,8 +26,10 @@ from typing import Any, Final, TypeVar
 
 from smsvn.advertising._records import AdEvent, Channel, Kind
 from smsvn.advertising._stores import (
+    ADVERTISERS_SQL,
     DNC_BATCH,
     PRUNABLE_SQL,
+    RENAME_SQL,
     check_advertiser,
     check_cap,
     check_channel,
@@ -39,6 +41,7 @@ from smsvn.advertising._stores import (
     phone_batches,
     phone_ints,
     phone_str,
+    renames,
 )
 from smsvn.journal._sqlite import SqliteStore, _transaction
 
@@ -141,6 +144,7 @@ class SqliteRecords:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                _migrate(db)
 
         await self._call(job)
 
@@ -161,7 +165,7 @@ class SqliteRecords:
         cap: int,
         detail: str | None = None,
     ) -> list[int | None]:
-        _check(advertiser, kind, channel)
+        advertiser = _check(advertiser, kind, channel)
         check_cap(cap)
         detail = optional_detail(detail)
         numbers = phone_ints(phones)
@@ -201,7 +205,7 @@ class SqliteRecords:
         at: float,
         detail: str | None = None,
     ) -> list[int]:
-        _check(advertiser, kind, channel)
+        advertiser = _check(advertiser, kind, channel)
         kept = optional_detail(detail)
         numbers = phone_ints(phones)
         if not numbers:
@@ -226,7 +230,7 @@ class SqliteRecords:
         *,
         since: float | None,
     ) -> dict[str, int]:
-        _check(advertiser, kind, channel)
+        advertiser = _check(advertiser, kind, channel)
         numbers = sorted(set(phone_ints(phones)))
         if not numbers:
             return {}
@@ -277,7 +281,7 @@ class SqliteRecords:
     async def latest(
         self, advertiser: str, channel: Channel, kinds: Sequence[Kind], phones: Sequence[str]
     ) -> dict[tuple[str, Kind], float]:
-        check_advertiser(advertiser)
+        advertiser = check_advertiser(advertiser)
         check_channel(channel)
         wanted = check_kinds(kinds)
         numbers = sorted(set(phone_ints(phones)))
@@ -310,7 +314,7 @@ class SqliteRecords:
         params: list[object] = [int(after)]
         if advertiser is not None:
             where.append("advertiser = ?")
-            params.append(advertiser)
+            params.append(check_advertiser(advertiser))
         if kind is not None:
             where.append("kind = ?")
             params.append(check_kind(kind))
@@ -338,7 +342,7 @@ class SqliteRecords:
         return await self._call(job)
 
     async def prune(self, advertiser: str, before: float) -> int:
-        check_advertiser(advertiser)
+        advertiser = check_advertiser(advertiser)
         bound = float(before)
 
         def job(after: tuple[float, int], db: sqlite3.Connection) -> tuple[int, Any]:
@@ -515,10 +519,23 @@ def _finisher(channel: Channel, load: int) -> Callable[[sqlite3.Connection], Non
     return job
 
 
-def _check(advertiser: str, kind: Kind, channel: Channel) -> None:
-    check_advertiser(advertiser)
+def _migrate(db: sqlite3.Connection) -> None:
+    """Records of an older version, kept under advertisers' names as given ("Shop ABC"), go to
+    their normal form ("shop abc"), where they count again. Inside the schema's transaction
+    (``BEGIN IMMEDIATE``): one process at a time does it, and a second finds nothing left; each
+    open looks again (one index seek per advertiser), so rows that a process of the older
+    version wrote meanwhile are brought over by the next open."""
+    names = [name for (name,) in db.execute(ADVERTISERS_SQL) if isinstance(name, str)]
+    for normal, name in renames(names):
+        db.execute(RENAME_SQL.format(new="?", old="?"), (normal, name))
+
+
+def _check(advertiser: str, kind: Kind, channel: Channel) -> str:
+    """``advertiser``'s normal form, ``kind`` and ``channel`` checked."""
+    normal = check_advertiser(advertiser)
     check_kind(kind)
     check_channel(channel)
+    return normal
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:

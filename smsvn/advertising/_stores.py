@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Final
 
-from smsvn.advertising._records import CHANNELS, KINDS, AdEvent, Channel, Kind
+from smsvn.advertising._records import CHANNELS, KINDS, AdEvent, Channel, Kind, normal_advertiser
 from smsvn.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -111,10 +111,46 @@ def check_channel(channel: object) -> Channel:
 
 
 def check_advertiser(advertiser: object) -> str:
-    """``advertiser`` (a non-empty str), or ``ValidationError``."""
-    if not isinstance(advertiser, str) or not advertiser:
-        raise ValidationError("an advertiser is a non-empty str")
-    return advertiser
+    """``advertiser``'s normal form (``normal_advertiser``): how every store keeps, compares
+    and gives it back; or ``ValidationError`` when it is not a str or is empty in it (nothing
+    but whitespace)."""
+    normal = normal_advertiser(advertiser) if isinstance(advertiser, str) else ""
+    if not normal:
+        raise ValidationError("an advertiser is a non-empty str (not only whitespace)")
+    return normal
+
+
+# -- advertisers kept by an older version ----------------------------------------------------
+
+ADVERTISERS_SQL: Final = """
+WITH RECURSIVE names(name) AS (
+    SELECT (SELECT advertiser FROM smsvn_ad_events ORDER BY advertiser LIMIT 1)
+    UNION ALL
+    SELECT (
+        SELECT advertiser FROM smsvn_ad_events WHERE advertiser > n.name
+        ORDER BY advertiser LIMIT 1
+    ) FROM names n WHERE n.name IS NOT NULL
+)
+SELECT name FROM names WHERE name IS NOT NULL
+"""
+"""The distinct advertisers of ``smsvn_ad_events`` (SQLite and PostgreSQL, no parameters): one
+seek per advertiser along an index that starts with it (``key`` or ``prune``: a loose index
+scan), not a read of every event, so each ``open`` can afford it."""
+RENAME_SQL: Final = "UPDATE smsvn_ad_events SET advertiser = {new} WHERE advertiser = {old}"
+"""Rewrites one spelling to its normal form (``{new}`` and ``{old}``: the store's placeholders)."""
+
+
+def renames(names: Iterable[str]) -> list[tuple[str, str]]:
+    """(normal form, name) for each of ``names`` (the advertisers a store holds) that is not in
+    its normal form: what ``open`` rewrites. Records of older versions written under a name
+    that is only whitespace (which no guard could have made) are left alone: no advertiser
+    can ask for them, and none is theirs to merge into."""
+    found = []
+    for name in names:
+        normal = normal_advertiser(name)
+        if normal and normal != name:
+            found.append((normal, name))
+    return found
 
 
 def check_detail(detail: object) -> str:
