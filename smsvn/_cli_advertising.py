@@ -7,12 +7,13 @@ machine sharing a PostgreSQL journal, keeps the same caps and sees the same refu
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from datetime import time
 from typing import Any, TextIO
 
 from smsvn.advertising import ComplianceError, Guard, Purpose, Rules, Window
-from smsvn.advertising._rules import content_problems
+from smsvn.advertising._rules import DAY, content_problems
 from smsvn.errors import ValidationError
 from smsvn.journal import Journal
 from smsvn.providers._base import BaseClient
@@ -42,6 +43,13 @@ def purpose_options(sub: argparse.ArgumentParser) -> None:
         "--sms-per-day",
         type=int,
         help="advertising SMS per number per 24 hours (default 3, Art. 13(5))",
+    )
+    sub.add_argument(
+        "--snapshot-max-age",
+        type=_max_age,
+        metavar="DAYS",
+        help="days from the start of the Do-Not-Call snapshot's date after which nothing is "
+        "advertised under it (default 7; 'none': any age; the Decree sets no period)",
     )
 
 
@@ -74,8 +82,23 @@ def guard_for(args: argparse.Namespace, journal: Journal, client: BaseClient) ->
         settings["sms_window"] = args.sms_window
     if args.sms_per_day is not None:
         settings["sms_per_day"] = args.sms_per_day
+    if args.snapshot_max_age is not None:
+        settings["snapshot_max_age"] = args.snapshot_max_age or None
     rules = Rules(advertiser=args.advertiser, brandname=sender or None, **settings)
     return Guard(rules, journal)
+
+
+def _max_age(text: str) -> float:
+    """``--snapshot-max-age``: days as seconds; ``none`` as 0.0 (no limit)."""
+    if text.strip().lower() == "none":
+        return 0.0
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not 0 < days < 3650:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (or 'none')")
+    return days * DAY
 
 
 def _window(text: str) -> Window:

@@ -683,6 +683,7 @@ async def test_pruning_never_allows_a_second_registration_message(
     D = "0701234567"
     await guard.send(sms, D, REG, purpose="registration")
     clock.at(vn(1, 10) + timedelta(days=400))
+    await guard.load_do_not_call([C], snapshot=guard.now().date())  # the list of that day
     await guard.prune()
     with pytest.raises(Blocked):
         await guard.send(sms, D, REG, purpose="registration")
@@ -707,6 +708,7 @@ async def test_pruning_never_lifts_a_refusal(clock: Clock, sms: SpeedSMS, sb: Sa
         await guard.load_do_not_call([], snapshot="2026-11-30")
         await guard.refuse(A)
         clock.at(vn(1, 10) + timedelta(days=400))
+        await guard.load_do_not_call([], snapshot=guard.now().date())  # the list of that day
         await guard.prune()
         with pytest.raises(Blocked):
             await guard.send(sms, A, AD, purpose="advertising")

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import csv
+from datetime import datetime
 from pathlib import Path
 
+from smsvn.advertising import VIETNAM
 from smsvn.sandbox import Sandbox
 from tests.test_cli import campaign_args, fibo_env, smsvn
 
@@ -13,6 +15,8 @@ AD = "[QC] Giam 20% den het 30/11. Tu choi: soan TC gui 8079"
 ALL_DAY = ("--sms-window", "00:00-24:00")
 """The hours widened to the whole day, so that the test passes at any hour of it (the hours
 themselves are tested with a controlled clock in tests/test_advertising.py)."""
+TODAY = datetime.now(VIETNAM).date().isoformat()
+"""The Do-Not-Call snapshot's date: today's, which serves whenever the test runs."""
 
 
 async def test_an_advertising_campaign_from_the_command_line(tmp_path: Path) -> None:
@@ -24,10 +28,10 @@ async def test_an_advertising_campaign_from_the_command_line(tmp_path: Path) -> 
     async with Sandbox(speedsms_rate_limit=None) as sb:
         code, out, err = await smsvn(
             "advertising", "dnc", "--journal", str(journal), "-f", str(tmp_path / "dnc.csv"),
-            "--snapshot", "2026-11-30",
+            "--snapshot", TODAY,
         )  # fmt: skip
         assert code == 0, err
-        assert "Do-Not-Call (sms) snapshot of 2026-11-30: 3 numbers, 1 lines skipped" in out
+        assert f"Do-Not-Call (sms) snapshot of {TODAY}: 3 numbers, 1 lines skipped" in out
         code, out, err = await smsvn(
             "advertising", "consent", "--journal", str(journal), "--advertiser", "Shop ABC",
             "-f", str(tmp_path / "consents.txt"), "--how", "form",
@@ -56,7 +60,7 @@ async def test_an_advertising_campaign_from_the_command_line(tmp_path: Path) -> 
             "--csv", "-", "--state", "invalid",
         )  # fmt: skip
         reasons = {row["phone"]: row["detail"] for row in csv.DictReader(out.splitlines())}
-        assert reasons[numbers[0]] == "blocked: Do-Not-Call list (snapshot of 2026-11-30)"
+        assert reasons[numbers[0]] == f"blocked: Do-Not-Call list (snapshot of {TODAY})"
         assert reasons[numbers[29]] == "blocked: no consent recorded"
 
         code, out, err = await smsvn(

@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
@@ -52,6 +52,9 @@ _log = logging.getLogger("smsvn")
 _CHUNK: Final = 10_000
 """Numbers of a Do-Not-Call file per write."""
 _PAGE: Final = 1000
+_LEAD: Final = 300.0
+"""Seconds before a Do-Not-Call snapshot grows too old after which a campaign claims no batch
+(those it holds go out meanwhile: a claim waits at most for the account's turn)."""
 _SKEW: Final = 1.0
 """Seconds a record's date may be ahead of the guard's clock (clocks of two machines)."""
 _RUN_OPTIONS: Final = frozenset(
@@ -352,10 +355,33 @@ class Guard:
                 _log.info("%s: outside advertising hours; waiting until %s", campaign.name, opens)
                 await self._sleep(wait)
                 continue
-            report = await campaign._run(client, screen=screen, claim_for=left, **options)
+            # Claim nothing after the Do-Not-Call snapshot grows too old (a margin before,
+            # for the batches already claimed to go out): the rest stays pending, and the run
+            # stops with why; a newer snapshot and a resume send it.
+            snapshot, _ = await self._records.do_not_call("sms", [])
+            ends = self._snapshot_ends(snapshot)
+            fresh = None if ends is None else (ends - (scheduled or now)).total_seconds()
+            if fresh is not None and (fresh <= 0 or (scheduled is None and fresh <= _LEAD)):
+                stale = ComplianceError([_stale("sms", snapshot, ends or now)])
+                if not parts:
+                    raise stale
+                return msgspec.structs.replace(merge_reports(parts), aborted=stale)
+            bound = None if fresh is None or scheduled is not None else fresh - _LEAD
+            began = time.monotonic()
+            report = await campaign._run(
+                client, screen=screen, claim_for=_tighter(left, bound), **options
+            )
             parts.append(report)
             if isinstance(report.aborted, OutsideWindow) and scheduled is None:
                 continue
+            if (
+                bound is not None
+                and report.aborted is None
+                and (left is None or bound < left)
+                and time.monotonic() - began >= bound
+                and (await campaign.counts()).pending
+            ):
+                continue  # it stopped claiming for the snapshot's age: the loop says so
             break
         if not parts:
             return _nothing(clients)
@@ -514,9 +540,13 @@ class Guard:
         self._ready()
         day = snapshot.isoformat() if isinstance(snapshot, date) else str(snapshot)
         try:
-            date.fromisoformat(day)
+            taken = date.fromisoformat(day)
         except ValueError:
             raise ValidationError(f"snapshot is a date (YYYY-MM-DD), not {day!r}") from None
+        if taken > self.now().date():
+            # A mistyped year would keep a list "fresh" for ever (``snapshot_max_age``).
+            raise ValidationError(f"snapshot {day} is after today (Vietnam time)")
+        day = taken.isoformat()
         numbers = _Numbers(source, strict=True)
         count = await self._records.load_do_not_call(_channel(channel), day, numbers.chunks())
         return DoNotCallLoaded(
@@ -616,6 +646,24 @@ class Guard:
                  f"{client.provider} send goes under {repr(sender) if sender else 'none'}"]
             )  # fmt: skip
 
+    def _snapshot_ends(self, snapshot: str | None) -> datetime | None:
+        """When a Do-Not-Call snapshot taken on ``snapshot`` becomes too old to advertise under
+        (``Rules.snapshot_max_age`` from the start of its day, Vietnam time); None: never."""
+        age = self.rules.snapshot_max_age
+        if age is None or snapshot is None:
+            return None
+        try:
+            day = date.fromisoformat(snapshot)
+        except ValueError:
+            return datetime.min.replace(tzinfo=VIETNAM)  # unreadable: as old as can be
+        return datetime.combine(day, datetime.min.time(), VIETNAM) + timedelta(seconds=age)
+
+    def _check_snapshot(self, channel: str, snapshot: str | None, when: datetime) -> None:
+        """``ComplianceError`` when ``channel``'s Do-Not-Call snapshot is too old at ``when``."""
+        ends = self._snapshot_ends(snapshot)
+        if ends is not None and when >= ends:
+            raise ComplianceError([_stale(channel, snapshot, ends)])
+
     def _check_hour(self, purpose: Purpose, channel: str, when: datetime) -> None:
         window = self.rules.window(channel)
         if _ruled(purpose) and not window.contains(when):
@@ -654,6 +702,7 @@ class Guard:
             return [], []
         advertiser = self._advertiser
         snapshot, listed = await self._records.do_not_call(channel, numbers)
+        self._check_snapshot(channel, snapshot, when)
         latest = await self._records.latest(advertiser, channel, ["consent", "refusal"], numbers)
         allowed: list[str] = []
         blocked: list[BlockedNumber] = []
@@ -886,6 +935,22 @@ def _nothing(clients: Sequence[BaseClient]) -> BulkReport:
         invalid=[], skipped=[], duplicates=0, accepted=0, cost=0.0, segments=0, requests=0,
         taken=0, elapsed=0.0,
     )  # fmt: skip
+
+
+def _tighter(a: float | None, b: float | None) -> float | None:
+    """The shorter of two optional bounds."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _stale(channel: str, snapshot: str | None, ends: datetime) -> str:
+    """Why nothing goes out under a Do-Not-Call snapshot that is too old."""
+    return (
+        f"the Do-Not-Call snapshot for {channel} (of {snapshot}) served until "
+        f"{ends:%Y-%m-%d %H:%M} Vietnam time (Rules.snapshot_max_age): numbers join the list "
+        "every day (Art. 7(3)); load a newer one (Guard.load_do_not_call)"
+    )
 
 
 def _registered(number: str) -> BlockedNumber:

@@ -38,6 +38,8 @@ VIETNAM: Final = timezone(timedelta(hours=7), "ICT")
 """Vietnam's time (Asia/Ho_Chi_Minh): UTC+7 all year, no daylight saving since 1975."""
 DAY: Final = 24 * 3600.0
 YEAR: Final = 365 * DAY
+SNAPSHOT_MAX_AGE: Final = 7 * DAY
+"""``Rules.snapshot_max_age`` by default: a Do-Not-Call snapshot serves for a week."""
 
 
 class Purpose(enum.StrEnum):
@@ -198,6 +200,11 @@ class Rules:
     """Art. 13(4): the one message that confirms a refusal (no advertising in it)."""
     keep_for: float = YEAR
     """Art. 11: records are kept at least a year (``Guard.prune`` keeps this long)."""
+    snapshot_max_age: float | None = SNAPSHOT_MAX_AGE
+    """Seconds from the start (Vietnam time) of the day a Do-Not-Call snapshot was taken after
+    which no advertising or registration message goes out under it: numbers join the list
+    every day (Art. 7(3)), and a stale copy lets their messages through. The Decree sets no
+    period; a week is this library's choice. None: any age."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.advertiser, str) or not normal_advertiser(self.advertiser):
@@ -252,6 +259,13 @@ class Rules:
         if not keep_for >= YEAR:
             raise ValidationError(
                 "records are kept at least a year (Art. 11): keep_for >= 365 days"
+            )
+        age = self.snapshot_max_age
+        if age is not None and (
+            not isinstance(age, int | float) or isinstance(age, bool) or not 0 < age < 10 * YEAR
+        ):
+            raise ValidationError(
+                "snapshot_max_age is a positive number of seconds (such as 7 * 86400), or None"
             )
 
     def window(self, channel: str) -> Window:
