@@ -28,7 +28,7 @@ _SERIAL: Final = (
     "tests/taskiq/test_workers.py",
     "tests/test_redis_limiter.py",
     "tests/test_limits.py",
-    # A 5 ms margin on a 250 ms window: a neighbour on the other core is enough to earn a 429.
+    # A 5 ms margin on a 250 ms window (the simulator's is 5 % shorter): timing, so alone.
     "tests/integration/test_clients_sandbox.py::test_speedsms_matching_limiter_never_gets_429",
 )
 """Suites that measure rates, windows or timing: ``make test`` runs them on their own (``-m

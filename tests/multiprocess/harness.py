@@ -5,7 +5,8 @@ Every process is started with ``spawn`` (a fresh interpreter: nothing inherited 
 arguments) and talks to the test over a ``multiprocessing`` pipe; all traffic is on 127.0.0.1.
 The simulator reports the Unix time of every accepted request (its outbox), the 429s it
 answered and when it answered each forced one; a worker reports what it sent and what its
-limiter did. Times are Unix times: every process reads the same machine clock.
+limiter did: when it let each request go (``taken_at``) and when it gave up a turn
+(``given_up_at``). Times are Unix times: every process reads the same machine clock.
 """
 
 from __future__ import annotations
@@ -16,30 +17,87 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from smsvn._shared_limits import RedisAccountLimit, RedisLimiter
 from smsvn.limits import RateLimit
 
 CTX = multiprocessing.get_context("spawn")
 
 
+# -- the limiter, observed ---------------------------------------------------------------------
+
+
+class StampedAccountLimit(RedisAccountLimit):
+    """A ``RedisAccountLimit`` that also notes the Unix time of each request it lets go
+    (``taken_at``: what the limit promises is about these moments, the trip to the provider
+    aside) and of each turn it gives up (``given_up_at``: a turn reached more than half the
+    margin late, inside a pause, or made stale by an outage; its slot goes unused and another
+    reservation is made). Nothing of the limiter changes: ``given_up`` is its own counter, read
+    and written through a property. With ``echo``, each request let go is also written to
+    stderr as ``taken <Unix time>`` (a process the test reads only the output of)."""
+
+    taken_at: list[float]
+    given_up_at: list[float]
+    echo: bool
+
+    @property
+    def given_up(self) -> int:
+        count: int = self.__dict__["given_up"]
+        return count
+
+    @given_up.setter
+    def given_up(self, value: int) -> None:
+        self.given_up_at.extend([time.time()] * (value - self.__dict__.get("given_up", 0)))
+        self.__dict__["given_up"] = value
+
+    async def acquire(self, max_wait: float | None = None) -> None:
+        await super().acquire(max_wait)
+        now = time.time()
+        self.taken_at.append(now)
+        if self.echo:
+            print(f"taken {now:.6f}", file=sys.stderr, flush=True)
+
+
+def stamped(acc: RedisAccountLimit, *, echo: bool = False) -> StampedAccountLimit:
+    """``acc``, from now on noting when it lets requests go and gives turns up (the same object:
+    every client that holds it is observed)."""
+    if not isinstance(acc, StampedAccountLimit):
+        acc.__dict__.update(taken_at=[], given_up_at=[], echo=echo)
+        acc.__class__ = StampedAccountLimit
+    assert isinstance(acc, StampedAccountLimit)
+    return acc
+
+
+class StampedLimiter(RedisLimiter):
+    """A ``RedisLimiter`` whose accounts are ``StampedAccountLimit``s (``echo``: see there)."""
+
+    def __init__(self, url_or_client: str | Any, *, echo: bool = False, **options: Any) -> None:
+        super().__init__(url_or_client, **options)
+        self.echo = echo
+
+    def for_account(self, provider: str, account: str, limit: RateLimit) -> StampedAccountLimit:
+        return stamped(super().for_account(provider, account, limit), echo=self.echo)
+
+
 # -- the simulator process -------------------------------------------------------------------
 
 
-def simulator_main(conn: Connection, requests: int, period: float) -> None:
-    asyncio.run(_simulator(conn, requests, period))
+def simulator_main(conn: Connection, requests: int, window: float) -> None:
+    asyncio.run(_simulator(conn, requests, window))
 
 
-async def _simulator(conn: Connection, requests: int, period: float) -> None:
+async def _simulator(conn: Connection, requests: int, window: float) -> None:
     from smsvn.sandbox import Fault, Sandbox
 
     forced: list[float] = []
     async with Sandbox(
-        speedsms_rate_limit=RateLimit(requests=requests, period=period), delivery_delay=3600.0
+        speedsms_rate_limit=RateLimit(requests=requests, period=window), delivery_delay=3600.0
     ) as sb:
         select = sb.faults.select
 
@@ -75,19 +133,27 @@ async def _simulator(conn: Connection, requests: int, period: float) -> None:
 
 class Simulator:
     """The simulator's process, with its SpeedSMS limit compressed to ``requests`` per
-    ``period`` seconds."""
+    ``period`` seconds: the clients' limit (``client_options``). The simulator itself answers
+    429 to more than ``requests`` in any ``window`` seconds (``period`` unless given): a window
+    slightly shorter than the clients' period leaves room for the trip from client to
+    simulator, whose delay the clients' margin does not all cover on a busy machine."""
 
-    def __init__(self, requests: int, period: float) -> None:
+    def __init__(self, requests: int, period: float, window: float | None = None) -> None:
         self.limit = RateLimit(requests=requests, period=period)
+        self.window = period if window is None else window
         self._conn, child = CTX.Pipe()
         self._proc = CTX.Process(
-            target=simulator_main, args=(child, requests, period), name="simulator", daemon=True
+            target=simulator_main,
+            args=(child, requests, self.window),
+            name="simulator",
+            daemon=True,
         )
         self._proc.start()
         child.close()
         if not self._conn.poll(60):
             raise RuntimeError("the simulator process did not start")
-        self.client_options: dict[str, Any] = self._conn.recv()
+        options: dict[str, Any] = self._conn.recv()
+        self.client_options: dict[str, Any] = {**options, "rate_limit": self.limit}
 
     def _ask(self, command: str, arg: object = None) -> Any:
         self._conn.send((command, arg))
@@ -131,10 +197,9 @@ def worker_main(conn: Connection, cfg: WorkerConfig) -> None:
 
 async def _worker(conn: Connection, cfg: WorkerConfig) -> None:
     from smsvn import SpeedSMS
-    from smsvn._shared_limits import RedisLimiter
     from smsvn.limits import account_key
 
-    limiter = RedisLimiter(cfg.redis_url, prefix=cfg.prefix)
+    limiter = StampedLimiter(cfg.redis_url, prefix=cfg.prefix)
     options = dict(cfg.client_options)
     sent = 0
     errors: Counter[str] = Counter()
@@ -170,6 +235,8 @@ async def _worker(conn: Connection, cfg: WorkerConfig) -> None:
             "calls": limiter.calls,
             "acquired": limiter.acquired,
             "given_up": acc.given_up,
+            "given_up_at": list(acc.given_up_at),
+            "taken_at": list(acc.taken_at),
             "refused": acc.refused,
             "outages": limiter.outages,
         }

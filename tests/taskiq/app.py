@@ -8,7 +8,8 @@ from ``SMSVN_SPEEDSMS_*`` through the client's ``from_env``.
 
 With ``"kill"`` set, the worker kills itself with SIGKILL at a seeded random step of its work
 (``tests.campaign.runner``: after claiming, after marking a batch in flight, ...); every worker
-prints ``runner <id>`` on stderr when its journal runner registers.
+prints ``runner <id>`` on stderr when its journal runner registers, and ``taken <Unix time>``
+each time its shared limiter lets a request go.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import smsvn
 import smsvn.taskiq
 from smsvn.limits import RateLimit
 from tests.campaign import runner as crash
+from tests.multiprocess.harness import StampedLimiter
 from tests.taskiq.harness import Config, make_broker
 
 CONFIG = Config(**json.loads(os.environ["SMSVN_TEST_TASKIQ"]))
@@ -28,7 +30,7 @@ CONFIG = Config(**json.loads(os.environ["SMSVN_TEST_TASKIQ"]))
 broker = make_broker(CONFIG)
 work = smsvn.taskiq.register(
     broker,
-    limiter=lambda: smsvn.RedisLimiter(CONFIG.redis_url, prefix=CONFIG.limiter),
+    limiter=lambda: StampedLimiter(CONFIG.redis_url, prefix=CONFIG.limiter, echo=True),
     client_options={
         "rate_limit": RateLimit(requests=CONFIG.requests, period=CONFIG.period),
         "timeout": 10,

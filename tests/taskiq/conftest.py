@@ -12,8 +12,8 @@ import pytest
 from tests.campaign.journals import journal_url, postgres_dsn
 from tests.services import delete_keys
 from tests.taskiq.harness import (
-    PERIOD,
     REQUESTS,
+    SIMULATOR_WINDOW,
     Config,
     Simulator,
     Worker,
@@ -36,7 +36,7 @@ def limiter_prefix(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[Simulator]:
-    sim = Simulator(REQUESTS, PERIOD)
+    sim = Simulator(REQUESTS, SIMULATOR_WINDOW)
     try:
         yield sim
     finally:
