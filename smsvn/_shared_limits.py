@@ -77,6 +77,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final, Literal, NamedTuple
 
+from smsvn._redis_url import client_from_url
 from smsvn.errors import LimiterUnavailable, ValidationError
 from smsvn.limits import WINDOW_GUARD, AccountLimiter, RateLimit, WaitTooLong, account_key
 
@@ -208,14 +209,14 @@ return math.ceil(ends - now)
 )
 
 
-def _import_redis() -> Any:
+def _import_redis() -> None:
+    """redis-py is there, or a ``ModuleNotFoundError`` that names the extra to install."""
     try:
-        import redis.asyncio as aioredis
+        import redis.asyncio  # noqa: F401
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
         raise ModuleNotFoundError(
             "smsvn.RedisLimiter needs the redis extra: pip install 'smsvn[redis]'"
         ) from exc
-    return aioredis
 
 
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
@@ -371,31 +372,9 @@ class RedisLimiter:
             raise ValidationError("margin must be >= 0 and < 1")
         if not prefix or any(c in prefix for c in "{} "):
             raise ValidationError("prefix must be non-empty, without braces or spaces")
-        aioredis = _import_redis()
+        _import_redis()
         if isinstance(url_or_client, str):
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            malformed = False
-            try:
-                client = aioredis.Redis.from_url(
-                    url_or_client,
-                    socket_connect_timeout=timeout,
-                    socket_timeout=timeout,
-                    # One immediate retry replaces a pooled connection the server closed (a
-                    # restart); backing off is the limiter's own business.
-                    retry=Retry(NoBackoff(), 1),
-                )
-            except (ValueError, TypeError):
-                malformed = True
-            if malformed:
-                # redis-py's message quotes pieces of the URL (a password with an unencoded
-                # "/" becomes the "port"): raised here, outside the except block, so that
-                # neither the message nor __context__ carries it.
-                raise ValidationError(
-                    "the limiter's Redis URL is malformed (redis://[:password@]host[:port]/db; "
-                    "percent-encode /, ?, # and @ in a password)"
-                ) from None
+            client = client_from_url(url_or_client, timeout=timeout, what="the limiter's")
             self._owns_client = True
         else:
             client = url_or_client

@@ -16,6 +16,7 @@ import csv
 import io
 import logging
 import os
+import re
 import shlex
 import sys
 from collections import Counter
@@ -106,13 +107,31 @@ def _default_provider() -> str:
 
 # -- argument parsing -----------------------------------------------------------------------
 
+_UNRECOGNIZED: Final = "unrecognized arguments: "
+_URL_PASSWORD: Final = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@]*@")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors show no value of an argument it did not know (a
+    token or a URL with a password given to the wrong command) and no URL's password."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith(_UNRECOGNIZED):
+            words = message[len(_UNRECOGNIZED) :].split(" ")
+            flags = [w.split("=", 1)[0] for w in words if w.startswith("-")]
+            hidden = len(words) - len(flags) + sum("=" in w for w in words if w.startswith("-"))
+            message = _UNRECOGNIZED + " ".join(flags)
+            if hidden:
+                message += f" ({hidden} value{'s' if hidden > 1 else ''} not shown)"
+        super().error(_URL_PASSWORD.sub(r"\1***@", message))
+
 
 def _parser() -> argparse.ArgumentParser:
     """The command line, its provider-specific parts built from the provider registry."""
     everyone = providers.all_providers()
     credentials = _credentials()
     environment = [c.env for same_name in credentials.values() for c in same_name]
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="smsvn",
         description=f"Send SMS and voice OTPs through {join_titles(everyone)}.",
         epilog=f"Credentials: {', '.join(environment)} (or the flags of the same names). "

@@ -452,10 +452,15 @@ class Transport:
             attempts=attempt,
         )
 
-    def malformed(self, endpoint: str, response: Response, why: str) -> MalformedResponse:
-        """The error for an answer that cannot be understood, naming the endpoint."""
+    def malformed(
+        self, endpoint: str, response: Response, why: str, redactor: Redactor | None = None
+    ) -> MalformedResponse:
+        """The error for an answer that cannot be understood, naming the endpoint; its excerpt
+        withheld by ``redactor`` (a request's own, carrying more secrets; the client's when
+        None)."""
+        excerpt = (redactor or self.redactor).excerpt(response.body)
         return MalformedResponse(
-            f"unexpected answer ({why}): {self.redactor.excerpt(response.body)}",
+            f"unexpected answer ({why}): {excerpt}",
             provider=self.provider,
             endpoint=endpoint,
             http_status=response.status,

@@ -31,6 +31,7 @@ import math
 import secrets
 from typing import Any, Final
 
+from smsvn._redis_url import client_from_url
 from smsvn._shared_limits import LuaScript, RedisCalls
 from smsvn.errors import ValidationError
 from smsvn.otp._memory import EXPIRED_GRACE, LOG_HORIZON
@@ -226,23 +227,14 @@ class RedisStore:
         if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} "):
             raise ValidationError("prefix must be non-empty, without braces or spaces")
         try:
-            import redis.asyncio as aioredis
+            import redis.asyncio  # noqa: F401
             from redis import exceptions
         except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
             raise ModuleNotFoundError(
                 "smsvn.otp.RedisStore needs the redis extra: pip install 'smsvn[redis]'"
             ) from exc
         if isinstance(url_or_client, str):
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            client = aioredis.Redis.from_url(
-                url_or_client,
-                socket_connect_timeout=timeout,
-                socket_timeout=timeout,
-                # One immediate retry replaces a pooled connection the server closed.
-                retry=Retry(NoBackoff(), 1),
-            )
+            client = client_from_url(url_or_client, timeout=timeout, what="the OTP store's")
             self._owns_client = True
         else:
             client = url_or_client

@@ -30,6 +30,7 @@ which hold the code), a repr, a result or the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -39,7 +40,7 @@ import secrets
 import string
 import time
 from collections.abc import Callable
-from typing import Final, Literal, Protocol, TypeVar, cast, runtime_checkable
+from typing import Final, Literal, Protocol, cast, runtime_checkable
 
 import msgspec
 
@@ -359,6 +360,7 @@ class Verifier:
             )
             raise self._refused(claim)
         plan = self._plan(channel, claim.sends)
+        failure: BaseException | None = None
         try:
             sent, result, error = await self._deliver(number, code, plan)
         except Exception as exc:
@@ -371,7 +373,11 @@ class Verifier:
                 number_id[:8],
                 type(exc).__name__,
             )
-            raise _scrubbed(exc, code) from None
+            failure = _scrubbed(exc, code)
+        if failure is not None:
+            # Raised here, outside the ``except``: a replacement must not carry the original
+            # as its context.
+            raise failure
         if error is not None and not isinstance(error, OutcomeUnknown):
             try:
                 await self._store.rollback(request, self._clock())
@@ -613,29 +619,63 @@ def _check_template(senders: tuple[SmsSender, ...], template: _Template, length:
             ) from None
 
 
-_E = TypeVar("_E", bound=BaseException)
-
-
-def _scrubbed(error: _E, code: _Code) -> _E:
-    """``error`` fit to leave ``start``: the code masked in its message, arguments and notes
-    (and in those of its cause and context: a provider might echo the request), and no
-    traceback, whose frames (the client's ``send`` and ``voice_otp``) hold the code. Raising it
-    again adds the frames of the caller's side only."""
+def _scrubbed(error: BaseException, code: _Code) -> BaseException:
+    """``error`` fit to leave ``start``: the code masked in the message, arguments, notes and
+    every string attribute of it and of every exception reachable from it (cause, context, an
+    exception group's members: a provider might echo the request, in an error's ``code`` too),
+    and no traceback, whose frames (the client's ``send`` and ``voice_otp``) hold the code.
+    An exception that still shows the code after that (one that builds its text from objects,
+    such as aiohttp's ``ClientResponseError`` from its request's URL) is replaced by a plain
+    ``RuntimeError`` naming its type. Raising it again adds the frames of the caller's side."""
     digits = code.reveal()
     mask = "*" * len(digits)
+    chain = _reachable(error)
+    for exc in chain:
+        exc.args = tuple(a.replace(digits, mask) if isinstance(a, str) else a for a in exc.args)
+        notes = getattr(exc, "__notes__", None)
+        if isinstance(notes, list):
+            exc.__notes__ = [n.replace(digits, mask) if isinstance(n, str) else n for n in notes]
+        with contextlib.suppress(TypeError):  # an exception without a ``__dict__``
+            for name, value in list(vars(exc).items()):
+                if isinstance(value, str) and digits in value:
+                    setattr(exc, name, value.replace(digits, mask))
+        exc.__traceback__ = None
+    if any(digits in text for exc in chain for text in _shown(exc)):
+        return RuntimeError(
+            f"the OTP sender failed with {type(error).__name__}, whose text held the code (so "
+            "it is not shown); the code may have been sent and stays live"
+        )
+    return error
+
+
+def _reachable(error: BaseException) -> list[BaseException]:
+    """``error`` and every exception reachable from it: cause, context, a group's members."""
+    found: list[BaseException] = []
     seen: set[int] = set()
-    pending: list[BaseException] = [error]
+    pending = [error]
     while pending:
         exc = pending.pop()
         if id(exc) in seen:
             continue
         seen.add(id(exc))
-        if isinstance(exc, SmsError) and digits in exc.message:
-            exc.message = exc.message.replace(digits, mask)
-        exc.args = tuple(a.replace(digits, mask) if isinstance(a, str) else a for a in exc.args)
-        notes = getattr(exc, "__notes__", None)
-        if isinstance(notes, list):
-            exc.__notes__ = [n.replace(digits, mask) if isinstance(n, str) else n for n in notes]
-        exc.__traceback__ = None
+        found.append(exc)
         pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
-    return error
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+    return found
+
+
+def _shown(exc: BaseException) -> list[str]:
+    """What a log handler or an error tracker may show of one exception."""
+    texts = [_safe(str, exc), _safe(repr, exc), _safe(repr, exc.args)]
+    with contextlib.suppress(TypeError):
+        texts.extend(_safe(repr, value) for value in vars(exc).values())
+    return texts
+
+
+def _safe(show: Callable[[object], str], value: object) -> str:
+    """``show(value)``, or "" when showing it fails (a broken ``__repr__`` shows nothing)."""
+    try:
+        return show(value)
+    except Exception:
+        return ""

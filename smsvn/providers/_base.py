@@ -7,6 +7,7 @@ from __future__ import annotations
 import abc
 import math
 import os
+import urllib.parse
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -485,4 +486,12 @@ def checked_url(value: object, name: str, provider: str) -> str:
     """A base URL given as a string, without its trailing slash."""
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ValidationError(f"{name} must be an http:// or https:// URL", provider=provider)
+    if "@" in urllib.parse.urlsplit(value).netloc:
+        # A user or password in the URL would be shown wherever the URL is (reprs, the CLI's
+        # resume command), and aiohttp refuses one beside the client's own Authorization.
+        raise ValidationError(
+            f"{name} must not carry a user or password (user:password@host): the client sends "
+            "its credentials itself",
+            provider=provider,
+        )
     return value.rstrip("/")

@@ -15,6 +15,7 @@ can never deliver a message twice.
 from __future__ import annotations
 
 import re
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -24,6 +25,7 @@ from urllib.parse import quote
 import msgspec
 
 from smsvn import phone, text
+from smsvn._redact import RUN, Redactor
 from smsvn.bulk import BatchSender
 from smsvn.errors import (
     AuthenticationError,
@@ -219,6 +221,8 @@ class _SendOptions(NamedTuple):
     callback_url: str | None
     method: str
     endpoint: str
+    redactor: Redactor
+    """The client's, or one that also withholds the callback URL (``_redactor_for``)."""
 
 
 class _Content(NamedTuple):
@@ -341,6 +345,7 @@ class ESMS(BaseClient):
         self.brandname = brandname
         self._api_key = api_key
         self._secret_key = secret_key
+        self._callback_redactors: dict[str, Redactor] = {}
         path_keys = f"{quote(api_key, safe='')}/{quote(secret_key, safe='')}"
         self._url_send_post = f"{self.base_url}/{_EP_SEND_POST}/"
         self._url_send_get = f"{self.base_url}/{_EP_SEND_GET}"
@@ -433,7 +438,23 @@ class ESMS(BaseClient):
             callback_url=callback_url,
             method=method,
             endpoint=endpoint,
+            redactor=self._redactor_for(callback_url),
         )
+
+    def _redactor_for(self, callback_url: str | None) -> Redactor:
+        """The redactor of a request that carries ``callback_url``: the URL names a webhook
+        receiver, often with its secret in the path or query (``smsvn.workers`` keeps it out
+        of task messages), so an answer that echoes it is withheld like one that echoes the
+        keys. The client's own without one; made once per URL (a campaign sends one)."""
+        if not callback_url:
+            return self._transport.redactor
+        redactor = self._callback_redactors.get(callback_url)
+        if redactor is None:
+            if len(self._callback_redactors) >= _CALLBACK_REDACTORS:
+                self._callback_redactors.clear()
+            redactor = Redactor((self._api_key, self._secret_key, *_url_secrets(callback_url)))
+            self._callback_redactors[callback_url] = redactor
+        return redactor
 
     def sender_for(self, options: Mapping[str, Any]) -> str | None:
         """Types 1 and 2 go out under the brandname; type 8 under a fixed number."""
@@ -511,7 +532,7 @@ class ESMS(BaseClient):
         segments = prepared.segments * len(numbers)
 
         def parse(response: Response) -> SendResult:
-            answer, code = self._answer(response, _SEND, endpoint)
+            answer, code = self._answer(response, _SEND, endpoint, options.redactor)
             if code == _DUPLICATE and response.resent:
                 # A resend after an attempt that may have been processed: that attempt, with
                 # this RequestId, got in. (After a 429 or a refused connection nothing of this
@@ -705,7 +726,7 @@ class ESMS(BaseClient):
         _put(params, "Speed", speed)
         _put(params, "Sender", sender)
         _put(params, "CallbackUrl", callback_url)
-        return await self._call(self._url_voice_otp, endpoint, params, number)
+        return await self._call(self._url_voice_otp, endpoint, params, number, callback_url)
 
     async def call_template(
         self,
@@ -749,7 +770,7 @@ class ESMS(BaseClient):
         _put(params, "Voice", voice)
         _put(params, "Speed", speed)
         _put(params, "CallbackUrl", callback_url)
-        return await self._call(self._url_call_template, endpoint, params, number)
+        return await self._call(self._url_call_template, endpoint, params, number, callback_url)
 
     async def call_record(
         self,
@@ -795,7 +816,7 @@ class ESMS(BaseClient):
         _put(params, "TimeWaitToIvr", wait_for_ivr)
         _put(params, "WaitRetry", retry_wait)
         _put(params, "CallbackUrl", callback_url)
-        return await self._call(self._url_call_record, endpoint, params, number)
+        return await self._call(self._url_call_record, endpoint, params, number, callback_url)
 
     async def call_status(self, reference_id: str) -> CallResult:
         """How a call ended: outcome, seconds and the key pressed (voice ``GetSendStatus``)."""
@@ -832,12 +853,18 @@ class ESMS(BaseClient):
         return {"ApiKey": self._api_key, "SecretKey": self._secret_key, **fields}
 
     async def _call(
-        self, url: str, endpoint: str, params: dict[str, str], number: str
+        self,
+        url: str,
+        endpoint: str,
+        params: dict[str, str],
+        number: str,
+        callback_url: str | None,
     ) -> SendResult:
         """Create one voice call: a GET that is never resent once it may have left."""
+        redactor = self._redactor_for(callback_url)
 
         def parse(response: Response) -> SendResult:
-            answer = self._parse(response, _SEND, endpoint, _VOICE_ERRORS)
+            answer = self._parse(response, _SEND, endpoint, _VOICE_ERRORS, redactor)
             return SendResult(
                 provider=_PROVIDER,
                 message_id=opt_str(answer.sms_id),
@@ -857,24 +884,31 @@ class ESMS(BaseClient):
         decoder: msgspec.json.Decoder[A],
         endpoint: str,
         table: _Table,
+        redactor: Redactor | None = None,
     ) -> A:
         """The decoded answer when its code is 100; the right typed error otherwise."""
-        answer, code = self._answer(response, decoder, endpoint)
+        answer, code = self._answer(response, decoder, endpoint, redactor)
         if code != _SUCCESS:
             raise self._failure(response, endpoint, code, answer, table)
         return answer
 
     def _answer(
-        self, response: Response, decoder: msgspec.json.Decoder[A], endpoint: str
+        self,
+        response: Response,
+        decoder: msgspec.json.Decoder[A],
+        endpoint: str,
+        redactor: Redactor | None = None,
     ) -> tuple[A, str]:
-        """Decode an answer once and read its code, whichever key holds it."""
+        """Decode an answer once and read its code, whichever key holds it. ``redactor``: the
+        request's, when it carried more secrets than the client's (``_redactor_for``)."""
+        redactor = redactor or self._transport.redactor
         try:
             answer = decoder.decode(response.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise self._transport.malformed(endpoint, response, why(exc)) from None
+            raise self._transport.malformed(endpoint, response, why(exc), redactor) from None
         # A result keeps its answer as ``raw``: never let an echoed credential into it. After
         # decoding, since JSON may write a credential's characters as \uXXXX escapes.
-        answer = self._transport.redactor.value(answer, response.body)
+        answer = redactor.value(answer, response.body)
         raw = answer.code_result if answer.code_result is not None else answer.code_response
         code = opt_str(raw)
         if code is None:
@@ -907,6 +941,19 @@ class ESMS(BaseClient):
 
 
 # -- local checks and conversions ----------------------------------------------------------------
+
+
+_CALLBACK_REDACTORS: Final = 16
+"""Callback URLs whose redactor a client keeps (a service uses one or two)."""
+
+
+def _url_secrets(url: str) -> list[str]:
+    """What of a callback URL an answer must not echo: the URL, and each of its path segments
+    and query values long enough to be a secret (a shorter one, ``esms``, is a common word)."""
+    parts = urllib.parse.urlsplit(url)
+    pieces = [p for p in parts.path.split("/") if p]
+    pieces += [value for _, value in urllib.parse.parse_qsl(parts.query)]
+    return [url, *(p for p in pieces if len(p) >= RUN)]
 
 
 def _check_type(sms_type: int) -> None:
