@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pytest
 from aioresponses import aioresponses
 
 from smsvn import providers
+from smsvn.providers.speedsms import SpeedSMS
+from smsvn.sandbox import Sandbox
 from smsvn.transport import RetryPolicy
 
 if TYPE_CHECKING:
@@ -85,6 +87,20 @@ SENTINEL_PASS = "pass-SENTINEL-c0ffee"
 SENTINELS = ("SENTINEL",)
 
 FAST_RETRY = RetryPolicy(max_retries=2, backoff_base=0.001, backoff_max=0.002)
+
+
+@pytest.fixture
+async def sb() -> AsyncIterator[Sandbox]:
+    """The simulator with SpeedSMS's limit off (a suite that needs another overrides it)."""
+    async with Sandbox(speedsms_rate_limit=None) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+async def sms(sb: Sandbox) -> AsyncIterator[SpeedSMS]:
+    """A SpeedSMS client of ``sb``, limiter off, retrying fast."""
+    async with sb.client("speedsms", rate_limit=None, retry=FAST_RETRY) as client:
+        yield client
 
 
 @pytest.fixture

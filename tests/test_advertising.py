@@ -67,18 +67,6 @@ def clock() -> Clock:
     return Clock(vn(1, 10))
 
 
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    async with Sandbox(speedsms_rate_limit=None) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-async def sms(sb: Sandbox) -> AsyncIterator[SpeedSMS]:
-    async with sb.client("speedsms", rate_limit=None, retry=FAST_RETRY) as client:
-        yield client
-
-
 RULES = ad.Rules(advertiser="Shop ABC", brandname="SMSVN")
 
 

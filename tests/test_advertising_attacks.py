@@ -41,18 +41,6 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    async with Sandbox(speedsms_rate_limit=None) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-async def sms(sb: Sandbox) -> AsyncIterator[SpeedSMS]:
-    async with sb.client("speedsms", rate_limit=None, retry=FAST_RETRY) as client:
-        yield client
-
-
-@pytest.fixture
 async def esms(sb: Sandbox) -> AsyncIterator[ESMS]:
     async with sb.client("esms", rate_limit=None, retry=FAST_RETRY) as client:
         yield client

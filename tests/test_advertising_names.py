@@ -35,9 +35,8 @@ from smsvn.errors import ValidationError
 from smsvn.models import InboundSms
 from smsvn.providers.speedsms import SpeedSMS
 from smsvn.sandbox import Sandbox
-from tests.conftest import FAST_RETRY
 from tests.test_advertising import AD, A, B, Clock, vn
-from tests.test_advertising_records import fresh_journal_url
+from tests.test_advertising_records import fresh_journal_url, open_records
 
 STORES = ["memory", "sqlite", "postgres"]
 COMPANY = "Công ty Cổ phần ABC"
@@ -48,18 +47,6 @@ DECOMPOSED = unicodedata.normalize("NFD", COMPANY)
 @pytest.fixture
 def clock() -> Clock:
     return Clock(vn(1, 10))
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    async with Sandbox(speedsms_rate_limit=None) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-async def sms(sb: Sandbox) -> AsyncIterator[SpeedSMS]:
-    async with sb.client("speedsms", rate_limit=None, retry=FAST_RETRY) as client:
-        yield client
 
 
 def rules(advertiser: str, **settings: Any) -> ad.Rules:
@@ -201,18 +188,8 @@ async def test_composed_and_decomposed_vietnamese_are_one_advertiser(
 
 @pytest.fixture(params=STORES)
 async def records(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Records]:
-    """Open records of each store (a journal's stay in its journal, open meanwhile)."""
-    if request.param == "memory":
-        yield MemoryRecords()
-        return
-    async with (
-        fresh_journal_url(request.param, request, tmp_path) as url,
-        smsvn.Journal(url) as journal,
-    ):
-        kept = records_for(journal)
-        await kept.open()
+    async with open_records(request.param, request, tmp_path) as kept:
         yield kept
-        await kept.close()
 
 
 @pytest.mark.parametrize("name", [" ", "   ", "\t\n", "\u3000", " \u00a0 \u2003 "])

@@ -56,23 +56,32 @@ async def fresh_journal_url(
         yield url
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def records(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Records]:
-    """Open records of each store (a journal's stay in its journal, open meanwhile)."""
-    if request.param == "memory":
+@contextlib.asynccontextmanager
+async def open_records(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Records]:
+    """Open records of ``store`` (a journal's stay in its journal, open meanwhile)."""
+    if store == "memory":
         memory = MemoryRecords()
         await memory.open()
         yield memory
         await memory.close()
         return
     async with (
-        fresh_journal_url(request.param, request, tmp_path) as url,
+        fresh_journal_url(store, request, tmp_path) as url,
         smsvn.Journal(url) as journal,
     ):
         kept = records_for(journal)
         await kept.open()
         yield kept
         await kept.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def records(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Records]:
+    """Open records of each store."""
+    async with open_records(request.param, request, tmp_path) as kept:
+        yield kept
 
 
 async def reserve(

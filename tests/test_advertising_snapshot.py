@@ -6,7 +6,6 @@ snapshot dated after today is refused. The simulator's outbox is the ground trut
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -31,18 +30,6 @@ AGED = ad.Rules(advertiser="Shop ABC", brandname="SMSVN", snapshot_max_age=6.5 *
 ENDS = vn(6, 12)
 """When a snapshot of 2026-11-30 stops serving under ``AGED``: in the hours advertising may go
 out (the default, a week, ends at midnight, outside them)."""
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    async with Sandbox(speedsms_rate_limit=None) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-async def sms(sb: Sandbox) -> AsyncIterator[SpeedSMS]:
-    async with sb.client("speedsms", rate_limit=None, retry=FAST_RETRY) as client:
-        yield client
 
 
 class _Running(Clock):

@@ -42,12 +42,6 @@ def _load() -> ModuleType:
 example = _load()
 
 
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    async with Sandbox(speedsms_rate_limit=None) as sandbox:
-        yield sandbox
-
-
 def environment(sb: Sandbox, name: str = "speedsms", **variables: str) -> dict[str, str]:
     """The ``SMSVN_*`` variables pointing provider ``name``'s client at ``sb``, the OTP
     secret, and ``variables``."""

@@ -126,7 +126,8 @@ def _shows_mark(text: str) -> bool:
 
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and every exception reachable from it by ``__cause__`` or ``__context__``,
-    suppressed or not (a logger, a debugger or an error tracker shows them all)."""
+    suppressed or not, and the members of an exception group (a logger, a debugger or an error
+    tracker shows them all)."""
     found: list[BaseException] = []
     todo = [exc]
     while todo:
@@ -135,6 +136,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
             continue
         found.append(current)
         todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
     return found
 
 

@@ -33,6 +33,7 @@ from smsvn.models import SendResult
 from smsvn.providers.esms import ESMS
 from smsvn.providers.speedsms import SpeedSMS
 from smsvn.transport import RetryPolicy
+from tests.test_secrets import _chain
 
 SECRET = "S3cr3t-XYZ-123"
 WEBHOOK_SECRET = f"whsec-{SECRET}-hookhookhook"
@@ -52,22 +53,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # -- what the library shows ------------------------------------------------------------------
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and every exception reachable from it: ``__cause__``, ``__context__`` and the
-    members of an exception group (a logger or an error tracker shows them all)."""
-    found: list[BaseException] = []
-    todo = [exc]
-    while todo:
-        current = todo.pop(0)
-        if any(current is seen for seen in found):
-            continue
-        found.append(current)
-        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-        if isinstance(current, BaseExceptionGroup):
-            todo.extend(current.exceptions)
-    return found
 
 
 def _shown(exc: BaseException) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -164,12 +163,6 @@ def test_register_takes_a_function_that_makes_the_limiter() -> None:
         smsvn.taskiq.register(broker, client_options=[("timeout", 5)])  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="send_options is a mapping"):
         smsvn.taskiq.register(broker, send_options="callback_url=x")  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    async with Sandbox(speedsms_rate_limit=None) as sandbox:
-        yield sandbox
 
 
 async def add(journal: str, name: str, n: int) -> set[str]:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,6 @@ from tests.campaign.fleet import CONTENT, campaign_input
 from tests.taskiq.harness import cleanup, new_config, producer, provider_env
 
 LIMIT = {"rate_limit": RateLimit(requests=50, period=1.0)}
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    async with Sandbox(speedsms_rate_limit=None) as sandbox:
-        yield sandbox
 
 
 async def add(journal: str, name: str, n: int) -> set[str]:
