@@ -73,6 +73,7 @@ import logging
 import math
 import random
 import re
+import secrets
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final, Literal, NamedTuple
@@ -119,10 +120,24 @@ class LuaScript:
 
 RESERVE: Final = LuaScript(
     """
--- KEYS[1]: the account's state (hash: tat, last, pause); KEYS[2]: its last N reservations.
+-- KEYS[1]: the account's state (hash: tat, last, pause); KEYS[2]: its last N reservations;
+-- KEYS[3]: this limiter's last answer ("call granted wait state").
 -- ARGV: interval, tolerance, window (microseconds), N, max_wait (us, -1: none), seen (1: this
--- process had a reservation less than a window ago), now (us, -1: Redis's clock; tests only).
+-- process had a reservation less than a window ago), now (us, -1: Redis's clock; tests only),
+-- call (this limiter's call number: the same call again, as redis-py sends a command again when
+-- its answer is late, gets the first answer and reserves nothing more).
 -- Returns {granted (1|0), wait (us), state (0 found, 1 new, 2 new and held for a window)}.
+local before = redis.call('GET', KEYS[3])
+if before then
+  local call, g, w, st = string.match(before, '^(%S+) (%d+) (%d+) (%d+)$')
+  if call == ARGV[8] then
+    return {tonumber(g), tonumber(w), tonumber(st)}
+  end
+end
+local function answer(granted, wait, state)
+  redis.call('SET', KEYS[3], ARGV[8] .. ' ' .. granted .. ' ' .. wait .. ' ' .. state, 'PX', 60000)
+  return {granted, wait, state}
+end
 local now = tonumber(ARGV[7])
 if now < 0 then
   local t = redis.call('TIME')
@@ -168,7 +183,7 @@ if len >= n then
   slot = math.max(slot, tonumber(redis.call('LINDEX', KEYS[2], -n)) + window)
 end
 if max_wait >= 0 and slot - now > max_wait then
-  return {0, math.ceil(slot - now), state}
+  return answer(0, math.ceil(slot - now), state)
 end
 tat = math.max(tat, slot) + interval
 redis.call('HSET', KEYS[1], 'tat', tat, 'last', slot)
@@ -179,7 +194,7 @@ end
 local ttl = math.ceil((math.max(tat, slot + window, pause) - now) / 1000) + 1000
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
-return {1, math.ceil(slot - now), state}
+return answer(1, math.ceil(slot - now), state)
 """
 )
 
@@ -381,6 +396,8 @@ class RedisLimiter:
             self._owns_client = False
         self.redis = RedisCalls(client)
         self.prefix = prefix
+        self.ident = secrets.token_hex(8)
+        """This limiter's name in its keys of last answers (``RESERVE``'s ``KEYS[3]``)."""
         self.lookahead = lookahead
         self.guard = 1.0 + margin
         self.on_unavailable: UnavailablePolicy = on_unavailable
@@ -585,7 +602,13 @@ class RedisAccountLimit:
             limit.requests,
         )
         tag = f"{{{provider}:{account}}}"
-        self.keys = (f"{owner.prefix}:limit:{tag}", f"{owner.prefix}:limit:{tag}:log")
+        self.keys = (
+            f"{owner.prefix}:limit:{tag}",
+            f"{owner.prefix}:limit:{tag}:log",
+            f"{owner.prefix}:limit:{tag}:call:{owner.ident}",
+        )
+        self._calls = 0
+        """RESERVE calls made: each call's number is its ``call`` argument (see ``RESERVE``)."""
         self._message = f"{provider} {account}"
         self.acquired = 0
         """Requests let through by Redis reservations."""
@@ -822,7 +845,14 @@ class RedisAccountLimit:
                     continue
                 budget = None if head.deadline is None else max(0.0, head.deadline - now)
                 seen = self._last_ok is not None and now - self._last_ok < 0.9 * self.window
-                args = (*self._args, -1 if budget is None else int(budget * _US), int(seen), -1)
+                self._calls += 1
+                args = (
+                    *self._args,
+                    -1 if budget is None else int(budget * _US),
+                    int(seen),
+                    -1,
+                    self._calls,
+                )
                 pauses = self._pauses
                 asked = loop.time()
                 self._asking = head

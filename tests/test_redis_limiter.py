@@ -14,6 +14,7 @@ import itertools
 import logging
 import random
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from smsvn._shared_limits import (
 from smsvn.errors import ConnectError, RateLimited, ValidationError
 from smsvn.limits import WINDOW_GUARD, AccountLimiter, RateLimit, WaitTooLong, account_key
 from smsvn.sandbox import Fault, Sandbox
+from tests.test_otp_attacks import SlowProxy
 
 if TYPE_CHECKING:
     from tests.services import RedisServer
@@ -68,7 +70,9 @@ class Script:
         self.keys = (
             f"{prefix}:limit:{{speedsms:{DIGEST}}}",
             f"{prefix}:limit:{{speedsms:{DIGEST}}}:log",
+            f"{prefix}:limit:{{speedsms:{DIGEST}}}:call:test",
         )
+        self.call = 0
 
     async def reserve(
         self, now: float, max_wait: float | None = None, *, seen: bool = False, clock: bool = True
@@ -76,8 +80,9 @@ class Script:
         """(granted, the turn as seconds on the test's clock, state)."""
         at = int(BASE + now * US)
         wait = -1 if max_wait is None else int(max_wait * US)
+        self.call += 1
         granted, wait_us, state = await self.calls.script(
-            RESERVE, self.keys, (*self.args, wait, int(seen), at if clock else -1)
+            RESERVE, self.keys, (*self.args, wait, int(seen), at if clock else -1, self.call)
         )
         return bool(granted), now + wait_us / US, state
 
@@ -191,6 +196,42 @@ async def test_a_refused_reservation_reserves_nothing(
     assert await client.llen(script.keys[1]) == log_len + 1
 
 
+async def test_the_same_call_again_gets_its_first_answer_and_reserves_nothing(
+    client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """redis-py sends a command again when its answer is late (a timeout, a dropped
+    connection): the script, run twice for one call, must reserve one turn, not two."""
+    script = Script(RedisCalls(client), redis_prefix, RateLimit(requests=10, period=1.0))
+    first = await script.reserve(0.0)
+    script.call -= 1  # the same call number again, as a resent command carries
+    assert await script.reserve(0.0) == first
+    assert await client.llen(script.keys[1]) == 1
+    nxt = await script.reserve(0.0)  # the next call reserves again
+    assert nxt[0] and await client.llen(script.keys[1]) == 2
+
+
+async def test_a_reservation_answered_late_and_sent_again_takes_one_turn(
+    redis_url: str, redis_prefix: str, client: aioredis.Redis
+) -> None:
+    """Through a relay that holds back one RESERVE answer past the client's timeout: redis-py
+    sends the command again on a new connection and the script runs twice; the account must
+    have lost one turn, not two (before: every late answer wasted a turn of the account)."""
+    parts = urllib.parse.urlsplit(redis_url)
+    async with SlowProxy(parts.hostname or "127.0.0.1", parts.port or 6379, delay=0.5) as proxy:
+        limiter = RedisLimiter(proxy.url, prefix=redis_prefix, timeout=0.2, lookahead=1)
+        try:
+            acc = limiter.for_account("speedsms", DIGEST, RateLimit(requests=50, period=1.0))
+            await acc.acquire()  # loads the script (EVAL), so the armed EVALSHA is a RESERVE
+            proxy.arm()
+            await acc.acquire()
+            await asyncio.sleep(0.6)  # the held answer is delivered (and dropped) meanwhile
+            assert proxy.scripts >= 2, "the relay never saw the command sent again"
+            log = f"{redis_prefix}:limit:{{speedsms:{DIGEST}}}:log"
+            assert await client.llen(log) == limiter.acquired + acc.given_up
+        finally:
+            await limiter.aclose()
+
+
 async def test_a_pause_holds_every_turn_and_is_never_shortened(
     client: aioredis.Redis, redis_prefix: str
 ) -> None:
@@ -274,11 +315,17 @@ async def test_keys_name_the_account_digest_and_expire_when_idle(
         await acc.acquire()
         keys = sorted(k.decode() for k in await client.keys(f"{redis_prefix}:*"))
         tag = f"{{speedsms:{account_key(raw)}}}"
-        assert keys == [f"{redis_prefix}:limit:{tag}", f"{redis_prefix}:limit:{tag}:log"]
+        call = f"{redis_prefix}:limit:{tag}:call:{limiter.ident}"
+        assert keys == sorted(
+            [f"{redis_prefix}:limit:{tag}", f"{redis_prefix}:limit:{tag}:log", call]
+        )
         assert all("SENTINEL" not in k for k in keys)
         for key in keys:
             ttl = await client.pttl(key)
-            assert 0 < ttl <= (1.0 * WINDOW_GUARD + 1.0) * 1000 + 50
+            # This limiter's last answer is kept a minute (a command sent again by redis-py
+            # comes within its timeout); the account's state a window and a second.
+            bound = 60_000 if key == call else (1.0 * WINDOW_GUARD + 1.0) * 1000 + 50
+            assert 0 < ttl <= bound
         # A digest is kept as it is: the same account.
         assert limiter.for_account("speedsms", account_key(raw), acc.limit) is acc
     finally:
