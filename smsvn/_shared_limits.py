@@ -78,7 +78,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Final, Literal, NamedTuple
 
-from smsvn._redis_url import client_from_url
+from smsvn._checks import checked_int, checked_number
+from smsvn._redis_url import checked_prefix, redis_client
 from smsvn.errors import LimiterUnavailable, ValidationError
 from smsvn.limits import WINDOW_GUARD, AccountLimiter, RateLimit, WaitTooLong, account_key
 
@@ -379,21 +380,16 @@ class RedisLimiter:
     ) -> None:
         if on_unavailable not in ("wait", "fallback", "raise"):
             raise ValidationError("on_unavailable must be 'wait', 'fallback' or 'raise'")
-        if not 0.0 < fallback_share <= 1.0:
-            raise ValidationError("fallback_share must be > 0 and <= 1")
-        if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
-            raise ValidationError("lookahead must be an int >= 1")
-        if not 0.0 <= margin < 1.0:
-            raise ValidationError("margin must be >= 0 and < 1")
-        if not prefix or any(c in prefix for c in "{} "):
-            raise ValidationError("prefix must be non-empty, without braces or spaces")
+        fallback_share = checked_number(
+            fallback_share, "fallback_share", low=0.0, high=1.0, low_open=True
+        )
+        lookahead = checked_int(lookahead, "lookahead", low=1)
+        margin = checked_number(margin, "margin", low=0.0, high=1.0, high_open=True)
+        prefix = checked_prefix(prefix)
         _import_redis()
-        if isinstance(url_or_client, str):
-            client = client_from_url(url_or_client, timeout=timeout, what="the limiter's")
-            self._owns_client = True
-        else:
-            client = url_or_client
-            self._owns_client = False
+        client, self._owns_client = redis_client(
+            url_or_client, timeout=timeout, what="the limiter's"
+        )
         self.redis = RedisCalls(client)
         self.prefix = prefix
         self.ident = secrets.token_hex(8)

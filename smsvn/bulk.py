@@ -80,6 +80,8 @@ __all__ = [
     "Claim",
     "Outcome",
     "Withheld",
+    "check_callback",
+    "check_concurrency",
     "check_source",
     "run",
     "run_claims",
@@ -1088,6 +1090,28 @@ class _Run:
         )
 
 
+def check_concurrency(concurrency: object, provider: str | None = None) -> int:
+    """How many batches a run sends at once (a positive int, not a bool), or
+    ``ValidationError``: the one check of ``send_bulk``, ``Campaign.run`` and a task that
+    carries it (a float or a str would otherwise fail at the first comparison, a bare
+    ``TypeError``)."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValidationError("concurrency must be a positive int", provider=provider)
+    return concurrency
+
+
+def check_callback(callback: object, name: str, provider: str | None = None) -> None:
+    """Refuse an ``on_result`` / ``on_progress`` that is neither callable nor None, before
+    anything is taken: called only once a batch is answered, it would stop the run after a
+    send with a bare ``TypeError``, the caller's record of it lost. Raises ``ValidationError``
+    naming the option."""
+    if callback is not None and not callable(callback):
+        raise ValidationError(
+            f"{name} must be a callable or None, not {type(callback).__name__}",
+            provider=provider,
+        )
+
+
 def check_source(source: object, provider: str | None = None) -> None:
     """Refuse one string (or bytes) where an iterable of numbers is expected: iterating
     ``"0912345678"`` would take each character as a number. Raises ``ValidationError``."""
@@ -1130,10 +1154,11 @@ async def run(
     provider reports no price for (the client's ``price`` and ``unit``); None, no estimate.
     """
     check_source(source, provider)
-    if concurrency is None:
-        concurrency = DEFAULT_CONCURRENCY
-    if concurrency < 1:
-        raise ValidationError("concurrency must be at least 1", provider=provider)
+    check_callback(on_result, "on_result", provider)
+    check_callback(on_progress, "on_progress", provider)
+    concurrency = check_concurrency(
+        DEFAULT_CONCURRENCY if concurrency is None else concurrency, provider
+    )
     state = _Run(
         provider=provider,
         send_batch=send_batch,
@@ -1193,10 +1218,11 @@ async def run_claims(
     waits for the outcomes of those that were answered to be recorded. A failure of the
     journal stops the run from claiming more and is raised once the batches in flight ended.
     """
-    if concurrency is None:
-        concurrency = DEFAULT_CONCURRENCY
-    if concurrency < 1:
-        raise ValidationError("concurrency must be at least 1", provider=provider)
+    check_callback(on_result, "on_result", provider)
+    check_callback(on_progress, "on_progress", provider)
+    concurrency = check_concurrency(
+        DEFAULT_CONCURRENCY if concurrency is None else concurrency, provider
+    )
     if ahead < 0:
         raise ValidationError("ahead must be 0 or more", provider=provider)
     plain = cast("BatchSource[Claim]", source)

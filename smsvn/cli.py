@@ -107,13 +107,16 @@ def _default_provider() -> str:
 
 # -- argument parsing -----------------------------------------------------------------------
 
+_PROG: Final = "smsvn"
 _UNRECOGNIZED: Final = "unrecognized arguments: "
 _URL_PASSWORD: Final = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@]*@")
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, whose usage errors show no value of an argument it did not know (a
-    token or a URL with a password given to the wrong command) and no URL's password."""
+    token or a URL with a password given to the wrong command) and no URL's password, and
+    whose error line starts ``smsvn: error:`` whatever the sub-command (naming it after), as
+    every other usage error of the command line does."""
 
     def error(self, message: str) -> NoReturn:
         if message.startswith(_UNRECOGNIZED):
@@ -123,7 +126,11 @@ class _Parser(argparse.ArgumentParser):
             message = _UNRECOGNIZED + " ".join(flags)
             if hidden:
                 message += f" ({hidden} value{'s' if hidden > 1 else ''} not shown)"
-        super().error(_URL_PASSWORD.sub(r"\1***@", message))
+        self.print_usage(sys.stderr)
+        command = self.prog.removeprefix(_PROG).strip()  # "sandbox", "campaign run", ""
+        where = f"{command}: " if command else ""
+        message = _URL_PASSWORD.sub(r"\1***@", message)
+        self.exit(EXIT_USAGE, f"{_PROG}: error: {where}{message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     credentials = _credentials()
     environment = [c.env for same_name in credentials.values() for c in same_name]
     parser = _Parser(
-        prog="smsvn",
+        prog=_PROG,
         description=f"Send SMS and voice OTPs through {join_titles(everyone)}.",
         epilog=f"Credentials: {', '.join(environment)} (or the flags of the same names). "
         "Each provider's sender, SMS type and base URL are read as its client's from_env() "
@@ -211,14 +218,16 @@ def _parser() -> argparse.ArgumentParser:
     _campaign_parser(commands, provider_command, sending_options)
 
     sandbox = commands.add_parser("sandbox", help="run the simulator until Ctrl-C")
-    sandbox.add_argument("--port", type=int, default=8787)
-    sandbox.add_argument("--latency", type=float, default=0.0, help="seconds added per answer")
+    sandbox.add_argument("--port", type=_port_flag, default=8787)
+    sandbox.add_argument(
+        "--latency", type=_delay_flag, default=0.0, help="seconds added per answer"
+    )
     sandbox.add_argument(
         "--rate-limit",
         default="60/60",
         help="SpeedSMS limit as REQUESTS/SECONDS, or 'off' (default 60/60)",
     )
-    sandbox.add_argument("--delivery-delay", type=float, default=0.05)
+    sandbox.add_argument("--delivery-delay", type=_delay_flag, default=0.05)
     sandbox.add_argument("--webhook-url", help="where SpeedSMS delivery reports are POSTed")
 
     demo = commands.add_parser(
@@ -336,6 +345,7 @@ def _shared_limit_options(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "--redis-prefix",
+        type=_text_flag,
         default=DEFAULT_PREFIX,
         help=f"the shared limiter's key prefix (default {DEFAULT_PREFIX!r})",
     )
@@ -372,6 +382,47 @@ def _price_flag(value: str) -> float:
             f"a price per segment from 0 to {_HIGHEST_PRICE:,.0f}, not {value!r}"
         )
     return price
+
+
+_HIGHEST_PORT: Final = 65535
+_LONGEST_DELAY: Final = 86400.0
+"""``--latency`` or ``--delivery-delay`` above this (a day) is a typo, not a delay."""
+
+
+def _port_flag(value: str) -> int:
+    """``--port``: a TCP port from 0 (any free one) to 65535, checked here (exit 2) rather
+    than by ``bind()`` (an OverflowError and its traceback)."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= _HIGHEST_PORT:
+        raise argparse.ArgumentTypeError(f"a port from 0 to {_HIGHEST_PORT}, not {value!r}")
+    return port
+
+
+def _delay_flag(value: str) -> float:
+    """``--latency`` and ``--delivery-delay``: seconds from 0 to ``_LONGEST_DELAY``."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 <= seconds <= _LONGEST_DELAY:  # also refuses nan; inf is above
+        raise argparse.ArgumentTypeError(
+            f"seconds from 0 to {_LONGEST_DELAY:,.0f} (a day), not {value!r}"
+        )
+    return seconds
+
+
+def _text_flag(value: str) -> str:
+    """A flag's text that must be valid UTF-8 (it goes into Redis keys, a database): a byte
+    that is not (the terminal's encoding, a file name) reaches Python as a lone surrogate,
+    which nothing downstream can encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("not valid UTF-8 text") from None
+    return value
 
 
 def _rate_limit(value: str) -> RateLimit | None:

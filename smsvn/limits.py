@@ -28,9 +28,11 @@ from typing import Protocol
 
 import msgspec
 
+from smsvn._checks import checked_int, checked_seconds
 from smsvn.errors import ValidationError
 
 __all__ = [
+    "MAX_REQUESTS",
     "AccountLimit",
     "AccountLimiter",
     "InProcessLimiter",
@@ -44,12 +46,21 @@ __all__ = [
 _log = logging.getLogger("smsvn")
 
 
+MAX_REQUESTS = 1_000_000_000
+"""The most requests a ``RateLimit`` window may hold: past any provider's limit, and small
+enough that rates computed from it stay ordinary floats (``10**400`` overflowed the limiter)."""
+
+
 class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
     """A provider limit: at most ``requests`` in any window of ``period`` seconds.
 
     Requests are paced at ``(requests - burst) / period`` a second, so that a few (``burst``,
     one more after a late wake-up) may go at once from idle without the window ever being
     exceeded.
+
+    ``requests`` is an int from 1 to ``MAX_REQUESTS``, ``period`` a positive number of seconds up
+    to a year, ``burst`` an int from 1 to ``requests``; anything else is a ``ValidationError``
+    here, not an ``OverflowError`` at the first send.
     """
 
     requests: int
@@ -57,15 +68,10 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
     burst: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("requests", "burst"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValidationError(f"RateLimit.{name} must be an int")
-        if isinstance(self.period, bool) or not isinstance(self.period, int | float):
-            raise ValidationError("RateLimit.period must be a number of seconds")
-        if self.requests < 1 or not (math.isfinite(self.period) and self.period > 0):
-            raise ValidationError("RateLimit needs requests >= 1 and a finite period > 0")
-        if not 1 <= self.burst <= self.requests:
+        checked_int(self.requests, "RateLimit.requests", low=1, high=MAX_REQUESTS)
+        checked_seconds(self.period, "RateLimit.period")
+        checked_int(self.burst, "RateLimit.burst", low=1)
+        if self.burst > self.requests:
             raise ValidationError("RateLimit.burst must be between 1 and requests")
 
     @property

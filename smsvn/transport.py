@@ -40,6 +40,7 @@ import msgspec
 from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from smsvn._checks import checked_int, checked_seconds
 from smsvn._redact import Redactor
 from smsvn.errors import (
     ConnectError,
@@ -65,6 +66,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
+    "MAX_RETRIES",
     "AttemptInfo",
     "Bounds",
     "Departure",
@@ -87,6 +89,8 @@ DEFAULT_MAX_CONNECTIONS = 64
 """Connections per client: enough for 32-64 requests in flight; more only costs CPU."""
 DEFAULT_MAX_RETRIES = 2
 """Automatic retries of one call after a failure that is safe to retry."""
+MAX_RETRIES = 100
+"""The most ``RetryPolicy.max_retries`` may be: past any use (the backoff is capped long before)."""
 DEFAULT_MAX_BODY = 1024 * 1024
 """The largest answer read: every real one is a few hundred bytes; past it is a misdirected
 request (a proxy's page, a download) and is refused as malformed instead of filling memory."""
@@ -115,6 +119,14 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max: float = 8.0
     max_rate_limit_wait: float = 120.0
 
+    def __post_init__(self) -> None:
+        """Refuse at construction what would fail (or switch a bound off) mid-call: a
+        ``max_retries`` that is not an int (``"2"`` failed at the first retry), a NaN wait
+        (``waited + hint > nan`` is never true, so the cap on waiting for 429s was off)."""
+        checked_int(self.max_retries, "RetryPolicy.max_retries", low=0, high=MAX_RETRIES)
+        for name in ("backoff_base", "backoff_max", "max_rate_limit_wait"):
+            checked_seconds(getattr(self, name), f"RetryPolicy.{name}", zero=True)
+
     def backoff(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (0-based), jittered to spread herds."""
         ceiling: float = min(self.backoff_max, self.backoff_base * 2.0**retry)
@@ -140,6 +152,16 @@ class Hooks(msgspec.Struct, frozen=True, kw_only=True):
     on_request: Callable[[AttemptInfo], None] | None = None
     on_response: Callable[[AttemptInfo], None] | None = None
     on_retry: Callable[[AttemptInfo], None] | None = None
+
+    def __post_init__(self) -> None:
+        """Each hook is a callable or None: a wrong one is refused here, not at the first
+        attempt (where it failed with ``AttributeError``, the request already gone)."""
+        for name in ("on_request", "on_response", "on_retry"):
+            hook = getattr(self, name)
+            if hook is not None and not callable(hook):
+                raise ValidationError(
+                    f"Hooks.{name} must be a callable or None, not {type(hook).__name__}"
+                )
 
 
 class Response(msgspec.Struct, gc=False):
@@ -196,13 +218,10 @@ def bounded(*, max_wait: float | None = None, deadline: float | None = None) -> 
         with smsvn.transport.bounded(max_wait=2.0, deadline=5.0):
             await sms.send(number, text)
     """
-    for name, value in (("max_wait", max_wait), ("deadline", deadline)):
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not (math.isfinite(value) and value >= 0)
-        ):
-            raise ValidationError(f"{name} must be a non-negative, finite number of seconds")
+    if max_wait is not None:
+        max_wait = checked_seconds(max_wait, "max_wait", zero=True)
+    if deadline is not None:
+        deadline = checked_seconds(deadline, "deadline", zero=True)
     outer = _bounds.get()
     if outer is not None:
         max_wait = _tighter(max_wait, outer.max_wait)
@@ -212,6 +231,20 @@ def bounded(*, max_wait: float | None = None, deadline: float | None = None) -> 
         yield
     finally:
         _bounds.reset(token)
+
+
+def _check_kinds(provider: str, session: object, retry: object, hooks: object) -> None:
+    """Refuse a ``session``, ``retry`` or ``hooks`` of the wrong type when the client is made:
+    each was taken and failed later, ``retry="fast"`` only on a 429, after the request left."""
+    for name, value, kind, what in (
+        ("session", session, aiohttp.ClientSession, "an aiohttp.ClientSession"),
+        ("retry", retry, RetryPolicy, "a smsvn.RetryPolicy"),
+        ("hooks", hooks, Hooks, "a smsvn.Hooks"),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise ValidationError(
+                f"{name} must be {what} or None, not {type(value).__name__}", provider=provider
+            )
 
 
 def _tighter(a: float | None, b: float | None) -> float | None:
@@ -363,6 +396,7 @@ class Transport:
         max_wait: float | None = None,
         deadline: float | None = None,
     ) -> None:
+        _check_kinds(provider, session, retry, hooks)
         self.provider = provider
         self._backend: LimiterBackend = limiter if limiter is not None else _IN_PROCESS
         self.max_wait = max_wait

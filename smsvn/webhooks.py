@@ -41,7 +41,6 @@ import collections
 import functools
 import hmac
 import logging
-import math
 import re
 import secrets as _secrets
 import string
@@ -53,6 +52,7 @@ from aiohttp import web
 from aiohttp.web_log import AccessLogger
 from yarl import URL
 
+from smsvn._checks import checked_int, checked_seconds
 from smsvn.errors import ValidationError
 from smsvn.models import CallReport, DeliveryReport, DeliveryState
 from smsvn.providers import all_providers
@@ -133,8 +133,7 @@ class DeliveryTracker:
     """
 
     def __init__(self, max_entries: int = DEFAULT_TRACKER_MAX) -> None:
-        if max_entries < 1:
-            raise ValidationError("max_entries must be at least 1")
+        checked_int(max_entries, "max_entries", low=1)
         self._max = max_entries
         self._entries: collections.OrderedDict[tuple[str, str, str], _Tracked] = (
             collections.OrderedDict()
@@ -290,23 +289,28 @@ def app(
     ``handler`` is awaited once per new event; if it raises, the callback is answered 500 so
     the provider retries. ``secret`` is one secret, or several during a rotation (each at least
     16 URL-safe characters; see :func:`new_secret`). Duplicates within ``dedup_window``
-    seconds are answered 200 without calling the handler. Delivery reports are recorded in
-    ``store`` (a new :class:`DeliveryTracker` by default), reachable as ``app[TRACKER_KEY]``.
-    Mount it with ``parent.add_subapp("/hooks", app(...))`` or run it alone with :func:`run`.
-    The routes are those of the providers registered now; aiohttp's loggers get the filter
-    that masks secrets (see the module's documentation).
+    seconds (at most a year) are answered 200 without calling the handler. Delivery reports
+    are recorded in ``store`` (a new :class:`DeliveryTracker` by default), reachable as
+    ``app[TRACKER_KEY]``. Mount it with ``parent.add_subapp("/hooks", app(...))`` or run it
+    alone with :func:`run`. The routes are those of the providers registered now; aiohttp's
+    loggers get the filter that masks secrets (see the module's documentation).
     """
     if not callable(handler):
         raise TypeError("handler must be an async callable taking one event")
     accepted = tuple(s.encode("ascii") for s in _check_secrets(secret))
-    if not (isinstance(max_body, int) and max_body > 0):
-        raise ValidationError("max_body must be a positive integer")
-    if not (math.isfinite(dedup_window) and dedup_window >= 0):
-        raise ValidationError("dedup_window must be a non-negative number of seconds")
-    if not (isinstance(dedup_max, int) and dedup_max > 0):
-        raise ValidationError("dedup_max must be a positive integer")
+    checked_int(max_body, "max_body", low=1)
+    # At most a year: past any provider's retries; checked before any arithmetic, so a str, a
+    # timedelta or an int past a float's range (10**400) is a ValidationError.
+    window = checked_seconds(dedup_window, "dedup_window", zero=True)
+    checked_int(dedup_max, "dedup_max", low=1)
+    if store is not None and not callable(getattr(store, "record", None)):
+        # Caught here, not as an AttributeError after the handler ran: that would answer 500
+        # and the provider would retry the report, and the handler see it, again and again.
+        raise ValidationError(
+            f"store must be a DeliveryTracker (or None), not {type(store).__name__}"
+        )
     tracker = DeliveryTracker() if store is None else store
-    dedup = _Deduplicator(dedup_window, dedup_max)
+    dedup = _Deduplicator(window, dedup_max)
 
     def authentic(request: web.Request) -> bool:
         """Compare the path's secret with every accepted one, in constant time."""
@@ -356,6 +360,8 @@ def app(
                 body = await _read_capped(request, max_body)
             except _Body413:
                 return web.Response(status=413, text="body too large")
+            except web.RequestPayloadError:
+                return _unreadable(name, request)
             try:
                 event = webhook.parse(body, request.query)
             except ValidationError as exc:
@@ -438,6 +444,19 @@ def _not_found() -> web.Response:
     return web.Response(status=404)
 
 
+def _unreadable(provider: str, request: web.Request) -> web.Response:
+    """The 400 of a body that could not be read as sent (a ``Content-Encoding`` it is not in,
+    a truncated chunk): the same request will never succeed, so not the 500 that makes the
+    provider retry it forever. The connection is closed after it (the body's framing is lost),
+    and the body marked read: aiohttp would otherwise read the rest of it, meet the same error
+    and log it as an unhandled exception with its traceback."""
+    _log.info("%s webhook: rejected a body that could not be read", provider)
+    request.content.feed_eof()
+    response = web.Response(status=400, text="bad request: malformed body")
+    response.force_close()
+    return response
+
+
 def _bad_request(provider: str, exc: ValidationError) -> web.Response:
     """A 400 naming what was wrong with the callback (no secret can be in it)."""
     _log.info("%s webhook: rejected malformed callback: %s", provider, exc.message)
@@ -453,18 +472,25 @@ def new_secret() -> str:
     return _secrets.token_urlsafe(24)
 
 
-def _check_secrets(secret: str | Sequence[str]) -> tuple[str, ...]:
-    """Validate one secret or a rotation list; the messages never quote a secret."""
-    candidates = (secret,) if isinstance(secret, str) else tuple(secret)
+def _check_secrets(secret: object) -> tuple[str, ...]:
+    """Validate one secret (a str) or a rotation list (a sequence of them); the messages
+    never quote a secret."""
+    if isinstance(secret, str):
+        candidates: tuple[object, ...] = (secret,)
+    elif isinstance(secret, Sequence) and not isinstance(secret, bytes | bytearray):
+        candidates = tuple(secret)
+    else:
+        raise ValidationError(
+            f"secret must be a str or a list of them, not {type(secret).__name__}"
+        )
     if not candidates:
         raise ValidationError("at least one webhook secret is required")
-    for candidate in candidates:
-        _check_secret(candidate)
-    return candidates
+    return tuple(_check_secret(candidate) for candidate in candidates)
 
 
-def _check_secret(secret: object) -> None:
-    """Require a str of at least 16 URL-safe characters (letters, digits, ``-_.~``)."""
+def _check_secret(secret: object) -> str:
+    """``secret`` when it is a str of at least 16 URL-safe characters (letters, digits,
+    ``-_.~``); ``ValidationError`` otherwise."""
     if not isinstance(secret, str):
         raise ValidationError(f"a webhook secret must be a str, not {type(secret).__name__}")
     if len(secret) < MIN_SECRET_LENGTH:
@@ -476,6 +502,7 @@ def _check_secret(secret: object) -> None:
         raise ValidationError(
             "a webhook secret may contain only letters, digits and '-', '_', '.', '~'"
         )
+    return secret
 
 
 def _webhook_names() -> tuple[str, ...]:

@@ -450,11 +450,9 @@ class Guard:
             raise ValidationError(f"detail is a str, not {type(detail).__name__}")
         canonical = phone.normalize(number)
         stamp = self._past(at)
-        if isinstance(channels, str):
-            channels = (channels,)  # type: ignore[assignment]  # one channel, given as is
-        for channel in channels:
+        for channel in _channels(channels):
             await self._records.record(
-                self._advertiser, "refusal", _channel(channel), [canonical],
+                self._advertiser, "refusal", channel, [canonical],
                 at=stamp, detail=_clip(str(detail)) if detail is not None else None,
             )  # fmt: skip
 
@@ -573,9 +571,11 @@ class Guard:
 
     async def export_csv(self, path: str | os.PathLike[str], *, kind: Kind | None = None) -> int:
         """Write the records to a CSV file (id, time in Vietnam, kind, channel, phone, detail);
-        how many."""
+        how many. ``path`` is checked, and the guard open, before the file is created."""
+        target = _file_path(path, "path")
+        self._ready()
         count = 0
-        handle = await asyncio.to_thread(open, path, "w", encoding="utf-8", newline="")
+        handle = await asyncio.to_thread(open, target, "w", encoding="utf-8", newline="")
         try:
             writer = csv.writer(handle)
             rows: list[list[object]] = [
@@ -610,7 +610,7 @@ class Guard:
             return self.now()
         if not isinstance(at, datetime) or at.tzinfo is None:
             raise ValidationError("at is an aware datetime (with its time zone)")
-        return at.astimezone(VIETNAM)
+        return _in_vietnam(at, "at")
 
     def _past(self, at: datetime | None) -> float:
         """``at`` (now when None) as Unix seconds: a record may be dated back, never ahead (a
@@ -630,7 +630,9 @@ class Guard:
             return None
         if not isinstance(when, datetime):
             raise ValidationError(f"send_date must be a datetime, not {type(when).__name__}")
-        local = when.replace(tzinfo=VIETNAM) if when.tzinfo is None else when.astimezone(VIETNAM)
+        local = _in_vietnam(
+            when.replace(tzinfo=VIETNAM) if when.tzinfo is None else when, "send_date"
+        )
         return max(local, self.now())
 
     def _check_sender(self, client: BaseClient, options: dict[str, Any], purpose: Purpose) -> None:
@@ -830,7 +832,9 @@ class _Numbers:
     ) -> None:
         if isinstance(source, bytes) or not isinstance(source, str | os.PathLike | Iterable):
             raise ValidationError("numbers come from a file path or an iterable of strings")
-        self.source = source
+        if isinstance(source, str | os.PathLike):
+            source = _file_path(source, "source")
+        self.source: str | Iterable[str] = source
         self.strict = strict
         """Refuse (at the end, before the load is used) an input most of whose lines are not
         numbers: a Do-Not-Call list read wrong must never replace the right one."""
@@ -839,7 +843,7 @@ class _Numbers:
 
     async def chunks(self) -> AsyncIterator[list[str]]:
         source = self.source
-        if not isinstance(source, str | os.PathLike):
+        if not isinstance(source, str):
             for chunk in self._parse(source):
                 yield chunk
             return
@@ -973,6 +977,54 @@ def _channel(value: str) -> Channel:
     if value == "call":
         return "call"
     raise ValidationError(f"channel is 'sms' or 'call', not {value!r}")
+
+
+_EARLIEST: Final = datetime.min.replace(tzinfo=VIETNAM) + timedelta(days=2)
+_LATEST: Final = datetime.max.replace(tzinfo=VIETNAM) - timedelta(days=2)
+"""The range of a date the guard takes (``at``, ``send_date``), in Vietnam time: the checks do
+day arithmetic on it (the last 24 hours, the next opening of the sending hours), which would
+overflow within a day of ``datetime``'s own range."""
+
+
+def _in_vietnam(moment: datetime, name: str) -> datetime:
+    """An aware ``moment`` in Vietnam time, or ``ValidationError`` naming it when it lies at the
+    edge of ``datetime``'s range (``datetime.max`` in UTC is past it in Vietnam time)."""
+    try:
+        local: datetime | None = moment.astimezone(VIETNAM)
+    except OverflowError:
+        local = None
+    if local is None or not _EARLIEST <= local <= _LATEST:
+        raise ValidationError(f"{name} is out of range: a date from year 1 to 9999, Vietnam time")
+    return local
+
+
+def _channels(value: object) -> tuple[Channel, ...]:
+    """``refuse``'s channels: one channel, or a non-empty list or tuple of them, each checked
+    before any is recorded (a bad one after a good one must not leave half a refusal)."""
+    if isinstance(value, str):
+        return (_channel(value),)
+    if not isinstance(value, list | tuple) or not value:
+        given = "an empty one" if isinstance(value, list | tuple) else type(value).__name__
+        raise ValidationError(f"channels is 'sms', 'call' or a non-empty list of them, not {given}")
+    return tuple(dict.fromkeys(_channel(channel) for channel in value))
+
+
+def _file_path(value: object, name: str) -> str:
+    """A file path given as a str or an ``os.PathLike`` of one, that the OS can take: not an
+    int, which ``open`` would take as a file descriptor (writing into, then closing, whatever
+    it is), nor a path with a NUL or a character the file system cannot encode."""
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str):
+        raise ValidationError(
+            f"{name} is a file path (str or os.PathLike), not {type(value).__name__}"
+        )
+    if "\x00" in path:
+        raise ValidationError(f"{name} must not contain a NUL character")
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        raise ValidationError(f"{name} has a character the file system cannot encode") from None
+    return path
 
 
 def _ruled(purpose: Purpose) -> bool:

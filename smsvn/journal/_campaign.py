@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol, Self, runtime_checkable
+from urllib.parse import unquote
 
-from smsvn import bulk, providers
-from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport
+from smsvn import bulk, providers, text
+from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, check_callback, check_concurrency
 from smsvn.errors import ValidationError
 from smsvn.failover import NOTHING_SENT, Failover
 from smsvn.journal._dsn import is_keyword_dsn, redact_url
@@ -90,8 +92,9 @@ class Journal:
 
     A filesystem path or a ``sqlite:///`` URL (``sqlite:////abs/path.db`` for an absolute
     path) opens SQLite; a ``postgresql://`` (or ``postgres://``) URL opens PostgreSQL (a libpq
-    key=value string is a ``ValidationError``: asyncpg reads only URLs). Its repr masks any
-    password (``redact_url``).
+    key=value string is a ``ValidationError``: asyncpg reads only URLs). So is a path or URL
+    no store could open: a directory, a NUL, a lone surrogate, a port out of range. Its repr
+    masks any password (``redact_url``).
     Use it as an async context manager; the tables are created on first use.
     """
 
@@ -138,21 +141,20 @@ class Journal:
 
 
 def check_name(name: object) -> str:
-    """A campaign's name (a non-empty str of at most ``NAME_MAX`` characters), or
-    ``ValidationError``: the one check of ``Journal.campaign`` and of a task that names one."""
+    """A campaign's name (a non-empty str of at most ``NAME_MAX`` characters, without control
+    characters or lone surrogates), or ``ValidationError``: the one check of
+    ``Journal.campaign`` and of a task that names one. A NUL (PostgreSQL's text cannot hold
+    it) or a lone surrogate (UTF-8 cannot encode it: a non-UTF-8 byte of the command line)
+    would otherwise fail in the store's driver, differently on each store."""
     if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX:
         raise ValidationError(
             f"a campaign name is a non-empty str of at most {NAME_MAX} characters"
         )
+    if not text.is_encodable(name):
+        raise ValidationError(
+            "a campaign name cannot hold control characters or lone surrogates (is it valid UTF-8?)"
+        )
     return name
-
-
-def check_concurrency(concurrency: object) -> int:
-    """How many batches a run sends at once (a positive int, not a bool), or
-    ``ValidationError``: the one check of ``Campaign.run`` and of a task that carries it."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValidationError("concurrency must be a positive int")
-    return concurrency
 
 
 def _open_store(url: str) -> Store:
@@ -164,11 +166,13 @@ def _open_store(url: str) -> Store:
             "a PostgreSQL journal is a postgresql:// URL: key=value connection strings "
             "(host=... dbname=...) are not supported"
         )
+    if "\x00" in url:
+        raise ValidationError("a journal's path or URL cannot hold a NUL character")
     scheme = url.split(":", 1)[0].lower() if "://" in url else ""
     if scheme in ("postgresql", "postgres"):
         from smsvn.journal._postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(_postgres_url(url))
     if scheme == "sqlite":
         path = url[len("sqlite://") :]
         if not path.startswith("/") or path in ("/", "/:memory:"):
@@ -184,7 +188,37 @@ def _open_store(url: str) -> Store:
         path = url
     from smsvn.journal._sqlite import SqliteStore
 
-    return SqliteStore(path)
+    return SqliteStore(_sqlite_path(path))
+
+
+def _postgres_url(url: str) -> str:
+    """``url`` if asyncpg can send what it holds, or ``ValidationError`` (the URL is not
+    quoted: it may hold a password). The server takes UTF-8 without NUL: a lone surrogate
+    failed inside asyncpg's protocol (``AttributeError``), a NUL, even percent-encoded, as a
+    protocol violation."""
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "the PostgreSQL journal URL has a character UTF-8 cannot encode (a lone surrogate: "
+            "is it valid UTF-8?)"
+        ) from None
+    if "\x00" in unquote(url):
+        raise ValidationError("the PostgreSQL journal URL holds a NUL (%00)")
+    return url
+
+
+def _sqlite_path(path: str) -> str:
+    """``path`` if the file system can name it, or ``ValidationError``: a lone surrogate the
+    file system encoding does not take (``surrogateescape`` takes those a non-UTF-8 byte
+    makes, not ``"\\ud800"``) would fail in ``sqlite3.connect`` with ``UnicodeEncodeError``."""
+    try:
+        os.fsencode(path)
+    except UnicodeError:
+        raise ValidationError(
+            f"the journal path {path!r} has characters the file system cannot name"
+        ) from None
+    return path
 
 
 class Campaign:
@@ -292,7 +326,9 @@ class Campaign:
         this runner. Several runners may run at once (processes, machines): each batch is
         claimed by one. A finished campaign sends nothing. ``options`` are the client's send
         options (``sms_type=``, ``sender=``, ...; not with a ``Failover``, whose clients send
-        with the defaults they were built with).
+        with the defaults they were built with). An option the client does not take, a
+        callback that is not callable, or a ``guard`` that is not one is a ``ValidationError``
+        before anything is claimed or sent.
 
         ``claim_for`` (seconds, or None): claim no new batch after that long, let the batches
         already in flight finish (a batch is sent after the deadline only if it was marked in
@@ -315,6 +351,11 @@ class Campaign:
             "concurrency": concurrency, "lease": lease, "on_progress": on_progress,
             "on_result": on_result, "keep_results": keep_results, "claim_for": claim_for,
         }  # fmt: skip
+        _check_run_options(concurrency, lease, on_progress, on_result, claim_for)  # a guard's too
+        if guard is not None and not callable(getattr(guard, "run", None)):
+            raise ValidationError(
+                f"guard must be a smsvn.advertising.Guard, not {type(guard).__name__}"
+            )
         if guard is not None:
             return await guard.run(self, client, purpose=purpose or "advertising",
                                    **run_options, **options)  # fmt: skip
@@ -355,9 +396,9 @@ class Campaign:
             clients = (client,)
         else:
             raise ValidationError(f"run needs a client or a Failover, not {type(client).__name__}")
-        concurrency = check_concurrency(concurrency)
-        lease = check_lease(lease)
-        claim_for = check_claim_for(claim_for)
+        concurrency, lease, claim_for = _check_run_options(
+            concurrency, lease, on_progress, on_result, claim_for
+        )
         claim_until = None
         if claim_for is not None:
             claim_until = asyncio.get_running_loop().time() + claim_for
@@ -413,8 +454,14 @@ class Campaign:
         many became sent; a message the provider does not list stays unknown (it may not be
         listed yet)."""
         if not isinstance(client, SentList):
+            provider = getattr(client, "provider", None)
+            if not isinstance(provider, str):  # not a client at all: None, a name, ...
+                raise ValidationError(
+                    "reconcile takes a client that lists its sent messages (eSMS), not "
+                    f"{type(client).__name__}"
+                )
             raise ValidationError(
-                f"{client.provider} cannot list sent messages: feed its delivery reports "
+                f"{provider} cannot list sent messages: feed its delivery reports "
                 "(smsvn.webhooks) to campaign.apply(), or campaign.resolve() what you checked"
             )
         rows = await self._store.unknown_since(self._id, client.provider)
@@ -480,6 +527,12 @@ class Campaign:
         state = _RESOLVABLE.get(outcome) if isinstance(outcome, str) else None
         if state is None:
             raise ValidationError(f"resolve to one of {', '.join(_RESOLVABLE)}, not {outcome!r}")
+        # The note is stored as the inputs' reason: what a store cannot keep (a NUL, a lone
+        # surrogate) or keeps differently (an int) is refused before anything changes.
+        if note is not None and not isinstance(note, str):
+            raise ValidationError(f"note must be a str, not {type(note).__name__}")
+        if note is not None and not text.is_encodable(note):
+            raise ValidationError("note has control characters or lone surrogates")
         numbers = None
         if phones is not None:
             bulk.check_source(phones)
@@ -544,6 +597,21 @@ def _state(name: str) -> State:
         if public == name:
             return state
     raise ValidationError(f"state is one of {', '.join(STATE_NAMES.values())}, not {name!r}")
+
+
+def _check_run_options(
+    concurrency: object,
+    lease: object,
+    on_progress: object,
+    on_result: object,
+    claim_for: object,
+) -> tuple[int, float, float | None]:
+    """``run``'s own options (concurrency, lease, claim_for) as the run uses them, or
+    ``ValidationError`` before anything is claimed or sent: a callback that is not callable
+    would otherwise fail only after the first batch was sent."""
+    check_callback(on_progress, "on_progress")
+    check_callback(on_result, "on_result")
+    return check_concurrency(concurrency), check_lease(lease), check_claim_for(claim_for)
 
 
 def _entry(client: BaseClient) -> Provider | None:

@@ -43,6 +43,7 @@ __all__ = [
     "Intake",
     "check_content",
     "digest",
+    "storable",
 ]
 
 CHUNK: Final = 20_000
@@ -88,7 +89,24 @@ def check_content(content: object) -> str:
 
 
 def _clip(value: str) -> str:
-    return value if len(value) <= GIVEN_MAX else value[:GIVEN_MAX] + "..."
+    """What an invalid input was, as every store keeps it: at most ``GIVEN_MAX`` characters
+    (``storable``)."""
+    return storable(value if len(value) <= GIVEN_MAX else value[:GIVEN_MAX] + "...")
+
+
+def storable(value: str) -> str:
+    """``value`` as every store can keep it: a lone surrogate (UTF-8 cannot encode it: what
+    ``json.loads`` makes of ``"\\ud800"``, or a stray byte read with ``surrogateescape``)
+    becomes its escape ``\\ud800``, a NUL (PostgreSQL's text cannot hold it) ``\\x00``. An
+    invalid input's text and reason are written so: one such input must not fail the write of
+    its whole segment, and it reads the same on SQLite and PostgreSQL."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _shown(item: object) -> str:
@@ -126,6 +144,10 @@ class Intake:
         size = 0
         for item in items:
             size += 1
+            if shared and type(item) is not str and isinstance(item, str):
+                # A str subclass (pydantic's, Django's, an ORM cursor's): its characters are
+                # the number, keyed and normalised as the same str would be.
+                item = str.__str__(item)
             if type(item) is str and shared:
                 raw = item.encode("utf-8", "surrogatepass")
                 n = len(raw)  # its length as 4 bytes, then it: one update, the same bytes
@@ -135,7 +157,8 @@ class Intake:
                 try:
                     number = int(normalize(item))
                 except ValidationError as exc:
-                    row = (key, State.INVALID, None, 0, None, _clip(item), None, exc.message)
+                    reason = storable(exc.message)
+                    row = (key, State.INVALID, None, 0, None, _clip(item), None, reason)
                 else:
                     if plain is None:
                         plain = []
@@ -166,23 +189,28 @@ class Intake:
             try:
                 content = check_content(content)
                 if request_id is not None and (
-                    not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID
+                    not isinstance(request_id, str)
+                    or not 0 < len(request_id) <= MAX_REQUEST_ID
+                    or not text.is_encodable(request_id)
                 ):
+                    # Kept as is and sent as is: one the stores cannot keep (a NUL, a lone
+                    # surrogate) or a provider cannot carry is refused here, on every store.
                     raise ValidationError(
-                        f"request_id must be a str of 1-{MAX_REQUEST_ID} characters"
+                        f"request_id must be a str of 1-{MAX_REQUEST_ID} characters, without "
+                        "control characters or lone surrogates"
                     )
                 if not isinstance(to, str):
                     raise ValidationError(f"not a phone number string: {type(to).__name__}")
                 number = int(normalize(to))
             except ValidationError as exc:
-                return (key, State.INVALID, None, 0, None, shown, None, exc.message)
+                return (key, State.INVALID, None, 0, None, shown, None, storable(exc.message))
             return (key, State.PENDING, number, digest(content), content, None, request_id, None)
         if isinstance(item, str):  # a number, but the input has no shared content
             key = self._next(b"s" + _bytes(item))
             return (key, State.INVALID, None, 0, None, _clip(item), None, _NO_CONTENT)
         shown = _shown(item)
         key = self._next(b"o" + _bytes(type(item).__name__ + "\x00" + shown))
-        reason = f"not a phone number string: {type(item).__name__}"
+        reason = storable(f"not a phone number string: {type(item).__name__}")
         return (key, State.INVALID, None, 0, None, shown, None, reason)
 
     def _next(self, data: bytes) -> int:

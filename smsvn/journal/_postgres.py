@@ -274,15 +274,16 @@ class PostgresStore:
         try:
             pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=_POOL_SIZE)
         except ValueError as exc:  # asyncpg's URL parsing (ClientConfigurationError is one too)
-            malformed = type(exc).__name__
+            malformed = f"{type(exc).__name__}; its message is not shown, it may quote the URL"
+        except OverflowError:  # the socket's "connect(): port must be 0-65535"
+            malformed = "a port out of range: ports are 0-65535"
         if malformed is not None:
             # asyncpg's message quotes pieces of the URL, where a password with an unencoded
             # "/", "?" or "#" ends up: raised here, outside the except block, so that neither
             # the message nor __context__ carries it.
             raise ValidationError(
-                f"the PostgreSQL journal URL is malformed ({malformed}; its message is not "
-                "shown, it may quote the URL): postgresql://user@host:port/db, with /, ?, # "
-                "and @ percent-encoded in a password"
+                f"the PostgreSQL journal URL is malformed ({malformed}): "
+                "postgresql://user@host:port/db, with /, ?, # and @ percent-encoded in a password"
             ) from None
         try:
             async with pool.acquire() as db, db.transaction():

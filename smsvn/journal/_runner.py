@@ -273,7 +273,9 @@ class Source:
 
     def prepare(self, contents: Sequence[str]) -> None:
         """Check every shared content (and the send options) with the client before anything
-        is sent: a content the provider cannot take is a ``ValidationError`` now."""
+        is sent: a content the provider cannot take, or an option it does not have, is a
+        ``ValidationError`` now."""
+        self.client.check_send_options(self._options)
         for content in contents:
             self._sender(content)
         self._generic = self.client.batch_sender(content=None, **self._options)
@@ -513,11 +515,13 @@ def check_claim_for(claim_for: object) -> float | None:
     no deadline at all."""
     if claim_for is None:
         return None
+    # The range first: it holds for no NaN or infinity, and an int too large for a float
+    # (``10**400``) compares as it is, where ``math.isfinite`` raises ``OverflowError``.
     if (
         isinstance(claim_for, bool)
         or not isinstance(claim_for, int | float)
-        or not math.isfinite(claim_for)
         or not 0 < claim_for < CLAIM_FOR_MAX
+        or not math.isfinite(claim_for)
     ):
         raise ValidationError(
             "claim_for must be a finite number of seconds, more than 0 and less than 1e9, or None"

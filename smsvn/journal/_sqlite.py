@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
+from smsvn.errors import ValidationError
 from smsvn.journal._store import (
     STATE_NAMES,
     Added,
@@ -315,9 +316,14 @@ def _connect(path: str) -> sqlite3.Connection:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no directory {directory!r} for the journal")
-    connection = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-    )
+    if os.path.isdir(path):
+        raise ValidationError(f"the journal {path!r} is a directory: name a file in it")
+    try:
+        connection = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.OperationalError as exc:  # "unable to open database file"
+        raise ValidationError(f"cannot open the journal file {path!r}: {exc}") from None
     try:
         connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's (no pages yet)
         connection.execute("PRAGMA journal_mode = WAL")

@@ -31,9 +31,8 @@ import math
 import secrets
 from typing import Any, Final
 
-from smsvn._redis_url import client_from_url
+from smsvn._redis_url import checked_prefix, redis_client
 from smsvn._shared_limits import LuaScript, RedisCalls
-from smsvn.errors import ValidationError
 from smsvn.otp._memory import EXPIRED_GRACE, LOG_HORIZON
 from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, StoreError
 
@@ -224,8 +223,7 @@ class RedisStore:
     def __init__(
         self, url_or_client: str | Any, *, prefix: str = "smsvn", timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} "):
-            raise ValidationError("prefix must be non-empty, without braces or spaces")
+        prefix = checked_prefix(prefix)
         try:
             import redis.asyncio  # noqa: F401
             from redis import exceptions
@@ -233,12 +231,9 @@ class RedisStore:
             raise ModuleNotFoundError(
                 "smsvn.otp.RedisStore needs the redis extra: pip install 'smsvn[redis]'"
             ) from exc
-        if isinstance(url_or_client, str):
-            client = client_from_url(url_or_client, timeout=timeout, what="the OTP store's")
-            self._owns_client = True
-        else:
-            client = url_or_client
-            self._owns_client = False
+        client, self._owns_client = redis_client(
+            url_or_client, timeout=timeout, what="the OTP store's"
+        )
         self._redis = RedisCalls(client)
         self._failures: tuple[type[BaseException], ...] = (
             exceptions.RedisError,

@@ -45,6 +45,7 @@ from typing import Final, Literal, Protocol, cast, runtime_checkable
 import msgspec
 
 from smsvn import phone
+from smsvn._checks import checked_seconds
 from smsvn.errors import OutcomeUnknown, SmsError, ValidationError
 from smsvn.failover import NOTHING_SENT, Failover
 from smsvn.models import SendResult
@@ -162,7 +163,12 @@ class _Key:
 
     def __init__(self, secret: object) -> None:
         if isinstance(secret, str):
-            secret = secret.encode()
+            encoded = _utf8(secret)
+            if encoded is None:
+                # Raised outside the ``except``: the UnicodeEncodeError's ``object`` is the
+                # secret, and a chained exception would carry it into tracebacks and reports.
+                raise ValidationError("secret must be a str that encodes as UTF-8, or bytes")
+            secret = encoded
         if not isinstance(secret, bytes | bytearray):
             raise ValidationError("secret must be bytes or a str")
         if len(secret) < MIN_SECRET_BYTES:
@@ -184,6 +190,14 @@ class _Key:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("an OTP secret cannot be pickled")
+
+
+def _utf8(text: str) -> bytes | None:
+    """``text`` in UTF-8, or None when it cannot be (a lone surrogate)."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return None
 
 
 class _Template:
@@ -274,9 +288,9 @@ class Verifier:
         self._key = _Key(secret)
         self._template = _Template(template)
         self.length = _int(length, "length", 4, 10)
-        self.ttl = _seconds(ttl, "ttl", positive=True)
+        self.ttl = checked_seconds(ttl, "ttl")
         self.max_attempts = _int(max_attempts, "max_attempts", 1, 1000)
-        self.resend_after = _seconds(resend_after, "resend_after", positive=False)
+        self.resend_after = checked_seconds(resend_after, "resend_after", zero=True)
         if not isinstance(purpose, str) or not _PURPOSE.fullmatch(purpose):
             raise ValidationError("purpose must be 1-64 letters, digits, '_', '.' or '-'")
         self.purpose = purpose
@@ -295,8 +309,10 @@ class Verifier:
             if global_sends_per_hour is None
             else Window(_HOUR, _int(global_sends_per_hour, "global_sends_per_hour"))
         )
-        self.max_wait = None if max_wait is None else _seconds(max_wait, "max_wait", positive=False)
-        self.deadline = None if deadline is None else _seconds(deadline, "deadline", positive=True)
+        self.max_wait = (
+            None if max_wait is None else checked_seconds(max_wait, "max_wait", zero=True)
+        )
+        self.deadline = None if deadline is None else checked_seconds(deadline, "deadline")
         if not callable(clock):
             raise ValidationError("clock must be a function returning Unix time in seconds")
         self._clock = clock
@@ -564,24 +580,6 @@ def _int(value: object, name: str, low: int = 1, high: int | None = None) -> int
     if high is not None and value > high:
         raise ValidationError(f"{name} must be an int from {low} to {high}")
     return value
-
-
-_MAX_SECONDS: Final = 366 * 86400.0
-"""The longest ``ttl``, ``resend_after``, ``max_wait`` or ``deadline`` (a year): beyond any use,
-and far inside what a store's millisecond times hold exactly."""
-
-
-def _seconds(value: object, name: str, *, positive: bool) -> float:
-    """A finite number of seconds up to a year (> 0 when ``positive``, else >= 0)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(f"{name} must be a number of seconds")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValidationError(
-            f"{name} must be a {'positive' if positive else 'non-negative'}, finite number"
-        )
-    if value > _MAX_SECONDS:
-        raise ValidationError(f"{name} must be at most a year ({_MAX_SECONDS:.0f} s)")
-    return float(value)
 
 
 def _name(sender: object) -> str:

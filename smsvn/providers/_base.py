@@ -5,7 +5,7 @@ builds the transport from the options every client takes alike (``ClientOptions`
 from __future__ import annotations
 
 import abc
-import math
+import inspect
 import os
 import urllib.parse
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self, TypedDict
 import aiohttp
 
 from smsvn import bulk, phone, text
+from smsvn._checks import checked_int, checked_seconds
 from smsvn.bulk import BatchSender, BulkOutcome, BulkProgress, BulkReport
 from smsvn.errors import ValidationError
 from smsvn.limits import LimiterBackend, RateLimit
@@ -38,7 +39,9 @@ __all__ = [
     "Credential",
     "Recipients",
     "checked_content",
+    "checked_credential",
     "checked_seconds",
+    "checked_text",
     "checked_url",
     "recipient_list",
     "split_recipients",
@@ -174,13 +177,10 @@ def checked_content(
     """The content as it will be sent (stripped of diacritics when asked), or a
     ValidationError for what no provider takes: an empty content, characters no SMS encoding
     can carry (``refused_as`` names the provider's own code for them), or ``strip_diacritics``
-    together with ``unicode=True``."""
-    if not isinstance(content, str):
-        raise ValidationError(
-            f"content must be a str, not {type(content).__name__}",
-            provider=provider,
-            endpoint=endpoint,
-        )
+    together with ``unicode=True``. A ``str`` subclass is taken as the plain ``str`` it holds
+    (see ``checked_text``)."""
+    if content.__class__ is not str:
+        content = checked_text(content, "content", provider, endpoint)
     if strip:
         if unicode:
             raise ValidationError(
@@ -244,9 +244,12 @@ class BaseClient(abc.ABC):
             "connect_timeout",
             self.provider,
         )
-        max_connections = options.get("max_connections", DEFAULT_MAX_CONNECTIONS)
-        if not isinstance(max_connections, int) or max_connections < 1:
-            raise ValidationError("max_connections must be a positive int", provider=self.provider)
+        max_connections = checked_int(
+            options.get("max_connections", DEFAULT_MAX_CONNECTIONS),
+            "max_connections",
+            low=1,
+            provider=self.provider,
+        )
         max_wait = options.get("max_wait")
         if max_wait is not None:
             max_wait = checked_seconds(max_wait, "max_wait", self.provider, zero=True)
@@ -413,6 +416,7 @@ class BaseClient(abc.ABC):
         Bad options or content raise ``ValidationError`` before any request. See ``smsvn.bulk``
         for how each input is accounted for.
         """
+        self.check_send_options(options)
         return await bulk.run(
             recipients,
             provider=self.provider,
@@ -443,6 +447,7 @@ class BaseClient(abc.ABC):
 
         Duplicates are kept by default (a number may get several different messages).
         """
+        self.check_send_options(options)
         return await bulk.run(
             messages,
             provider=self.provider,
@@ -458,8 +463,47 @@ class BaseClient(abc.ABC):
             unit=self.unit,
         )
 
+    def check_send_options(self, options: Mapping[str, Any]) -> None:
+        """Refuse a bulk send's or a campaign's option this client's ``batch_sender`` does not
+        take, naming it (a ``TypeError`` about ``batch_sender()`` told the caller nothing they
+        had called), before anything is sent."""
+        known = _batch_options(type(self))
+        unknown = sorted(set(options) - known) if known is not None else ()
+        if unknown:
+            raise _UnknownOption(
+                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                f"{self.provider} takes {', '.join(sorted(known or ())) or 'none'}",
+                provider=self.provider,
+            )
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+
+class _UnknownOption(ValidationError, TypeError):
+    """A keyword option the call does not take: a ``ValidationError`` like every bad argument,
+    and a ``TypeError`` too, which is what Python raises for an unexpected keyword (and what
+    code written before this check catches)."""
+
+
+_BATCH_OPTIONS: dict[type[BaseClient], frozenset[str] | None] = {}
+
+
+def _batch_options(cls: type[BaseClient]) -> frozenset[str] | None:
+    """The keyword options ``cls.batch_sender`` takes besides ``content`` (read once per class),
+    or None when it takes any (``**options``)."""
+    if cls in _BATCH_OPTIONS:
+        return _BATCH_OPTIONS[cls]
+    parameters = inspect.signature(cls.batch_sender).parameters.values()
+    known: frozenset[str] | None = frozenset(
+        p.name
+        for p in parameters
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "content")
+    )
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        known = None
+    _BATCH_OPTIONS[cls] = known
+    return known
 
 
 def _env_value(environ: Mapping[str, str], variable: str) -> str | None:
@@ -471,22 +515,19 @@ def _env_value(environ: Mapping[str, str], variable: str) -> str | None:
     return value or None
 
 
-def checked_seconds(value: object, name: str, provider: str, *, zero: bool = False) -> float:
-    """A positive (or, with ``zero``, non-negative), finite number of seconds, or
-    ``ValidationError`` naming the option."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(f"{name} must be a number of seconds", provider=provider)
-    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
-        sign = "non-negative" if zero else "positive"
-        raise ValidationError(f"{name} must be a {sign}, finite number", provider=provider)
-    return float(value)
-
-
 def checked_url(value: object, name: str, provider: str) -> str:
-    """A base URL given as a string, without its trailing slash."""
+    """A base URL given as a string, without its trailing slash; anything ``urlsplit`` cannot
+    read (``http://[::1``), or that cannot go in a request line, is a ``ValidationError``."""
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ValidationError(f"{name} must be an http:// or https:// URL", provider=provider)
-    if "@" in urllib.parse.urlsplit(value).netloc:
+    netloc = _netloc(value)
+    if netloc is None or not text.is_encodable(value):
+        raise ValidationError(
+            f"{name} is not a URL that can be requested (a malformed host, control characters "
+            "or lone surrogates)",
+            provider=provider,
+        )
+    if "@" in netloc:
         # A user or password in the URL would be shown wherever the URL is (reprs, the CLI's
         # resume command), and aiohttp refuses one beside the client's own Authorization.
         raise ValidationError(
@@ -495,3 +536,51 @@ def checked_url(value: object, name: str, provider: str) -> str:
             provider=provider,
         )
     return value.rstrip("/")
+
+
+def _netloc(url: str) -> str | None:
+    """The host part of ``url``, or None when ``urlsplit`` refuses it (an unclosed ``[``)."""
+    try:
+        return urllib.parse.urlsplit(url).netloc
+    except ValueError:
+        return None
+
+
+def checked_text(
+    value: object,
+    name: str,
+    provider: str,
+    endpoint: str | None = None,
+) -> str:
+    """A text option as it goes on the wire: a plain ``str`` (a subclass, such as a web
+    framework's safe string, is taken as the text it holds: msgspec encodes no subclass) with no
+    control characters or lone surrogates (which no provider takes and the UTF-8 encoder refuses
+    mid-request); else a ``ValidationError`` naming the option."""
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"{name} must be a str, not {type(value).__name__}",
+            provider=provider,
+            endpoint=endpoint,
+        )
+    if value.__class__ is not str:
+        value = str.__str__(value)  # the characters it holds, not its own ``__str__``
+    if not text.is_encodable(value):
+        raise ValidationError(
+            f"{name} has control characters or lone surrogates",
+            provider=provider,
+            endpoint=endpoint,
+        )
+    return value
+
+
+def checked_credential(value: object, name: str, provider: str) -> str:
+    """A credential: a non-empty ``str`` that encodes as UTF-8 and holds no control character
+    (a lone surrogate failed deep in the account digest with ``UnicodeEncodeError``). The
+    message names the credential, never its value."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{name} (a non-empty str) is required", provider=provider)
+    if not text.is_encodable(value):
+        raise ValidationError(
+            f"{name} has control characters or lone surrogates", provider=provider
+        )
+    return value

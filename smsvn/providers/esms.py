@@ -25,6 +25,7 @@ from urllib.parse import quote
 import msgspec
 
 from smsvn import phone, text
+from smsvn._checks import checked_int
 from smsvn._redact import RUN, Redactor
 from smsvn.bulk import BatchSender
 from smsvn.errors import (
@@ -59,6 +60,8 @@ from smsvn.providers._base import (
     BaseClient,
     ClientOptions,
     checked_content,
+    checked_credential,
+    checked_text,
     checked_url,
     recipient_list,
     require_recipients,
@@ -329,11 +332,11 @@ class ESMS(BaseClient):
         brandname: str | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
-        if not isinstance(api_key, str) or not isinstance(secret_key, str):
-            raise ValidationError("the eSMS ApiKey and SecretKey must be str", provider=_PROVIDER)
-        if not api_key or not secret_key:
-            raise ValidationError("an eSMS ApiKey and SecretKey are required", provider=_PROVIDER)
+        checked_credential(api_key, "an eSMS ApiKey", _PROVIDER)
+        checked_credential(secret_key, "an eSMS SecretKey", _PROVIDER)
         _check_type(sms_type)
+        if brandname is not None:
+            brandname = checked_text(brandname, "brandname", _PROVIDER)
         super().__init__(
             base_url=base_url,
             account=api_key,
@@ -424,8 +427,12 @@ class ESMS(BaseClient):
             )
         endpoint = _EP_SEND_GET if method == "GET" else _EP_SEND_POST
         sms_type = self.sms_type if sms_type is None else sms_type
-        brandname = self.brandname if brandname is None else brandname
+        if brandname is None:
+            brandname = self.brandname
+        else:
+            brandname = checked_text(brandname, "brandname", _PROVIDER, endpoint)
         _check_type(sms_type)
+        callback_url = _check_callback(callback_url, endpoint)
         if sms_type in _NEEDS_BRANDNAME and not brandname:
             raise ValidationError(
                 f"sms_type {sms_type} needs a brandname", provider=_PROVIDER, endpoint=endpoint
@@ -434,7 +441,7 @@ class ESMS(BaseClient):
             sms_type=sms_type,
             brandname=brandname if sms_type in _NEEDS_BRANDNAME else None,
             sandbox="1" if sandbox else "0",
-            send_date=None if send_date is None else _send_date(send_date),
+            send_date=None if send_date is None else _send_date(send_date, endpoint),
             callback_url=callback_url,
             method=method,
             endpoint=endpoint,
@@ -460,8 +467,8 @@ class ESMS(BaseClient):
         """Types 1 and 2 go out under the brandname; type 8 under a fixed number."""
         sms_type = options.get("sms_type")
         sms_type = self.sms_type if sms_type is None else sms_type
-        if sms_type not in _NEEDS_BRANDNAME:
-            return None
+        if not isinstance(sms_type, int) or sms_type not in _NEEDS_BRANDNAME:
+            return None  # a type of the wrong kind: send() refuses it
         return super().sender_for(options)
 
     def batch_sender(
@@ -644,7 +651,7 @@ class ESMS(BaseClient):
         self, start: date | datetime, end: date | datetime
     ) -> list[SentMessage]:
         """The messages sent between two days, inclusive (``GetSmsSentData``, days in VN time)."""
-        first, last = _day(start), _day(end)
+        first, last = _day(start, "start"), _day(end, "end")
         if last < first:
             raise ValidationError(
                 f"end ({last}) is before start ({first})",
@@ -715,11 +722,16 @@ class ESMS(BaseClient):
     ) -> SendResult:
         """Call ``to`` and read out ``code`` (digits 0-9, checked locally) (``VoiceOTP``)."""
         endpoint = _EP_VOICE_OTP
-        if not code or not code.isascii() or not code.isdigit():
+        if not isinstance(code, str) or not code or not code.isascii() or not code.isdigit():
             raise ValidationError(
-                "a voice OTP code must be digits 0-9 only", provider=_PROVIDER, endpoint=endpoint
+                "a voice OTP code must be a str of digits 0-9 only",
+                provider=_PROVIDER,
+                endpoint=endpoint,
             )
         _check_voice(voice, speed, endpoint)
+        if sender is not None:
+            checked_text(sender, "sender", _PROVIDER, endpoint)
+        callback_url = _check_callback(callback_url, endpoint)
         number = _one_number(to, endpoint)
         params = self._keys(Phone=number, Code=code)
         _put(params, "Voice", voice)
@@ -747,6 +759,12 @@ class ESMS(BaseClient):
         endpoint = _EP_CALL_TEMPLATE
         template = _check_id(str(template_id), "template_id", endpoint)
         values: Sequence[str] = (variables,) if isinstance(variables, str) else variables
+        if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+            raise ValidationError(
+                "variables must be a str or a list or tuple of str",
+                provider=_PROVIDER,
+                endpoint=endpoint,
+            )
         for value in values:
             if _SEPARATOR in value or value.startswith("|") or value.endswith("|"):
                 raise ValidationError(
@@ -762,11 +780,13 @@ class ESMS(BaseClient):
                     endpoint=endpoint,
                 )
         _check_voice(voice, speed, endpoint)
+        callback_url = _check_callback(callback_url, endpoint)
+        when = None if send_date is None else _send_date(send_date, endpoint)
         number = _one_number(to, endpoint)
         params = self._keys(TemplateId=template, Phone=number)
         if values:
             params["VariableListStr"] = _SEPARATOR.join(values)
-        _put(params, "SendDate", None if send_date is None else _send_date(send_date))
+        _put(params, "SendDate", when)
         _put(params, "Voice", voice)
         _put(params, "Speed", speed)
         _put(params, "CallbackUrl", callback_url)
@@ -801,14 +821,14 @@ class ESMS(BaseClient):
             ("wait_for_ivr", wait_for_ivr),
             ("retry_wait", retry_wait),
         ):
-            if value is not None and value < 0:
-                raise ValidationError(
-                    f"{name} must not be negative", provider=_PROVIDER, endpoint=endpoint
-                )
+            if value is not None:
+                checked_int(value, name, low=0, provider=_PROVIDER, endpoint=endpoint)
         forward = None if forward_number is None else _forward_number(forward_number, endpoint)
+        callback_url = _check_callback(callback_url, endpoint)
+        when = None if send_date is None else _send_date(send_date, endpoint)
         number = _one_number(to, endpoint)
         params = self._keys(TemplateId=record, Phone=number)
-        _put(params, "SendDate", None if send_date is None else _send_date(send_date))
+        _put(params, "SendDate", when)
         _put(params, "NumberForward", forward)
         _put(params, "MaxRepeat", max_repeat)
         _put(params, "MaxRetry", max_retry)
@@ -956,18 +976,37 @@ def _url_secrets(url: str) -> list[str]:
     return [url, *(p for p in pieces if len(p) >= RUN)]
 
 
-def _check_type(sms_type: int) -> None:
-    """Refuse a message type this client does not know how to send."""
-    if sms_type not in SMS_TYPES:
+def _check_type(sms_type: object) -> None:
+    """Refuse a message type this client does not know how to send: anything but one of the
+    ``SMS_TYPES`` ints (``True`` is not type 1, and a list is not a type)."""
+    if isinstance(sms_type, bool) or not isinstance(sms_type, int) or sms_type not in SMS_TYPES:
         raise ValidationError(
-            f"sms_type {sms_type} is not one of {sorted(SMS_TYPES)}", provider=_PROVIDER
+            f"sms_type {sms_type!r} is not one of {sorted(SMS_TYPES)}", provider=_PROVIDER
         )
 
 
+def _check_callback(callback_url: object, endpoint: str) -> str | None:
+    """The ``callback_url`` as it goes in the request; refused when it is not text a request
+    can carry, or no URL parser reads it (its pieces are taken apart for the answer's
+    redactor, ``_url_secrets``)."""
+    if callback_url is None:
+        return None
+    url = checked_text(callback_url, "callback_url", _PROVIDER, endpoint)
+    try:
+        urllib.parse.urlsplit(url)
+    except ValueError:
+        raise ValidationError(
+            "callback_url is not a URL (a malformed host)", provider=_PROVIDER, endpoint=endpoint
+        ) from None
+    return url
+
+
 def _check_request_id(request_id: str | None, endpoint: str) -> str:
-    """The caller's RequestId if eSMS would take it, else a fresh one (32 hex characters)."""
+    """The caller's RequestId if eSMS would take it, else a fresh one (32 hex characters).
+    Only a plain ``str`` is one: bytes would go base64-encoded (another id than the caller's)."""
     if request_id is None:
         return uuid.uuid4().hex
+    request_id = checked_text(request_id, "request_id", _PROVIDER, endpoint)
     if not request_id or len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise ValidationError(
             f"request_id must be 1-{MAX_REQUEST_ID_LENGTH} characters, not {len(request_id)}",
@@ -1019,12 +1058,14 @@ def _check_advertising(count: int, content: str, endpoint: str) -> None:
 
 
 def _check_voice(voice: str | None, speed: int | None, endpoint: str) -> None:
-    """Refuse a voice or reading speed eSMS does not offer."""
-    if voice is not None and voice not in VOICES:
+    """Refuse a voice or reading speed eSMS does not offer (or of the wrong type)."""
+    if voice is not None and (not isinstance(voice, str) or voice not in VOICES):
         raise ValidationError(
             f"voice {voice!r} is not one of {sorted(VOICES)}", provider=_PROVIDER, endpoint=endpoint
         )
-    if speed is not None and speed not in _SPEEDS:
+    if speed is not None and (
+        isinstance(speed, bool) or not isinstance(speed, int) or speed not in _SPEEDS
+    ):
         raise ValidationError(
             f"speed {speed} is not between -3 and 3", provider=_PROVIDER, endpoint=endpoint
         )
@@ -1046,6 +1087,12 @@ def _one_number(to: str, endpoint: str) -> str:
 
 def _forward_number(number: str, endpoint: str) -> str:
     """A mobile number in national form, or any other number (a hotline) as its bare digits."""
+    if not isinstance(number, str):
+        raise ValidationError(
+            f"forward_number must be a phone number (a str), not {type(number).__name__}",
+            provider=_PROVIDER,
+            endpoint=endpoint,
+        )
     try:
         return phone.normalize(number)
     except ValidationError:
@@ -1066,25 +1113,44 @@ def _put(params: dict[str, str], name: str, value: str | int | None) -> None:
         params[name] = str(value)
 
 
-def _send_date(when: datetime) -> str:
+def _send_date(when: datetime, endpoint: str | None = None) -> str:
     """``yyyy/MM/dd HH:mm:ss`` in Vietnam time (a naive datetime is taken as Vietnam time).
     Anything but a datetime (a str from a task's JSON, a date) is a ``ValidationError``."""
     if not isinstance(when, datetime):
         raise ValidationError(
-            f"send_date must be a datetime, not {type(when).__name__}", provider=_PROVIDER
+            f"send_date must be a datetime, not {type(when).__name__}",
+            provider=_PROVIDER,
+            endpoint=endpoint,
         )
-    if when.tzinfo is not None:
-        when = when.astimezone(_VN_TZ)
-    return when.strftime("%Y/%m/%d %H:%M:%S")
+    return _in_vietnam(when, "send_date", endpoint).strftime("%Y/%m/%d %H:%M:%S")
 
 
-def _day(when: date | datetime) -> date:
-    """The calendar day of ``when`` in Vietnam time (a naive datetime is taken as Vietnam time)."""
+def _day(when: date | datetime, name: str) -> date:
+    """The calendar day of ``when`` in Vietnam time (a naive datetime is taken as Vietnam time);
+    anything but a date or a datetime is a ``ValidationError`` naming ``name``."""
     if isinstance(when, datetime):
-        if when.tzinfo is not None:
-            when = when.astimezone(_VN_TZ)
-        return when.date()
+        return _in_vietnam(when, name, _EP_SENT_DATA).date()
+    if not isinstance(when, date):
+        raise ValidationError(
+            f"{name} must be a date or a datetime, not {type(when).__name__}",
+            provider=_PROVIDER,
+            endpoint=_EP_SENT_DATA,
+        )
     return when
+
+
+def _in_vietnam(when: datetime, name: str, endpoint: str | None) -> datetime:
+    """An aware ``when`` as Vietnam time (a naive one as it is). Near ``datetime.max`` or
+    ``datetime.min`` the shift falls outside the years a datetime holds: a ``ValidationError``,
+    not ``OverflowError``."""
+    if when.tzinfo is None:
+        return when
+    try:
+        return when.astimezone(_VN_TZ)
+    except OverflowError:
+        raise ValidationError(
+            f"{name} is out of range in Vietnam time", provider=_PROVIDER, endpoint=endpoint
+        ) from None
 
 
 def _wcf_date(value: str) -> datetime:

@@ -39,6 +39,8 @@ from smsvn.providers._base import (
     BaseClient,
     ClientOptions,
     checked_content,
+    checked_credential,
+    checked_text,
     recipient_list,
     require_recipients,
     split_recipients,
@@ -210,14 +212,10 @@ class Fibo(BaseClient):
         sender: str | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
-        if not isinstance(client_no, str) or not isinstance(client_pass, str):
-            raise ValidationError(
-                "the Fibo client number and password must be str", provider=_PROVIDER
-            )
-        if not client_no or not client_pass:
-            raise ValidationError(
-                "a Fibo client number and client password are required", provider=_PROVIDER
-            )
+        checked_credential(client_no, "a Fibo client number", _PROVIDER)
+        checked_credential(client_pass, "a Fibo client password", _PROVIDER)
+        if sender is not None:
+            checked_text(sender, "sender", _PROVIDER)
         totals_body = _soap_request(client_no, client_pass)  # refuses what XML cannot carry
         super().__init__(
             base_url=base_url,
@@ -228,9 +226,9 @@ class Fibo(BaseClient):
         self.client_no = client_no
         self.sender = sender
         self._credentials: dict[str, str] = {"clientNo": client_no, "clientPass": client_pass}
-        self._url_send = self._url(send_path)
-        self._url_balance = self._url(balance_path)
-        self._url_totals = self._url(totals_path)
+        self._url_send = self._url(send_path, "send_path")
+        self._url_balance = self._url(balance_path, "balance_path")
+        self._url_totals = self._url(totals_path, "totals_path")
         self._totals_body = totals_body
 
     @classmethod
@@ -241,8 +239,10 @@ class Fibo(BaseClient):
             content = text.strip_diacritics(content)
         return text.segments(content, unicode=not _is_plain(content))
 
-    def _url(self, path: str) -> str:
-        """``path`` under the base URL, or as is when it is a whole URL."""
+    def _url(self, path: str, name: str) -> str:
+        """``path`` under the base URL, or as is when it is a whole URL; ``name`` is the option
+        it came from (a path that is not text a request can carry is refused here)."""
+        path = checked_text(path, name, _PROVIDER)
         if path.startswith(("http://", "https://")):
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -319,13 +319,7 @@ class Fibo(BaseClient):
                 provider=_PROVIDER,
                 endpoint=_EP_SEND,
             )
-        if not text.is_encodable(sender):
-            raise ValidationError(
-                "the sender has control characters or lone surrogates",
-                provider=_PROVIDER,
-                endpoint=_EP_SEND,
-            )
-        return sender
+        return checked_text(sender, "sender", _PROVIDER, _EP_SEND)
 
     async def _send(
         self, number: str, prepared: _Content, sender: str, guid: str | None

@@ -46,6 +46,8 @@ from smsvn.providers._base import (
     BaseClient,
     ClientOptions,
     checked_content,
+    checked_credential,
+    checked_text,
     recipient_list,
     require_recipients,
     split_recipients,
@@ -198,8 +200,9 @@ class SpeedSMS(BaseClient):
         sender: str | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
-        if not isinstance(token, str) or not token:
-            raise ValidationError("a SpeedSMS access token (a str) is required", provider=_PROVIDER)
+        checked_credential(token, "a SpeedSMS access token", _PROVIDER)
+        if sender is not None:
+            sender = _check_sender(sender)
         _check_type(sms_type, sender)
         auth = base64.b64encode(f"{token}:x".encode()).decode()
         super().__init__(
@@ -243,8 +246,11 @@ class SpeedSMS(BaseClient):
         Numbers that cannot be Vietnamese mobile numbers are reported in ``invalid`` and the rest
         go out; more than 100 numbers, or none valid, is a ``ValidationError`` before any request.
         """
-        sms_type = self.sms_type if sms_type is None else sms_type
-        sender = self.sender if sender is None else sender
+        if sms_type is None:
+            sms_type = self.sms_type  # checked when the client was made
+        elif sms_type.__class__ is not int:
+            _check_type(sms_type, sender)  # a bool, a list: refused before the lookup below
+        sender = self.sender if sender is None else _check_sender(sender)
         if sms_type in _NO_SENDER:
             wire_sender = ""  # a valid type that needs no sender, so sends none
         else:
@@ -290,7 +296,7 @@ class SpeedSMS(BaseClient):
     ) -> BatchSender:
         """Check a campaign's options once; return the sender of one batch of canonical numbers."""
         sms_type = self.sms_type if sms_type is None else sms_type
-        sender = self.sender if sender is None else sender
+        sender = self.sender if sender is None else _check_sender(sender)
         _check_type(sms_type, sender)
         wire_sender = _wire_sender(sms_type, sender)
         common = None if content is None else _prepare(content, strip_diacritics)
@@ -366,9 +372,11 @@ class SpeedSMS(BaseClient):
 
         The number goes in the national form (``0912345678``), the form the voice document
         asks for, whatever form it was given in."""
-        if not code or not code.isascii() or not code.isdigit():
+        if not isinstance(code, str) or not code or not code.isascii() or not code.isdigit():
             raise ValidationError(
-                "a voice OTP code must be digits 0-9 only", provider=_PROVIDER, endpoint="voice/otp"
+                "a voice OTP code must be a str of digits 0-9 only",
+                provider=_PROVIDER,
+                endpoint="voice/otp",
             )
         recipients = split_recipients(to)
         require_recipients(recipients, _PROVIDER, "voice/otp")
@@ -400,8 +408,8 @@ class SpeedSMS(BaseClient):
         """Types 3 and 5 go out under the sender; types 2 and 4 under none of the caller's."""
         sms_type = options.get("sms_type")
         sms_type = self.sms_type if sms_type is None else sms_type
-        if sms_type not in _NEEDS_SENDER:
-            return None
+        if not isinstance(sms_type, int) or sms_type not in _NEEDS_SENDER:
+            return None  # a type of the wrong kind: send() refuses it
         return super().sender_for(options)
 
     def _retry_after(self, response: Response) -> float | None:
@@ -473,15 +481,24 @@ class SpeedSMS(BaseClient):
 _JSON: Final = {"Content-Type": "application/json"}
 
 
-def _check_type(sms_type: int, sender: str | None) -> None:
-    if sms_type not in SMS_TYPES:
+def _check_type(sms_type: object, sender: str | None) -> None:
+    """Refuse a message type SpeedSMS does not have (anything but one of the ``SMS_TYPES`` ints:
+    a bool or a list included) and a type 3 or 5 without a sender."""
+    if isinstance(sms_type, bool) or not isinstance(sms_type, int) or sms_type not in SMS_TYPES:
         raise ValidationError(
-            f"sms_type {sms_type} is not one of {sorted(SMS_TYPES)}", provider=_PROVIDER
+            f"sms_type {sms_type!r} is not one of {sorted(SMS_TYPES)}", provider=_PROVIDER
         )
     if sms_type in _NEEDS_SENDER and not sender:
         raise ValidationError(
             f"sms_type {sms_type} needs a sender (brandname or device id)", provider=_PROVIDER
         )
+
+
+def _check_sender(sender: object) -> str:
+    """The sender as it goes in the JSON body (``checked_text``): not a ``str``, or with control
+    characters or lone surrogates (which failed as ``UnicodeEncodeError`` in the encoder), it is
+    refused."""
+    return checked_text(sender, "sender", _PROVIDER, "sms/send")
 
 
 def _wire_sender(sms_type: int, sender: str | None) -> str:

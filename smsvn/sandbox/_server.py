@@ -26,6 +26,8 @@ from aiohttp import web
 from aiohttp.log import access_logger
 
 from smsvn import providers
+from smsvn._checks import checked_seconds
+from smsvn.errors import ValidationError
 from smsvn.limits import RateLimit
 from smsvn.providers import Provider
 from smsvn.providers._base import BaseClient
@@ -85,6 +87,7 @@ built-in ones): VND for SpeedSMS and eSMS, messages for Fibo (enough for 1M send
 DEFAULT_PRICES: Final[Mapping[str, float]] = _BUILT_IN_PRICES
 """Price of one SMS segment (``"speedsms"``) or one call (``"speedsms_voice"``) by price key, for
 the same providers; Fibo counts messages, not VND."""
+_HIGHEST_PORT: Final = 65535
 SHUTDOWN_TIMEOUT: Final = 0.25
 """Seconds ``close()`` lets in-flight requests finish before cancelling them."""
 
@@ -95,6 +98,14 @@ _UNAVAILABLE: Final = (
     b"request. Please try again later.</p></body></html>\r\n"
 )
 _DRIBBLE_CHUNK: Final = 4
+
+
+def _delay(value: object, name: str) -> float:
+    """A delay in seconds, from 0 to a year (``checked_seconds``); a negative one is refused
+    in those words, which say what is wrong more plainly than a range."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        raise ValidationError(f"{name} must not be negative", provider="sandbox")
+    return checked_seconds(value, name, "sandbox", zero=True)
 
 
 class Sandbox:
@@ -141,10 +152,17 @@ class Sandbox:
         callback_retry_delay: float = 0.02,
         keepalive_timeout: float | None = None,
     ) -> None:
-        if delivery_delay < 0 or latency < 0 or callback_retry_delay < 0:
-            raise ValueError("delays must not be negative")
-        if keepalive_timeout is not None and keepalive_timeout < 0:
-            raise ValueError("keepalive_timeout must not be negative")
+        # ValidationError (a ValueError) here, not an OverflowError from bind() or a TypeError
+        # from the first answer's sleep.
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= _HIGHEST_PORT:
+            raise ValidationError(
+                f"port must be an int from 0 (any free port) to {_HIGHEST_PORT}", provider="sandbox"
+            )
+        delivery_delay = _delay(delivery_delay, "delivery_delay")
+        latency = _delay(latency, "latency")
+        callback_retry_delay = _delay(callback_retry_delay, "callback_retry_delay")
+        if keepalive_timeout is not None:
+            keepalive_timeout = _delay(keepalive_timeout, "keepalive_timeout")
         entries = {entry.name: entry for entry in providers.all_providers()}
         classes = _simulator_classes(entries.values())
         default_balances, default_prices = _defaults(classes)
