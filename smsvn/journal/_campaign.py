@@ -256,24 +256,39 @@ class Campaign:
         writing: asyncio.Future[Added] | None = None
         held: Chunk | None = None  # one segment is held back: the last is written as final
         add = self._store.add
+        # An async input may keep the next segment waiting (a cursor, a network stream): each
+        # of its segments is committed, so that no open transaction holds the journal's write
+        # lock while it waits (a runner of any campaign on the file would wait with it).
+        final = isinstance(items, AsyncIterable)
         try:
             async for part in _segments(items, content is None):
                 chunk = intake.chunk(part)  # this segment's rows (a commit may be under way)
                 if writing is not None:
-                    total = _sum(total, await writing)
+                    # Shielded: a cancelled add still finishes the segment it is writing.
+                    total = _sum(total, await asyncio.shield(writing))
                     writing = None
                 if held is not None:
                     writing = asyncio.ensure_future(
-                        add(self._id, shared, intake.digest, held, False)
+                        add(self._id, shared, intake.digest, held, final)
                     )
                 held = chunk
             if writing is not None:
-                total = _sum(total, await writing)
+                total = _sum(total, await asyncio.shield(writing))
                 writing = None
             if held is not None:
                 total = _sum(total, await add(self._id, shared, intake.digest, held, True))
+        except asyncio.CancelledError:
+            # Cancelled (a request's timeout): at once. The segment being written is finished
+            # and committed behind the call (a transaction left open would keep the journal
+            # file's write lock); what was read but not written is not added (the same input
+            # again adds it).
+            if writing is not None:
+                writing.add_done_callback(_retrieved)
+            self._store.stop_add()
+            raise
         except BaseException:
-            # The input failed (or the call was cancelled): what was read before is still added.
+            # The input failed: what was read before is still added, and committed by the
+            # final segment.
             with contextlib.suppress(Exception):
                 if writing is not None:
                     await writing
@@ -294,7 +309,9 @@ class Campaign:
         return await self._store.counts(self._id)
 
     async def recipients(self, state: str | None = None) -> AsyncIterator[Recipient]:
-        """Every input (or those in ``state``: ``"unknown"``, ...), in the order added."""
+        """Every input (or those in ``state``: ``"unknown"``, ...), in the order added; a
+        duplicate (a number repeated with the same text) is listed after the other inputs of
+        its segment of the input (up to 20,000), not where it was repeated."""
         wanted = _state(state) if state is not None else None
         after = 0
         while True:
@@ -475,12 +492,17 @@ class Campaign:
         by_phone: dict[str, list[SentMessage]] = {}
         for message in listed:
             by_phone.setdefault(message.phone, []).append(message)
-        texts = {ident: recipient.content for ident, recipient in await self._unknown_rows(rows)}
+        # Compared without diacritics: a run with ``strip_diacritics=True`` sent (and eSMS
+        # lists) the plain form of the journal's text.
+        texts = {
+            ident: text.strip_diacritics(recipient.content)
+            for ident, recipient in await self._unknown_rows(rows)
+        }
         found: list[tuple[int, str | None]] = []
         for ident, number, _ in rows:
             candidates = by_phone.get(phone_text(number), [])
             for message in candidates:
-                if message.content == texts.get(ident):
+                if text.strip_diacritics(message.content) == texts.get(ident):
                     candidates.remove(message)  # one listed message settles one input
                     found.append((ident, message.message_id))
                     break
@@ -539,6 +561,13 @@ class Campaign:
             numbers = [phone_int(normalize(p)) for p in phones]
         reason = note if note is not None else f"resolved as {outcome}"
         return await self._store.resolve(self._id, state, numbers, reason)
+
+
+def _retrieved(future: asyncio.Future[Added]) -> None:
+    """Retrieve a segment write's error nobody awaits any more (a cancelled add's): no
+    "exception was never retrieved" warning."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def _segments(items: object, messages: bool) -> AsyncIterator[list[object]]:

@@ -343,6 +343,9 @@ class PostgresStore:
 
     # -- import ----------------------------------------------------------------------------
 
+    def stop_add(self) -> None:
+        """Nothing to commit: every segment is committed as it is written."""
+
     async def add(
         self, campaign: int, content: int | None, digest: int, chunk: Chunk, final: bool
     ) -> Added:

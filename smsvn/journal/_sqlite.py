@@ -481,11 +481,11 @@ class SqliteStore:
     async def add(
         self, campaign: int, content: int | None, digest: int, chunk: Chunk, final: bool
     ) -> Added:
-        def job(db: sqlite3.Connection) -> tuple[Added, bool]:
+        def job(db: sqlite3.Connection) -> tuple[Added, bool] | BaseException:
             # The transaction stays open for the next segment (up to ``ADD_COMMIT_EVERY``, or
             # until any other call): each commit writes every page the segments touched, and
-            # the duplicate index is touched all over. Nothing else waits on an open one: the
-            # next other call commits it first.
+            # the duplicate index is touched all over. Nothing else of this journal waits on an
+            # open one: the next other call commits it first.
             failed, self._failed = self._failed, None
             if failed is not None:
                 raise failed
@@ -493,7 +493,18 @@ class SqliteStore:
                 db.execute("BEGIN IMMEDIATE")
             if self._before is None:
                 self._before = bool(db.execute("SELECT 1 FROM smsvn_segments_before").fetchone())
-            added = _add(db, campaign, content, digest, chunk, self._before)
+            # The open transaction may hold segments of other adds of this journal (one
+            # connection serves them all), which they have reported added: a segment that
+            # fails undoes its own rows only, and its error is given back, not raised here
+            # (the worker rolls back a failed call's whole transaction).
+            db.execute("SAVEPOINT smsvn_segment")
+            try:
+                added = _add(db, campaign, content, digest, chunk, self._before)
+            except Exception as exc:
+                db.execute("ROLLBACK TO smsvn_segment")
+                db.execute("RELEASE smsvn_segment")
+                return exc
+            db.execute("RELEASE smsvn_segment")
             self._added += 1
             if final:
                 self._added = 0
@@ -503,25 +514,42 @@ class SqliteStore:
                 return added, True
             return added, False
 
-        def commit(db: sqlite3.Connection) -> None:
-            try:
-                if db.in_transaction:  # (another call may have committed it first)
-                    db.execute("COMMIT")
-            except BaseException as exc:
-                self._failed = exc
-                raise
-
         worker = self._worker
         if worker is None:
             raise RuntimeError("the journal is not open (use it as `async with`)")
-        added, due = await worker.call(job)
+        outcome = await worker.call(job)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        added, due = outcome
         if due:
             # The commit (its writes and fsyncs, without the GIL) goes on in the worker while
             # the caller reads its next segment: queued now, before any other call. Its error
             # (a full disk: the segments since the last commit are gone) is the next add's,
             # and an add ends with a final segment, committed before it returns.
-            worker.submit(commit).add_done_callback(_seen)
+            self._commit_adds(worker)
         return added
+
+    def stop_add(self) -> None:
+        worker = self._worker
+        if worker is not None:
+            # Queued behind the segment being written: the file's write lock is not left held
+            # (for as long as the journal is open) by an add that will not come back.
+            self._commit_adds(worker)
+
+    def _commit_adds(self, worker: _Worker) -> None:
+        """Queue a commit of the segments written since the last one; its error is kept for
+        the next add (see ``add``)."""
+
+        def commit(db: sqlite3.Connection) -> None:
+            try:
+                if db.in_transaction:  # (another call may have committed it first)
+                    self._added = 0
+                    db.execute("COMMIT")
+            except BaseException as exc:
+                self._failed = exc
+                raise
+
+        worker.submit(commit).add_done_callback(_seen)
 
     # -- runners ---------------------------------------------------------------------------
 

@@ -319,6 +319,11 @@ class Store(Protocol):
         segments together, but all of them by the time the final one returns."""
         ...
 
+    def stop_add(self) -> None:
+        """An add was cancelled between segments: commit, behind the segment being written
+        (if any), whatever segments a store holds uncommitted, without waiting for it."""
+        ...
+
     async def enlist(self, campaign: int, runner: RunnerInfo, lease: float) -> int:
         """Register a runner whose claims hold for ``lease`` seconds unless renewed."""
         ...
