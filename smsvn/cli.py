@@ -373,15 +373,19 @@ _HIGHEST_PRICE: Final = 1_000_000.0
 def _price_flag(value: str) -> float:
     """``--price``: a number from 0 to ``_HIGHEST_PRICE`` (argparse makes anything else a
     usage error, exit 2)."""
+    return _bounded_float(value, _HIGHEST_PRICE, "a price per segment", "")
+
+
+def _bounded_float(value: str, highest: float, what: str, unit: str) -> float:
+    """A flag's number from 0 to ``highest`` (NaN and infinity refused), or argparse's usage
+    error naming ``what``."""
     try:
-        price = float(value)
+        number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not 0 <= price <= _HIGHEST_PRICE:  # also refuses nan; inf is above
-        raise argparse.ArgumentTypeError(
-            f"a price per segment from 0 to {_HIGHEST_PRICE:,.0f}, not {value!r}"
-        )
-    return price
+    if not 0 <= number <= highest:  # also refuses nan; inf is above
+        raise argparse.ArgumentTypeError(f"{what} from 0 to {highest:,.0f}{unit}, not {value!r}")
+    return number
 
 
 _HIGHEST_PORT: Final = 65535
@@ -403,15 +407,7 @@ def _port_flag(value: str) -> int:
 
 def _delay_flag(value: str) -> float:
     """``--latency`` and ``--delivery-delay``: seconds from 0 to ``_LONGEST_DELAY``."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if not 0 <= seconds <= _LONGEST_DELAY:  # also refuses nan; inf is above
-        raise argparse.ArgumentTypeError(
-            f"seconds from 0 to {_LONGEST_DELAY:,.0f} (a day), not {value!r}"
-        )
-    return seconds
+    return _bounded_float(value, _LONGEST_DELAY, "seconds", " (a day)")
 
 
 def _text_flag(value: str) -> str:

@@ -32,7 +32,7 @@ from smsvn.models import DeliveryReport, DeliveryState, Message
 from smsvn.sandbox import Fault, Sandbox
 from smsvn.transport import RetryPolicy
 from tests.campaign.fleet import CONTENT, ROOT, campaign_input, number
-from tests.campaign.journals import journal_url, postgres_dsn, rows, store_of
+from tests.campaign.journals import expire_resends, journal_url, postgres_dsn, rows, store_of
 from tests.conftest import PROVIDERS, per_provider
 from tests.services import postgres_schema
 
@@ -368,7 +368,7 @@ async def test_reconcile_settles_esms_unknowns_from_the_sent_list(
         await campaign.add(inputs, content=CONTENT)
         await campaign.run(client, concurrency=1)
         # The resend window passes before anyone resends it: unknown.
-        await _expire_resends(journal_url)
+        await expire_resends(journal_url)
         await campaign.run(client)
         unknown = [r async for r in campaign.recipients(state="unknown")]
         assert len(unknown) == 1 and unknown[0].request_id
@@ -379,21 +379,6 @@ async def test_reconcile_settles_esms_unknowns_from_the_sent_list(
     async with sb.client("speedsms") as speedsms:
         with pytest.raises(errors.ValidationError, match="apply"):
             await campaign.reconcile(speedsms)
-
-
-async def _expire_resends(url: str) -> None:
-    update = "UPDATE smsvn_recipients SET resend_until = 0 WHERE resend_until IS NOT NULL"
-    if store_of(url) == "sqlite":
-        with sqlite3.connect(url) as db:
-            db.execute(update)
-        return
-    import asyncpg
-
-    db = await asyncpg.connect(url)
-    try:
-        await db.execute(update)
-    finally:
-        await db.close()
 
 
 async def test_cancelling_a_run_hands_back_what_never_left(journal_url: str, sb: Sandbox) -> None:

@@ -116,3 +116,20 @@ async def in_transaction(url: str, tag: str) -> bool:
         return bool(count)
     finally:
         await db.close()
+
+
+async def expire_resends(url: str) -> None:
+    """Time travel: eSMS's resend window under a ``RequestId`` (18 hours) runs out for every
+    input. The journal keeps the deadline as a time; nothing else is changed."""
+    update = "UPDATE smsvn_recipients SET resend_until = 0 WHERE resend_until IS NOT NULL"
+    if store_of(url) == "sqlite":
+        with sqlite3.connect(url) as db:
+            db.execute(update)
+        return
+    import asyncpg
+
+    db = await asyncpg.connect(url)
+    try:
+        await db.execute(update)
+    finally:
+        await db.close()

@@ -28,7 +28,12 @@ from smsvn.phone import normalize
 from smsvn.sandbox import Fault, Sandbox
 from smsvn.transport import RetryPolicy
 from tests.campaign.fleet import CONTENT, campaign_input, number
-from tests.campaign.journals import in_transaction, journal_url, postgres_dsn, store_of
+from tests.campaign.journals import (
+    expire_resends,
+    in_transaction,
+    journal_url,
+    postgres_dsn,
+)
 from tests.services import postgres_schema
 
 __all__ = ["journal_url", "postgres_dsn"]
@@ -53,23 +58,6 @@ async def _write_lock_free(path: str, after: float) -> bool:
     now (time for the journal's thread to finish what it was doing)."""
     await asyncio.sleep(after)
     return not await in_transaction(path, "any")
-
-
-async def _pass_resend_window(url: str) -> None:
-    """Time travel: 18 hours pass (eSMS's resend window under its ``RequestId`` runs out). The
-    journal keeps the deadline as a time; nothing else is changed."""
-    update = "UPDATE smsvn_recipients SET resend_until = 0 WHERE resend_until IS NOT NULL"
-    if store_of(url) == "sqlite":
-        with sqlite3.connect(url) as db:
-            db.execute(update)
-        return
-    import asyncpg
-
-    db = await asyncpg.connect(url)
-    try:
-        await db.execute(update)
-    finally:
-        await db.close()
 
 
 # -- findings: SQLite's open add transaction ------------------------------------------------------
@@ -262,7 +250,7 @@ async def test_reconcile_settles_an_unknown_sent_with_diacritics_stripped(
         campaign = await journal.campaign("stripped")
         await campaign.add([number(i) for i in range(5)], content=text)
         await campaign.run(esms, concurrency=1, strip_diacritics=True)
-        await _pass_resend_window(journal_url)  # 18 hours later, nobody resent it
+        await expire_resends(journal_url)  # 18 hours later, nobody resent it
         await campaign.run(esms, strip_diacritics=True)
         unknown = [r.phone async for r in campaign.recipients(state="unknown")]
         assert len(unknown) == 1
