@@ -386,6 +386,10 @@ class _Departing(_Batch):
         if value and not self._gone:
             self._gone = True
             self._run.let_go(self)
+        elif not value:
+            # Its attempt was refused unprocessed (a 429, a refused connection): nothing has
+            # left while it waits to try again (it keeps no place among those marked ahead).
+            self._gone = False
 
 
 class _Run:
@@ -445,6 +449,12 @@ class _Run:
         self.concurrency = concurrency
         self.in_flight: dict[asyncio.Task[None], _Batch] = {}
         self.seen: set[int] = set() if seen is None else seen
+        self.carry: str | None = None
+        """With ``dedupe`` off, a number repeated within the batch being filled: it opens the
+        next batch (a provider sends a number once per request, however often it is listed)."""
+        self.handed = _HandedBack(_NOTHING_BACK)
+        """Items the fast path handed back that the batch closed by ``carry`` did not read:
+        the next batch reads them first."""
         self.started = time.monotonic()
         self.last_progress = 0.0
         self.sent: list[SendResult] = []
@@ -477,6 +487,24 @@ class _Run:
         content: str | None,
     ) -> None:
         """Take input batch by batch, each only once a slot is free, until the end or an abort."""
+        try:
+            await self._consume(sync, source, content)
+        finally:
+            # What was taken from the input for a next batch that never came (the run stopped):
+            # never sent.
+            if self.carry is not None:
+                self._skip([self.carry], content or "")
+                self.carry = None
+            left = [str(item) for item in self.handed.rest()]
+            self.taken += len(left)
+            self.skipped.extend(left)
+
+    async def _consume(
+        self,
+        sync: Iterator[object] | None,
+        source: AsyncIterator[object] | None,
+        content: str | None,
+    ) -> None:
         exhausted = False
         while not exhausted and self.aborted is None and self.callback_error is None:
             await self.slots.acquire()
@@ -489,11 +517,19 @@ class _Run:
             number: object
             request_id: str | None = None
             batch_input = sync
-            taken_back = _HandedBack(_NOTHING_BACK)
+            taken_back, self.handed = self.handed, _HandedBack(_NOTHING_BACK)
+            in_batch: set[str] | None = None if self.dedupe else set()
             try:
-                if sync is not None and content is not None and self.batch_size > 1:
+                if self.carry is not None:
+                    numbers.append(self.carry)
+                    self.carry = None
+                    if sync is not None:
+                        batch_input = chain(taken_back, sync)
+                elif sync is not None and content is not None and self.batch_size > 1:
                     numbers, taken_back = self._take_batch(sync)
                     batch_input = chain(taken_back, sync)
+                if in_batch is not None:
+                    in_batch.update(numbers)
                 while len(numbers) < self.batch_size:
                     if batch_input is not None:
                         item = next(batch_input, _END)
@@ -508,8 +544,15 @@ class _Run:
                     else:
                         number = item
                     canonical = self._admit(number, text or "")
-                    if canonical is not None:
-                        numbers.append(canonical)
+                    if canonical is None:
+                        continue
+                    if in_batch is not None:
+                        if canonical in in_batch:
+                            self.carry = canonical  # a repeat goes in a request of its own
+                            self.handed = taken_back
+                            break
+                        in_batch.add(canonical)
+                    numbers.append(canonical)
             except BaseException:
                 self.slots.release()
                 self._skip(numbers, text or "")
@@ -551,6 +594,8 @@ class _Run:
         if len(chunk) == size and _all_canonical(chunk):
             numbers = cast("list[str]", chunk)
             if not self.dedupe:
+                if len(set(numbers)) < size:  # a repeat: the one-by-one loop splits the batch
+                    return [], _HandedBack(chunk)
                 self.taken += size
                 return numbers, _HandedBack(_NOTHING_BACK)
             keys = set(map(int, numbers))

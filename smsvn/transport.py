@@ -651,6 +651,10 @@ class Transport:
                 retry = self.retry
                 self._scrub(exc)
                 last = exc
+                if mark is not None and uncertain is None:
+                    # A 429 proves this attempt was not processed (nor any before it): while
+                    # the call waits for the reset, nothing of it has left.
+                    mark.left = False
                 hint = exc.retry_after if exc.retry_after is not None else retry.backoff(limited)
                 if limited:
                     # A storm of 429s: back off even when the hint says "now" (or nothing).
@@ -684,6 +688,10 @@ class Transport:
                     resent = True
                     if not idempotent:
                         uncertain = exc
+                elif mark is not None and uncertain is None:
+                    # A connection refused (or a provider's "try again") sent nothing: while
+                    # the call backs off, nothing of it has left.
+                    mark.left = False
                 delay = retry.backoff(retries)
                 retries += 1
             self._hook_retry(endpoint, method, attempt, delay)
