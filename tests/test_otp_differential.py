@@ -6,11 +6,11 @@ compared; and checked against a small reference model of the contract (README, D
 "OTP verification").
 
 The stateful test and the burst test pass (regression guards). The tests under "findings"
-are known defects, not fixed yet and marked ``xfail(strict=True)`` (each fails the suite once
-it is fixed, to be unmarked): a divergence between the stores within a millisecond of an edge
-(RedisStore keeps whole milliseconds), and two overlapping resends that both sent nothing
-putting back the wrong code (a store keeps one earlier verification to restore, not one per
-send in flight).
+were found by it. Two overlapping resends that both sent nothing put back the wrong code (a
+store kept one earlier verification to restore, not one per send in flight): fixed, the test
+failed before. A divergence between the stores within a millisecond of an edge (RedisStore
+keeps whole milliseconds, MemoryStore floats) is a known defect, not fixed yet: those tests are
+marked ``xfail(strict=True)`` (each fails the suite once it is fixed, to be unmarked).
 """
 
 from __future__ import annotations
@@ -601,11 +601,6 @@ class Held(Sender):
         return self._answer(self.sms, to, "sms", content.rsplit(" ", 1)[-1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, not fixed this session: a store keeps one earlier verification to "
-    "put back, not one per send in flight (see the docstring)",
-)
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 @pytest.mark.parametrize("first_to_fail", ["later_start", "earlier_start"])
 async def test_two_overlapping_resends_that_sent_nothing_leave_the_delivered_code_dead(

@@ -16,6 +16,7 @@ import heapq
 import hmac
 import itertools
 import threading
+from typing import Final
 
 from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, Window
 
@@ -30,22 +31,29 @@ sends of all of them: a verifier with shorter caps (or none) must not cut the lo
 check is told ``expired`` rather than ``not_found``; then it is removed."""
 
 
+EARLIER_KEPT: Final = 4
+"""Live verifications a record keeps to put back, newest first: one per send that may still be
+undone (several overlap only when ``resend_after`` is shorter than a send can take)."""
+
+
 class _Previous:
-    """The live verification a send replaced, kept until the send is known to have gone out."""
+    """A live verification a send replaced, with its own send's token: put back if every send
+    after it is undone (``_rollback``); dropped from the list if its own send is."""
 
-    __slots__ = ("digest", "expires", "resend", "sends")
+    __slots__ = ("digest", "expires", "resend", "sends", "token")
 
-    def __init__(self, digest: str, expires: float, resend: float, sends: int) -> None:
+    def __init__(self, digest: str, expires: float, resend: float, sends: int, token: str) -> None:
         self.digest = digest
         self.expires = expires
         self.resend = resend
         self.sends = sends
+        self.token = token
 
 
 class _Record:
     """One number's verification (for one purpose)."""
 
-    __slots__ = ("attempts", "digest", "expires", "previous", "resend", "sends", "token")
+    __slots__ = ("attempts", "digest", "earlier", "expires", "resend", "sends", "token")
 
     def __init__(
         self,
@@ -55,7 +63,7 @@ class _Record:
         attempts: int,
         sends: int,
         token: str,
-        previous: _Previous | None,
+        earlier: tuple[_Previous, ...],
     ) -> None:
         self.digest = digest
         self.expires = expires
@@ -63,7 +71,8 @@ class _Record:
         self.attempts = attempts
         self.sends = sends
         self.token = token
-        self.previous = previous
+        self.earlier = earlier
+        """The live verifications this one's sends replaced, newest first (``_Previous``)."""
 
     def removable_at(self) -> float:
         """When no rule needs the record any more."""
@@ -213,9 +222,12 @@ class MemoryStore:
         self._later(now + log.keep, s.number)
         if s.global_cap is not None:
             self._all.add(now, s.token)
-        previous = None
+        earlier: tuple[_Previous, ...] = ()
         if live and record is not None:
-            previous = _Previous(record.digest, record.expires, record.resend, record.sends)
+            replaced = _Previous(
+                record.digest, record.expires, record.resend, record.sends, record.token
+            )
+            earlier = (replaced, *record.earlier)[:EARLIER_KEPT]
         fresh = _Record(
             digest=s.digest,
             expires=now + s.ttl,
@@ -223,7 +235,7 @@ class MemoryStore:
             attempts=attempts,
             sends=sends + 1,
             token=s.token,
-            previous=previous,
+            earlier=earlier,
         )
         self._records[key] = fresh
         self._later(fresh.removable_at(), key)
@@ -236,18 +248,23 @@ class MemoryStore:
         self._all.remove(s.token)
         key = (s.purpose, s.number)
         record = self._records.get(key)
-        if record is None or record.token != s.token:
-            return  # approved meanwhile, or replaced by a later send: nothing of ours is left
-        previous = record.previous
-        if previous is None:
+        if record is None:
+            return  # approved (or gone) meanwhile: nothing of ours is left
+        if record.token != s.token:
+            # Replaced by a later send: this one's verification must never be put back when
+            # that later send is undone too.
+            record.earlier = tuple(e for e in record.earlier if e.token != s.token)
+            return
+        if not record.earlier:
             del self._records[key]
             return
+        previous, *rest = record.earlier
         record.digest = previous.digest
         record.expires = previous.expires
         record.resend = previous.resend
         record.sends = previous.sends
-        record.token = ""
-        record.previous = None
+        record.token = previous.token
+        record.earlier = tuple(rest)
         self._later(record.removable_at(), key)
 
     def _check(self, key: tuple[str, str], digest: str, max_attempts: int, now: float) -> Checked:

@@ -6,9 +6,11 @@ the global budget is counted in the same script as a number's sends):
 
 - ``<prefix>:{otp}:v:<purpose>:<number digest>``, a hash: ``d`` the live code's digest, ``e``
   its expiry, ``r`` the end of its cooldown, ``a`` attempts counted, ``n`` codes sent for this
-  verification, ``t`` the token of its last send; ``pd``, ``pe``, ``pr``, ``pn``: the
-  verification that send replaced (its digest, expiry, cooldown, sends), put back if the send
-  provably went nowhere; never checked, and gone with the next send, an approval or expiry.
+  verification, ``t`` the token of its last send; ``p``: the live verifications its sends
+  replaced, newest first (JSON: ``[[digest, expiry, cooldown, sends, token], ...]``, at most
+  ``EARLIER_KEPT``), the first put back if the send provably went nowhere, one dropped when its
+  own send did; never checked. (``pd``, ``pe``, ``pr``, ``pn``: one replaced verification, as
+  an earlier version kept it; read, never written.)
 - ``<prefix>:{otp}:n:<number digest>``, a sorted set: the number's sends of every purpose
   for a day (``LOG_HORIZON``) or the longest cap window if longer (member: a send's random
   token; score: its time).
@@ -41,8 +43,27 @@ __all__ = ["BEGIN", "CHECK", "DEFAULT_TIMEOUT", "ROLLBACK", "RedisStore"]
 DEFAULT_TIMEOUT: Final = 1.0
 """Seconds a Redis connect or answer may take (a client the store creates)."""
 
+EARLIER_KEPT: Final = 4
+"""Replaced verifications a record keeps to put back (see ``MemoryStore``'s)."""
+
+_EARLIER_OF: Final = """
+-- The live verifications a record's sends replaced, newest first: {digest, expiry, cooldown,
+-- sends, token} each; from the one pd/pe/pr/pn an earlier version kept, if that is all.
+local function earlier_of(key)
+  local f = redis.call('HMGET', key, 'p', 'pd', 'pe', 'pr', 'pn')
+  if f[1] then
+    return cjson.decode(f[1])
+  end
+  if f[2] then
+    return {{f[2], f[3], f[4], f[5], ''}}
+  end
+  return {}
+end
+"""
+
 BEGIN: Final = LuaScript(
-    """
+    _EARLIER_OF
+    + """
 -- KEYS: the verification (hash), the number's sends (zset), every send (zset).
 -- ARGV: now, ttl, resend_after (ms), max_attempts, digest, token, grace (ms), global window
 -- (ms, 0: no global cap), global limit, number of number caps, then (window ms, limit) pairs.
@@ -114,34 +135,65 @@ end
 local expires = now + tonumber(ARGV[2])
 local resend = now + tonumber(ARGV[3])
 if live then
-  redis.call('HSET', KEYS[1], 'pd', v[1], 'pe', v[2], 'pr', v[3], 'pn', v[5])
+  local earlier = earlier_of(KEYS[1])
+  table.insert(earlier, 1, {v[1], v[2], v[3], v[5], v[6] or ''})
+  while #earlier > EARLIER_KEPT do
+    table.remove(earlier)
+  end
+  redis.call('HSET', KEYS[1], 'p', cjson.encode(earlier))
 else
-  redis.call('HDEL', KEYS[1], 'pd', 'pe', 'pr', 'pn')
+  redis.call('HDEL', KEYS[1], 'p')
 end
+redis.call('HDEL', KEYS[1], 'pd', 'pe', 'pr', 'pn')
 redis.call('HSET', KEYS[1], 'd', ARGV[5], 'e', string.format('%d', expires),
            'r', string.format('%d', resend), 'a', attempts, 'n', sends + 1, 't', token)
 redis.call('PEXPIRE', KEYS[1], math.max(expires, resend) - now + tonumber(ARGV[7]))
 return {1, 0, 0, -1, sends, attempts}
-""".replace("LOG_HORIZON_MS", str(round(LOG_HORIZON * 1000)))
+""".replace("LOG_HORIZON_MS", str(round(LOG_HORIZON * 1000))).replace(
+        "EARLIER_KEPT", str(EARLIER_KEPT)
+    )
 )
 
 ROLLBACK: Final = LuaScript(
-    """
+    _EARLIER_OF
+    + """
 -- KEYS: as BEGIN's. ARGV: the send's token, now (ms), grace (ms).
 -- Uncounts the send; puts back the verification it replaced (or none) if it is still the
 -- last send, keeping the attempts counted since. Returns 0 (replaced meanwhile), 1, 2.
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then
+local t = redis.call('HGET', KEYS[1], 't')
+if not t then
   return 0
 end
-local p = redis.call('HMGET', KEYS[1], 'pd', 'pe', 'pr', 'pn')
-if not p[1] then
+local earlier = earlier_of(KEYS[1])
+redis.call('HDEL', KEYS[1], 'pd', 'pe', 'pr', 'pn')
+if t ~= ARGV[1] then
+  -- Replaced by a later send: this send's verification is never to be put back.
+  local kept = {}
+  for _, e in ipairs(earlier) do
+    if e[5] ~= ARGV[1] then
+      table.insert(kept, e)
+    end
+  end
+  if #kept > 0 then
+    redis.call('HSET', KEYS[1], 'p', cjson.encode(kept))
+  else
+    redis.call('HDEL', KEYS[1], 'p')
+  end
+  return 0
+end
+if #earlier == 0 then
   redis.call('DEL', KEYS[1])
   return 1
 end
-redis.call('HSET', KEYS[1], 'd', p[1], 'e', p[2], 'r', p[3], 'n', p[4], 't', '')
-redis.call('HDEL', KEYS[1], 'pd', 'pe', 'pr', 'pn')
+local p = table.remove(earlier, 1)
+redis.call('HSET', KEYS[1], 'd', p[1], 'e', p[2], 'r', p[3], 'n', p[4], 't', p[5])
+if #earlier > 0 then
+  redis.call('HSET', KEYS[1], 'p', cjson.encode(earlier))
+else
+  redis.call('HDEL', KEYS[1], 'p')
+end
 local ttl = math.max(tonumber(p[2]), tonumber(p[3])) - tonumber(ARGV[2]) + tonumber(ARGV[3])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
