@@ -410,3 +410,26 @@ def test_a_base_url_with_a_password_is_refused_without_showing_it(
     assert isinstance(error, SmsError), error
     assert "user or password" in str(error)
     assert SECRET not in _shown(error)
+
+
+async def test_a_refusal_whose_numbers_hold_the_code_keeps_its_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review finding: the scrub replaced any error still showing the code by a
+    ``RuntimeError`` ("may have been sent"), looking at numbers too: a ``RateLimited`` whose
+    ``retry_after`` (0.2731458) holds a 4-digit code's digits by chance became one, although
+    nothing was sent and the grant was undone. An smsvn error keeps its type; its text is its
+    masked string fields."""
+    monkeypatch.setattr("smsvn.otp._verifier.secrets.randbelow", lambda n: 3145)
+
+    class Limited:
+        provider = "fake"
+
+        async def send(self, to: str, content: str) -> SendResult:
+            raise smsvn.errors.RateLimited("no turn within max_wait", retry_after=0.2731458)
+
+    verifier = otp.Verifier(
+        Limited(), store=otp.MemoryStore(), secret=OTP_KEY, template=TEMPLATE, length=4
+    )
+    error = await _acaught(verifier.start(PHONE))
+    assert isinstance(error, smsvn.errors.RateLimited), error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import enum
 import json
 import logging
 from typing import Any
@@ -19,6 +20,7 @@ from smsvn import errors
 from smsvn._redact import WITHHELD
 from smsvn.limits import RateLimit
 from smsvn.providers.speedsms import MAX_RECIPIENTS, SpeedSMS
+from smsvn.sandbox import Sandbox
 from tests.conftest import FAST_RETRY, SENTINEL_TOKEN
 
 BASE = "https://api.speedsms.vn/index.php"
@@ -450,3 +452,17 @@ async def test_send_many_refuses_one_bad_message_and_sends_the_rest(mocked: aior
     assert report.failed_count == 1
     assert isinstance(report.failed[0][1], errors.ValidationError)
     assert len(requests_to(mocked, "POST", SEND)) == 1
+
+
+async def test_an_int_enum_sms_type_goes_under_the_clients_sender() -> None:
+    """Review finding: ``send(sms_type=SmsType.BRANDNAME)`` (an ``IntEnum``, 3) with the
+    client's default sender was refused "needs a sender": the type was checked before the
+    default sender was filled in."""
+
+    class SmsType(enum.IntEnum):
+        BRANDNAME = 3
+
+    async with Sandbox() as sb, sb.client("speedsms", sms_type=2) as sms:
+        assert sms.sender
+        result = await sms.send("0912345678", "Xin chao", sms_type=SmsType.BRANDNAME)
+    assert result.recipients == ("0912345678",)

@@ -503,6 +503,10 @@ class SqliteStore:
             except Exception as exc:
                 db.execute("ROLLBACK TO smsvn_segment")
                 db.execute("RELEASE smsvn_segment")
+                # What the transaction holds besides (this add's earlier segments, other
+                # adds'): committed, and the file's write lock let go.
+                self._added = 0
+                db.execute("COMMIT")
                 return exc
             db.execute("RELEASE smsvn_segment")
             self._added += 1

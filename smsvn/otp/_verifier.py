@@ -638,12 +638,21 @@ def _scrubbed(error: BaseException, code: _Code) -> BaseException:
                 if isinstance(value, str) and digits in value:
                     setattr(exc, name, value.replace(digits, mask))
         exc.__traceback__ = None
-    if any(digits in text for exc in chain for text in _shown(exc)):
-        return RuntimeError(
-            f"the OTP sender failed with {type(error).__name__}, whose text held the code (so "
-            "it is not shown); the code may have been sent and stays live"
-        )
-    return error
+    # What still shows the code after that: an exception that is not smsvn's building its text
+    # from objects. (An smsvn error's text is its string fields, masked above; its numbers,
+    # such as a 429's ``retry_after``, may hold the code's digits by chance and are no echo.)
+    foreign = [exc for exc in chain if not isinstance(exc, SmsError)]
+    if not any(digits in text for exc in foreign for text in _shown(exc)):
+        return error
+    if isinstance(error, SmsError):
+        # Its own text is clean: it keeps its type (what the caller handles), not the chain.
+        error.__cause__ = error.__context__ = None
+        error.__suppress_context__ = True
+        return error
+    return RuntimeError(
+        f"the OTP sender failed with {type(error).__name__}, whose text held the code (so it "
+        "is not shown); the code may have been sent and stays live"
+    )
 
 
 def _reachable(error: BaseException) -> list[BaseException]:

@@ -246,11 +246,11 @@ class SpeedSMS(BaseClient):
         Numbers that cannot be Vietnamese mobile numbers are reported in ``invalid`` and the rest
         go out; more than 100 numbers, or none valid, is a ``ValidationError`` before any request.
         """
+        sender = self.sender if sender is None else _check_sender(sender)
         if sms_type is None:
             sms_type = self.sms_type  # checked when the client was made
         elif sms_type.__class__ is not int:
             _check_type(sms_type, sender)  # a bool, a list: refused before the lookup below
-        sender = self.sender if sender is None else _check_sender(sender)
         if sms_type in _NO_SENDER:
             wire_sender = ""  # a valid type that needs no sender, so sends none
         else:

@@ -404,3 +404,27 @@ async def test_an_esms_run_cancelled_while_marking_ahead_loses_and_repeats_nothi
         await campaign.run(esms)
         assert outbox(sb, "esms") == Counter({number(i): 1 for i in range(300)})
         assert (await campaign.counts()).sent == 300
+
+
+async def test_a_failed_add_lets_the_write_lock_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a segment that failed (a full disk) was undone to its savepoint, but
+    the write transaction stayed open until this journal's next call: every other runner of
+    the file waited, then failed with "database is locked"."""
+    path = str(tmp_path / "campaigns.db")
+    async with smsvn.Journal(path) as journal:
+        campaign = await journal.campaign("full-disk")
+
+        def failing(*args: Any) -> Any:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(_sqlite, "_add", failing)
+        with pytest.raises(sqlite3.OperationalError):
+            await campaign.add([number(1), number(2)], content=CONTENT)
+        other = sqlite3.connect(path, timeout=1.0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if it is held
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
