@@ -688,9 +688,10 @@ class Transport:
                     resent = True
                     if not idempotent:
                         uncertain = exc
-                elif mark is not None and uncertain is None:
-                    # A connection refused (or a provider's "try again") sent nothing: while
-                    # the call backs off, nothing of it has left.
+                elif isinstance(exc, ConnectError) and mark is not None and uncertain is None:
+                    # A connection refused sent nothing: while the call backs off, nothing of
+                    # it has left. (A provider's "try again" is an answer to a request that
+                    # did arrive: eSMS's resend under its RequestId stays the safe path.)
                     mark.left = False
                 delay = retry.backoff(retries)
                 retries += 1

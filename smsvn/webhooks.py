@@ -45,7 +45,7 @@ import re
 import secrets as _secrets
 import string
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeAlias, cast
 
 from aiohttp import web
@@ -477,8 +477,8 @@ def _check_secrets(secret: object) -> tuple[str, ...]:
     never quote a secret."""
     if isinstance(secret, str):
         candidates: tuple[object, ...] = (secret,)
-    elif isinstance(secret, Sequence) and not isinstance(secret, bytes | bytearray):
-        candidates = tuple(secret)
+    elif isinstance(secret, Iterable) and not isinstance(secret, bytes | bytearray | Mapping):
+        candidates = tuple(secret)  # a list, a tuple, a set: several during a rotation
     else:
         raise ValidationError(
             f"secret must be a str or a list of them, not {type(secret).__name__}"

@@ -1155,3 +1155,14 @@ def test_callback_url_refuses(base: str, provider: str, secret: str) -> None:
     with pytest.raises(ValidationError) as info:
         callback_url(base, provider, secret)
     assert "SENTINEL" not in str(info.value)
+
+
+def test_a_rotation_may_be_any_collection_of_secrets() -> None:
+    """Secrets during a rotation: a list, a tuple or a set (as before the option checks);
+    a mapping or bytes are refused."""
+    first, second = webhooks.new_secret(), webhooks.new_secret()
+    for secrets in ([first, second], (first, second), {first, second}, frozenset({first})):
+        webhooks.app(lambda event: None, secret=secrets)
+    for wrong in ({first: second}, first.encode()):
+        with pytest.raises(ValidationError):
+            webhooks.app(lambda event: None, secret=wrong)  # type: ignore[arg-type]
