@@ -4,8 +4,8 @@ The rule under test (DESIGN.md, principle 5): bad input gets a clear, typed erro
 (``smsvn.errors.ValidationError``, which is also a ``ValueError``, or another ``SmsError``) and
 loses nothing; never a bare ``TypeError``, ``AttributeError``, ``OverflowError``,
 ``UnicodeError`` or a store's (sqlite3, asyncpg, redis) own exception. Each test names what it
-raised when it was written, where it comes from, and a fix. A test marked "passes: regression
-guard" pins a probe that held.
+raised when it was written (each failed until its fix), where it came from, and the fix. A test
+marked "passes: regression guard" pins a probe that held.
 
 Not repeated here: what ``test_bounds``, ``test_fuzz_parsers``, ``test_bulk_attacks``,
 ``test_otp_attacks`` and ``test_advertising_attacks`` already try.

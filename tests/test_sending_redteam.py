@@ -1,9 +1,9 @@
 """Red-team probes of the non-journal sending paths: bulk accounting, Failover, cancellation.
 
-Each test that fails on the current code names a promise it breaks (README "Bulk sending",
-"Reliability"); a test whose docstring says "passes: regression guard" is a probe that held and
-covers something no other test does. Everything runs against the embedded simulator on
-127.0.0.1, whose outbox is the ground truth of what was sent.
+Each test names a promise (README "Bulk sending", "Reliability") that the code broke when it
+was written, and failed until the fix; a test whose docstring says "passes: regression guard"
+is a probe that held and covers something no other test does. Everything runs against the
+embedded simulator on 127.0.0.1, whose outbox is the ground truth of what was sent.
 """
 
 from __future__ import annotations
