@@ -4,9 +4,11 @@ or a ``TypeError`` from deeper down)."""
 
 from __future__ import annotations
 
+import os
+
 from smsvn.errors import ValidationError
 
-__all__ = ["MAX_SECONDS", "checked_int", "checked_number", "checked_seconds"]
+__all__ = ["MAX_SECONDS", "checked_int", "checked_number", "checked_path", "checked_seconds"]
 
 # One place for "a number in a range, of the right type", so that a timeout, a limiter's period
 # and a retry policy's waits refuse the same values the same way. Each compares before it
@@ -88,3 +90,22 @@ def checked_int(
             f"{name} must be an int {bounds}", provider=provider, endpoint=endpoint
         )
     return int(value)
+
+
+def checked_path(value: object, name: str) -> str:
+    """A file path given as a str or an ``os.PathLike`` of one, that the OS can take: not an
+    int (``open`` would take it as a file descriptor, writing into and closing whatever it
+    is), nor a path with a NUL or a character the file system cannot encode (a lone surrogate
+    ``surrogateescape`` does not make), which failed deep in ``open`` or ``sqlite3.connect``."""
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str):
+        raise ValidationError(
+            f"{name} is a file path (str or os.PathLike), not {type(value).__name__}"
+        )
+    if "\x00" in path:
+        raise ValidationError(f"{name} must not contain a NUL character")
+    try:
+        os.fsencode(path)
+    except UnicodeError:
+        raise ValidationError(f"{name} has a character the file system cannot encode") from None
+    return path

@@ -55,6 +55,7 @@ from typing import Final, Protocol, TypeVar, cast
 
 import msgspec
 
+from smsvn._checks import checked_int
 from smsvn.errors import (
     AuthenticationError,
     InsufficientBalance,
@@ -1140,9 +1141,7 @@ def check_concurrency(concurrency: object, provider: str | None = None) -> int:
     ``ValidationError``: the one check of ``send_bulk``, ``Campaign.run`` and a task that
     carries it (a float or a str would otherwise fail at the first comparison, a bare
     ``TypeError``)."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValidationError("concurrency must be a positive int", provider=provider)
-    return concurrency
+    return checked_int(concurrency, "concurrency", low=1, provider=provider)
 
 
 def check_callback(callback: object, name: str, provider: str | None = None) -> None:

@@ -10,6 +10,7 @@ import pytest
 from aioresponses import aioresponses
 
 from smsvn import providers
+from smsvn.bulk import BulkReport
 from smsvn.providers.speedsms import SpeedSMS
 from smsvn.sandbox import Sandbox
 from smsvn.transport import RetryPolicy
@@ -128,3 +129,15 @@ def free_port() -> int:
     port: int = sock.getsockname()[1]
     sock.close()
     return port
+
+
+def taken_count(report: BulkReport) -> int:
+    """Every input taken, counted once across the report's buckets."""
+    return (
+        report.accepted
+        + report.failed_count
+        + report.unknown_count
+        + len(report.invalid)
+        + report.duplicates
+        + len(report.skipped)
+    )

@@ -19,25 +19,13 @@ from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, Outcome
 from smsvn.models import Message, SendResult
 from smsvn.providers.speedsms import SpeedSMS
 from smsvn.transport import departure
-from tests.conftest import FAST_RETRY, SENTINEL_TOKEN
+from tests.conftest import FAST_RETRY, SENTINEL_TOKEN, taken_count
 
 SEND = "https://api.speedsms.vn/index.php/sms/send"
 
 
 def number(i: int) -> str:
     return f"0912{i:06d}"
-
-
-def accounted(report: BulkReport) -> int:
-    """Every input taken, counted once across the report's buckets."""
-    return (
-        report.accepted
-        + report.failed_count
-        + report.unknown_count
-        + len(report.invalid)
-        + report.duplicates
-        + len(report.skipped)
-    )
 
 
 class FakeProvider:
@@ -98,7 +86,7 @@ async def test_batches_of_100_from_a_generator() -> None:
     assert report.accepted == 250
     assert report.requests == 3
     assert report.cost == 250.0 * 250
-    assert report.taken == 250 == accounted(report)
+    assert report.taken == 250 == taken_count(report)
     assert report.aborted is None
 
 
@@ -123,7 +111,7 @@ async def test_invalid_and_duplicates_are_reported_and_not_sent() -> None:
     assert report.duplicates == 2  # +84 form and the old 11-digit form of 0323456789
     assert [str(n) for n in report.invalid] == ["123", "0241234567"]
     assert all(n.reason for n in report.invalid)
-    assert report.taken == 6 == accounted(report)
+    assert report.taken == 6 == taken_count(report)
     outcomes = sorted(r.outcome.value for r in results)
     assert outcomes == ["duplicate", "duplicate", "invalid", "invalid", "sent"]
 
@@ -165,7 +153,7 @@ async def test_account_wide_error_aborts_and_leaves_the_rest_in_the_iterator() -
     assert isinstance(report.aborted, errors.InsufficientBalance)
     assert report.accepted == 200
     assert report.failed_count == 100
-    assert report.taken == 300 == accounted(report)
+    assert report.taken == 300 == taken_count(report)
     rest = list(source)
     assert rest[0] == number(300)
     assert len(rest) == 700
@@ -186,7 +174,7 @@ async def test_abort_with_several_in_flight_lets_them_finish() -> None:
     report = await run(source, fake, batch_size=1, concurrency=5)
     assert isinstance(report.aborted, errors.AuthenticationError)
     assert report.accepted == 4  # the other in-flight batches finished
-    assert report.taken == accounted(report)
+    assert report.taken == taken_count(report)
     assert len(list(source)) == 100 - report.taken
 
 
@@ -251,7 +239,7 @@ async def test_defect_in_a_batch_is_filed_unknown_and_stops_the_run() -> None:
     report = await run([number(i) for i in range(300)], fake, concurrency=1)
     assert report.unknown_count == 100
     assert isinstance(report.aborted, errors.OutcomeUnknown)
-    assert report.taken == accounted(report)
+    assert report.taken == taken_count(report)
 
 
 async def test_send_many_personalised_messages() -> None:
@@ -313,7 +301,7 @@ def test_every_input_is_counted_exactly_once(
         report = await run(source, fake, batch_size=batch_size, concurrency=concurrency)
         left = list(source)
         assert report.taken + len(left) == len(inputs)
-        assert report.taken == accounted(report)
+        assert report.taken == taken_count(report)
         sent = [n for b in fake.batches for n in b]
         assert len(sent) == len(set(sent))  # nothing sent twice
 

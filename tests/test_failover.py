@@ -16,6 +16,7 @@ from smsvn.models import Balance, SendResult
 from smsvn.phone import normalize
 from smsvn.providers._base import BaseClient
 from smsvn.transport import departure
+from tests.conftest import taken_count
 
 Rule = Callable[[list[str]], errors.SmsError | None]
 
@@ -75,15 +76,7 @@ def assert_every_input_ends_once(
     taken = inputs[: len(inputs) - len(rest)]
     assert inputs[len(taken) :] == rest, "the caller's iterator must hold the untaken suffix"
     assert report.taken == len(taken)
-    assert (
-        report.accepted
-        + report.failed_count
-        + report.unknown_count
-        + len(report.invalid)
-        + report.duplicates
-        + len(report.skipped)
-        == report.taken
-    )
+    assert taken_count(report) == report.taken
     sent = [n for r in report.sent for n in r.recipients]
     failed = [n for batch, _ in report.failed for n in batch]
     unknown = [n for batch, _ in report.unknown for n in batch]

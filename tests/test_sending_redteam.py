@@ -23,6 +23,7 @@ from smsvn.failover import Failover
 from smsvn.sandbox import Sandbox
 from smsvn.sandbox.faults import Fault
 from smsvn.transport import RetryPolicy
+from tests.conftest import taken_count
 
 PROVIDERS = ("speedsms", "esms", "fibo")
 FAST = RetryPolicy(max_retries=2, backoff_base=0.001, backoff_max=0.002, max_rate_limit_wait=0.05)
@@ -115,14 +116,7 @@ def _written(number: str, form: str) -> str:
 
 
 def _check_report(report: BulkReport, given: int, left: int, outbox: Counter[str]) -> None:
-    counted = (
-        report.accepted
-        + report.failed_count
-        + report.unknown_count
-        + len(report.invalid)
-        + report.duplicates
-        + len(report.skipped)
-    )
+    counted = taken_count(report)
     assert counted == report.taken, (counted, report.taken)
     assert report.taken + left == given, (report.taken, left, given)
     sent = Counter(n for r in report.sent for n in r.recipients)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import msgspec
 
 from smsvn import phone
+from smsvn._checks import checked_path
 from smsvn.advertising._records import Channel, Kind, Records, normal_advertiser
 from smsvn.advertising._rules import (
     DAY,
@@ -572,7 +573,7 @@ class Guard:
     async def export_csv(self, path: str | os.PathLike[str], *, kind: Kind | None = None) -> int:
         """Write the records to a CSV file (id, time in Vietnam, kind, channel, phone, detail);
         how many. ``path`` is checked, and the guard open, before the file is created."""
-        target = _file_path(path, "path")
+        target = checked_path(path, "path")
         self._ready()
         count = 0
         handle = await asyncio.to_thread(open, target, "w", encoding="utf-8", newline="")
@@ -833,7 +834,7 @@ class _Numbers:
         if isinstance(source, bytes) or not isinstance(source, str | os.PathLike | Iterable):
             raise ValidationError("numbers come from a file path or an iterable of strings")
         if isinstance(source, str | os.PathLike):
-            source = _file_path(source, "source")
+            source = checked_path(source, "source")
         self.source: str | Iterable[str] = source
         self.strict = strict
         """Refuse (at the end, before the load is used) an input most of whose lines are not
@@ -1007,24 +1008,6 @@ def _channels(value: object) -> tuple[Channel, ...]:
         given = "an empty one" if isinstance(value, list | tuple) else type(value).__name__
         raise ValidationError(f"channels is 'sms', 'call' or a non-empty list of them, not {given}")
     return tuple(dict.fromkeys(_channel(channel) for channel in value))
-
-
-def _file_path(value: object, name: str) -> str:
-    """A file path given as a str or an ``os.PathLike`` of one, that the OS can take: not an
-    int, which ``open`` would take as a file descriptor (writing into, then closing, whatever
-    it is), nor a path with a NUL or a character the file system cannot encode."""
-    path = os.fspath(value) if isinstance(value, os.PathLike) else value
-    if not isinstance(path, str):
-        raise ValidationError(
-            f"{name} is a file path (str or os.PathLike), not {type(value).__name__}"
-        )
-    if "\x00" in path:
-        raise ValidationError(f"{name} must not contain a NUL character")
-    try:
-        os.fsencode(path)
-    except UnicodeEncodeError:
-        raise ValidationError(f"{name} has a character the file system cannot encode") from None
-    return path
 
 
 def _ruled(purpose: Purpose) -> bool:

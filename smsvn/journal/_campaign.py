@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol, Self, runtime_checkable
 from urllib.parse import unquote
 
 from smsvn import bulk, providers, text
+from smsvn._checks import checked_path
 from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, check_callback, check_concurrency
 from smsvn.errors import ValidationError
 from smsvn.failover import NOTHING_SENT, Failover
@@ -188,7 +188,7 @@ def _open_store(url: str) -> Store:
         path = url
     from smsvn.journal._sqlite import SqliteStore
 
-    return SqliteStore(_sqlite_path(path))
+    return SqliteStore(checked_path(path, "the journal path"))
 
 
 def _postgres_url(url: str) -> str:
@@ -206,19 +206,6 @@ def _postgres_url(url: str) -> str:
     if "\x00" in unquote(url):
         raise ValidationError("the PostgreSQL journal URL holds a NUL (%00)")
     return url
-
-
-def _sqlite_path(path: str) -> str:
-    """``path`` if the file system can name it, or ``ValidationError``: a lone surrogate the
-    file system encoding does not take (``surrogateescape`` takes those a non-UTF-8 byte
-    makes, not ``"\\ud800"``) would fail in ``sqlite3.connect`` with ``UnicodeEncodeError``."""
-    try:
-        os.fsencode(path)
-    except UnicodeError:
-        raise ValidationError(
-            f"the journal path {path!r} has characters the file system cannot name"
-        ) from None
-    return path
 
 
 class Campaign:

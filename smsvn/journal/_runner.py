@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeAlias
 
+from smsvn._checks import checked_number
 from smsvn.bulk import BatchSender, Outcome, Withheld
 from smsvn.errors import OutcomeUnknown, SmsError, ValidationError
 from smsvn.failover import NOTHING_SENT
@@ -515,22 +515,12 @@ def check_claim_for(claim_for: object) -> float | None:
     no deadline at all."""
     if claim_for is None:
         return None
-    # The range first: it holds for no NaN or infinity, and an int too large for a float
-    # (``10**400``) compares as it is, where ``math.isfinite`` raises ``OverflowError``.
-    if (
-        isinstance(claim_for, bool)
-        or not isinstance(claim_for, int | float)
-        or not 0 < claim_for < CLAIM_FOR_MAX
-        or not math.isfinite(claim_for)
-    ):
-        raise ValidationError(
-            "claim_for must be a finite number of seconds, more than 0 and less than 1e9, or None"
-        )
-    return float(claim_for)
+    return checked_number(
+        claim_for, "claim_for", low=0.0, high=CLAIM_FOR_MAX, low_open=True, high_open=True,
+        unit="seconds",
+    )  # fmt: skip
 
 
 def check_lease(lease: object) -> float:
     """A lease in seconds (at least half a second, finite), or ``ValidationError``."""
-    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0.5 <= lease < 1e7:
-        raise ValidationError("lease must be a number of seconds, at least 0.5")
-    return float(lease)
+    return checked_number(lease, "lease", low=0.5, high=1e7, high_open=True, unit="seconds")
