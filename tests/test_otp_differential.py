@@ -8,9 +8,8 @@ compared; and checked against a small reference model of the contract (README, D
 The stateful test and the burst test pass (regression guards). The tests under "findings"
 were found by it. Two overlapping resends that both sent nothing put back the wrong code (a
 store kept one earlier verification to restore, not one per send in flight): fixed, the test
-failed before. A divergence between the stores within a millisecond of an edge (RedisStore
-keeps whole milliseconds, MemoryStore floats) is a known defect, not fixed yet: those tests are
-marked ``xfail(strict=True)`` (each fails the suite once it is fixed, to be unmarked).
+failed before. So did the three that compare the stores within a millisecond of an edge
+(RedisStore kept whole milliseconds, MemoryStore floats; both now decide in microseconds).
 """
 
 from __future__ import annotations
@@ -501,18 +500,13 @@ async def stores(redis_url: str, redis_prefix: str) -> AsyncIterator[dict[str, o
 SUB_MS = 1_700_000_000.0005
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, not fixed this session: RedisStore keeps times in whole "
-    "milliseconds, MemoryStore in floats; within a millisecond of an edge they disagree",
-)
-async def test_redis_grants_a_resend_inside_resend_after(stores: dict[str, otp.Store]) -> None:
-    """Finding: a resend 0.3 ms before ``Verification.resend_at``.
+async def test_no_store_grants_a_resend_inside_resend_after(stores: dict[str, otp.Store]) -> None:
+    """Finding (fixed): a resend 0.3 ms before ``Verification.resend_at``.
 
-    ``MemoryStore`` raises ``TooSoon`` (it compares the float times). ``RedisStore`` grants it
-    and sends a second code: ``RedisStore.begin`` (``_redis.py``) stores the cooldown's end
+    ``MemoryStore`` raised ``TooSoon`` (it compared the float times). ``RedisStore`` granted it
+    and sent a second code: ``RedisStore.begin`` (``_redis.py``) stored the cooldown's end
     as ``floor((now + resend_after) * 1000)`` and the next start's time as
-    ``floor(now * 1000)``; both fall on the same millisecond, and ``BEGIN`` refuses only while
+    ``floor(now * 1000)``; both fell on the same millisecond, and ``BEGIN`` refused only while
     ``r > now``. The promise: "a resend inside ``resend_after`` raises ``otp.TooSoon``", and
     the stores behave the same."""
     answers = {}
@@ -525,20 +519,15 @@ async def test_redis_grants_a_resend_inside_resend_after(stores: dict[str, otp.S
     assert answers == {"memory": "TooSoon", "redis": "TooSoon"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, not fixed this session: RedisStore keeps times in whole "
-    "milliseconds, MemoryStore in floats; within a millisecond of an edge they disagree",
-)
-async def test_redis_refuses_the_right_code_before_its_expires_at(
+async def test_every_store_approves_the_right_code_before_its_expires_at(
     stores: dict[str, otp.Store],
 ) -> None:
-    """Finding: the right code checked 0.3 ms before ``Verification.expires_at``.
+    """Finding (fixed): the right code checked 0.3 ms before ``Verification.expires_at``.
 
-    ``MemoryStore`` approves it; ``RedisStore`` answers ``expired``: ``RedisStore.begin``
-    stores ``floor((now + ttl) * 1000)`` and ``RedisStore.check`` compares it with
-    ``floor(check_time * 1000)`` (``CHECK``: ``e <= now`` is expired), so a code dies up to a
-    millisecond before the ``expires_at`` the verifier reported. The stores disagree on
+    ``MemoryStore`` approved it; ``RedisStore`` answered ``expired``: ``RedisStore.begin``
+    stored ``floor((now + ttl) * 1000)`` and ``RedisStore.check`` compared it with
+    ``floor(check_time * 1000)`` (``CHECK``: ``e <= now`` is expired), so a code died up to a
+    millisecond before the ``expires_at`` the verifier reported. The stores disagreed on
     whether the same user with the same code at the same instant is verified."""
     answers = {}
     for name, store in stores.items():
@@ -551,20 +540,15 @@ async def test_redis_refuses_the_right_code_before_its_expires_at(
     assert answers == {"memory": otp.Reason.APPROVED, "redis": otp.Reason.APPROVED}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, not fixed this session: RedisStore keeps times in whole "
-    "milliseconds, MemoryStore in floats; within a millisecond of an edge they disagree",
-)
-async def test_redis_opens_the_hourly_cap_before_the_hour_has_passed(
+async def test_no_store_opens_the_hourly_cap_before_the_hour_has_passed(
     stores: dict[str, otp.Store],
 ) -> None:
-    """Finding: ``max_sends_per_hour=1``, a second start 0.3 ms before an hour after the
-    first. ``MemoryStore`` raises ``Blocked(reason="number_hour")``; ``RedisStore`` sends a
-    second code inside the hour: ``BEGIN`` counts sends with a score above
-    ``floor(now*1000) - 3600000`` and the first send's score is ``floor(t*1000)``, the same
+    """Finding (fixed): ``max_sends_per_hour=1``, a second start 0.3 ms before an hour after the
+    first. ``MemoryStore`` raised ``Blocked(reason="number_hour")``; ``RedisStore`` sent a
+    second code inside the hour: ``BEGIN`` counted sends with a score above
+    ``floor(now*1000) - 3600000`` and the first send's score was ``floor(t*1000)``, the same
     millisecond. The cap promise ("at most ``limit`` sends in any hour") and the stores'
-    sameness both break."""
+    sameness both broke."""
     answers = {}
     for name, store in stores.items():
         clock = Clock(SUB_MS)

@@ -130,13 +130,17 @@ async def test_redis_holds_no_code_no_number_and_every_key_expires(
     answers = [value for name, (_, value, _) in keys.items() if name.startswith(f"{root}:c:")]
     assert answers == [{"": "1 1"}]
     verification = next(value for kind, value, _ in keys.values() if kind == "hash")
-    # The live code's digest, its times (ms of the verifier's clock), counts, last send, and
-    # the verifications its sends replaced (the first put back if a send had gone nowhere).
-    assert set(verification) == {"d", "e", "r", "a", "n", "t", "p"}
+    # The live code's digest, its times (whole ms of the verifier's clock, and the same in
+    # microseconds), counts, last send, and the verifications its sends replaced (the first
+    # put back if a send had gone nowhere).
+    assert set(verification) == {"d", "e", "r", "E", "R", "a", "n", "t", "p"}
     earlier = json.loads(verification.pop("p"))
-    assert [len(entry) for entry in earlier] == [5]  # digest, expiry, cooldown, sends, token
+    # digest, expiry, cooldown, sends, token, expiry and cooldown in microseconds
+    assert [len(entry) for entry in earlier] == [7]
+    assert earlier[0][5:] == ["1000300000000", "1000060000000"]
     verification.update({f"p{i}": str(item) for i, item in enumerate(earlier[0])})
     assert (verification["e"], verification["r"]) == ("1000360000", "1000120000")
+    assert (verification["E"], verification["R"]) == ("1000360000000", "1000120000000")
     assert (verification["a"], verification["n"]) == ("1", "2")
     assert re.fullmatch(r"[0-9a-f]{64}", verification["d"])
     texts: list[str] = []

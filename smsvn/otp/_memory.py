@@ -18,7 +18,7 @@ import itertools
 import threading
 from typing import Final
 
-from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, Window
+from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, span, ticks
 
 __all__ = ["EXPIRED_GRACE", "LOG_HORIZON", "MemoryStore"]
 
@@ -31,6 +31,9 @@ sends of all of them: a verifier with shorter caps (or none) must not cut the lo
 check is told ``expired`` rather than ``not_found``; then it is removed."""
 
 
+_GRACE: Final = ticks(EXPIRED_GRACE)
+_HORIZON: Final = ticks(LOG_HORIZON)
+
 EARLIER_KEPT: Final = 4
 """Live verifications a record keeps to put back, newest first: one per send that may still be
 undone (several overlap only when ``resend_after`` is shorter than a send can take)."""
@@ -42,7 +45,7 @@ class _Previous:
 
     __slots__ = ("digest", "expires", "resend", "sends", "token")
 
-    def __init__(self, digest: str, expires: float, resend: float, sends: int, token: str) -> None:
+    def __init__(self, digest: str, expires: int, resend: int, sends: int, token: str) -> None:
         self.digest = digest
         self.expires = expires
         self.resend = resend
@@ -51,15 +54,15 @@ class _Previous:
 
 
 class _Record:
-    """One number's verification (for one purpose)."""
+    """One number's verification (for one purpose); times in microseconds (``ticks``)."""
 
     __slots__ = ("attempts", "digest", "earlier", "expires", "resend", "sends", "token")
 
     def __init__(
         self,
         digest: str,
-        expires: float,
-        resend: float,
+        expires: int,
+        resend: int,
         attempts: int,
         sends: int,
         token: str,
@@ -74,30 +77,31 @@ class _Record:
         self.earlier = earlier
         """The live verifications this one's sends replaced, newest first (``_Previous``)."""
 
-    def removable_at(self) -> float:
+    def removable_at(self) -> int:
         """When no rule needs the record any more."""
-        return max(self.expires, self.resend) + EXPIRED_GRACE
+        return max(self.expires, self.resend) + _GRACE
 
 
 class _Log:
-    """Times of recent sends (ascending) and the token of each, to count sends in a window."""
+    """Times of recent sends (ascending, in microseconds) and the token of each, to count sends
+    in a window."""
 
     __slots__ = ("keep", "times", "tokens")
 
-    def __init__(self, keep: float = LOG_HORIZON) -> None:
-        self.times: list[float] = []
+    def __init__(self, keep: int = _HORIZON) -> None:
+        self.times: list[int] = []
         self.tokens: list[str] = []
         self.keep = keep
-        """Seconds to keep a send: the longest window any start on this number has used."""
+        """How long to keep a send: the longest window any start on this number has used."""
 
-    def trim(self, before: float) -> None:
+    def trim(self, before: int) -> None:
         """Forget the sends at or before ``before``."""
         cut = bisect.bisect_right(self.times, before)
         if cut:
             del self.times[:cut]
             del self.tokens[:cut]
 
-    def add(self, when: float, token: str) -> None:
+    def add(self, when: int, token: str) -> None:
         at = bisect.bisect_right(self.times, when)
         self.times.insert(at, when)
         self.tokens.insert(at, token)
@@ -110,14 +114,14 @@ class _Log:
         del self.times[at]
         del self.tokens[at]
 
-    def wait(self, window: Window, now: float) -> float:
-        """Seconds until one more send fits ``window`` (0: it fits now). A send at ``t``
-        counts while ``now - window.seconds < t``."""
-        first = bisect.bisect_right(self.times, now - window.seconds)
+    def wait(self, span: int, limit: int, now: int) -> int:
+        """How long until one more send fits ``limit`` sends in ``span`` (0: it fits now). A
+        send at ``t`` counts while ``now - span < t``."""
+        first = bisect.bisect_right(self.times, now - span)
         count = len(self.times) - first
-        if count < window.limit:
-            return 0.0
-        return self.times[first + count - window.limit] + window.seconds - now
+        if count < limit:
+            return 0
+        return self.times[first + count - limit] + span - now
 
 
 class MemoryStore:
@@ -135,7 +139,7 @@ class MemoryStore:
         # (when, n, key): when a record (key: (purpose, number)) or a number's log (key: number)
         # may be removable; checked against the entry itself when it comes up, since a later
         # send may have extended it.
-        self._sweep: list[tuple[float, int, tuple[str, str] | str]] = []
+        self._sweep: list[tuple[int, int, tuple[str, str] | str]] = []
         self._serial = itertools.count()
 
     def __repr__(self) -> str:
@@ -153,14 +157,14 @@ class MemoryStore:
     async def rollback(self, start: Start, now: float) -> None:
         """See ``Store.rollback``."""
         with self._lock:
-            self._rollback(start, now)
+            self._rollback(start, ticks(now))
 
     async def check(
         self, number: str, purpose: str, digest: str, max_attempts: int, now: float
     ) -> Checked:
         """See ``Store.check``."""
         with self._lock:
-            return self._check((purpose, number), digest, max_attempts, now)
+            return self._check((purpose, number), digest, max_attempts, ticks(now))
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -168,7 +172,7 @@ class MemoryStore:
     # -- the steps, each under the lock ---------------------------------------------------------
 
     def _begin(self, s: Start) -> Claim:
-        now = s.now
+        now = ticks(s.now)
         self._swept(now)
         key = (s.purpose, s.number)
         record = self._records.get(key)
@@ -181,7 +185,7 @@ class MemoryStore:
                     return Claim(
                         granted=False,
                         refusal=Refusal.LOCKED,
-                        retry_after=record.expires - now,
+                        retry_after=(record.expires - now) / 1e6,
                         sends=sends,
                         attempts=attempts,
                     )
@@ -189,28 +193,30 @@ class MemoryStore:
                 return Claim(
                     granted=False,
                     refusal=Refusal.TOO_SOON,
-                    retry_after=record.resend - now,
+                    retry_after=(record.resend - now) / 1e6,
                     sends=sends,
                     attempts=attempts,
                 )
         log = self._numbers.get(s.number)
-        keep = max(LOG_HORIZON, *(w.seconds for w in s.number_caps))
+        spans = [span(w) for w in s.number_caps]
+        keep = max(_HORIZON, *spans)
         if log is not None:
             log.keep = max(log.keep, keep)
             log.trim(now - log.keep)
-        wait, cap = 0.0, -2
+        wait, cap = 0, -2
         for index, window in enumerate(s.number_caps):
-            if log is not None and (w := log.wait(window, now)) > wait:
+            if log is not None and (w := log.wait(spans[index], window.limit, now)) > wait:
                 wait, cap = w, index
         if s.global_cap is not None:
-            self._all.trim(now - s.global_cap.seconds)
-            if (w := self._all.wait(s.global_cap, now)) > wait:
+            every = span(s.global_cap)
+            self._all.trim(now - every)
+            if (w := self._all.wait(every, s.global_cap.limit, now)) > wait:
                 wait, cap = w, -1
         if cap != -2:
             return Claim(
                 granted=False,
                 refusal=Refusal.CAPPED,
-                retry_after=wait,
+                retry_after=wait / 1e6,
                 cap=cap,
                 sends=sends,
                 attempts=attempts,
@@ -230,8 +236,8 @@ class MemoryStore:
             earlier = (replaced, *record.earlier)[:EARLIER_KEPT]
         fresh = _Record(
             digest=s.digest,
-            expires=now + s.ttl,
-            resend=now + s.resend_after,
+            expires=ticks(s.now + s.ttl),  # the very tick of ``Verification.expires_at``
+            resend=ticks(s.now + s.resend_after),
             attempts=attempts,
             sends=sends + 1,
             token=s.token,
@@ -241,7 +247,7 @@ class MemoryStore:
         self._later(fresh.removable_at(), key)
         return Claim(granted=True, sends=sends, attempts=attempts)
 
-    def _rollback(self, s: Start, now: float) -> None:
+    def _rollback(self, s: Start, now: int) -> None:
         log = self._numbers.get(s.number)
         if log is not None:
             log.remove(s.token)
@@ -267,7 +273,7 @@ class MemoryStore:
         record.earlier = tuple(rest)
         self._later(record.removable_at(), key)
 
-    def _check(self, key: tuple[str, str], digest: str, max_attempts: int, now: float) -> Checked:
+    def _check(self, key: tuple[str, str], digest: str, max_attempts: int, now: int) -> Checked:
         self._swept(now)
         record = self._records.get(key)
         if record is None:
@@ -284,10 +290,10 @@ class MemoryStore:
 
     # -- cleanup -------------------------------------------------------------------------------
 
-    def _later(self, when: float, key: tuple[str, str] | str) -> None:
+    def _later(self, when: int, key: tuple[str, str] | str) -> None:
         heapq.heappush(self._sweep, (when, next(self._serial), key))
 
-    def _swept(self, now: float) -> None:
+    def _swept(self, now: int) -> None:
         """Remove what no rule needs any more (each entry is looked at once, when due)."""
         heap = self._sweep
         while heap and heap[0][0] <= now:

@@ -5,9 +5,10 @@ Keys (``prefix`` is ``smsvn`` by default; ``{otp}`` keeps them in one Redis Clus
 the global budget is counted in the same script as a number's sends):
 
 - ``<prefix>:{otp}:v:<purpose>:<number digest>``, a hash: ``d`` the live code's digest, ``e``
-  its expiry, ``r`` the end of its cooldown, ``a`` attempts counted, ``n`` codes sent for this
-  verification, ``t`` the token of its last send; ``p``: the live verifications its sends
-  replaced, newest first (JSON: ``[[digest, expiry, cooldown, sends, token], ...]``, at most
+  its expiry and ``r`` the end of its cooldown in whole milliseconds, ``E`` and ``R`` the same
+  in microseconds, ``a`` attempts counted, ``n`` codes sent for this verification, ``t`` the
+  token of its last send; ``p``: the live verifications its sends replaced, newest first
+  (JSON: ``[[digest, expiry, cooldown, sends, token, expiry us, cooldown us], ...]``, at most
   ``EARLIER_KEPT``), the first put back if the send provably went nowhere, one dropped when its
   own send did; never checked. (``pd``, ``pe``, ``pr``, ``pn``: one replaced verification, as
   an earlier version kept it; read, never written.)
@@ -18,9 +19,15 @@ the global budget is counted in the same script as a number's sends):
   the same call sent again (its answer lost, the client retrying) is not counted twice.
 - ``<prefix>:{otp}:all``, a sorted set: every send in the global budget's window.
 
-Times are integer milliseconds of the verifier's clock, passed into each script: the rules
-never depend on a key's TTL, which is only for cleanup (a verification is removed
-``EXPIRED_GRACE`` seconds after its expiry and cooldown end; a send log after ``LOG_HORIZON``).
+Times are whole microseconds of the verifier's clock (``ticks``, as ``MemoryStore`` decides),
+passed into each script. What is stored stays readable by an earlier version (whole
+milliseconds, which decided within a millisecond of an edge unlike ``MemoryStore``), so its
+workers and this one's may share the keys during a rolling deploy: ``e``/``r`` stay whole
+milliseconds (``E``/``R`` are used only while they refine them: an earlier version's write
+leaves them stale), and the send logs' scores are milliseconds with the microseconds as a
+fraction. The rules never depend on a key's TTL, which is only for cleanup (a verification is
+removed ``EXPIRED_GRACE`` seconds after its expiry and cooldown end; a send log after
+``LOG_HORIZON``).
 A start is recognised by its token when the client sends it again: its grant, not a refusal.
 Digests are keyed HMACs (the verifier's ``secret``): no key or value holds a code or a phone
 number, or anything from which one could be computed without the secret. Codes are compared
@@ -36,19 +43,46 @@ from typing import Any, Final
 from smsvn._redis_url import checked_prefix, redis_client
 from smsvn._shared_limits import LuaScript, RedisCalls
 from smsvn.otp._memory import EXPIRED_GRACE, LOG_HORIZON
-from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, StoreError
+from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, StoreError, span, ticks
 
 __all__ = ["BEGIN", "CHECK", "DEFAULT_TIMEOUT", "ROLLBACK", "RedisStore"]
 
 DEFAULT_TIMEOUT: Final = 1.0
 """Seconds a Redis connect or answer may take (a client the store creates)."""
 
+_GRACE_MS: Final = math.ceil(EXPIRED_GRACE * 1000)
+"""The keys' cleanup margin, in Redis's unit."""
+
 EARLIER_KEPT: Final = 4
 """Replaced verifications a record keeps to put back (see ``MemoryStore``'s)."""
 
-_EARLIER_OF: Final = """
+_TIMES: Final = """
+-- Times are whole microseconds (the stores' unit); what Redis itself holds of them stays in
+-- milliseconds an earlier version reads the same way: the hash's e and r (whole ms, with E and
+-- R the same times in microseconds) and the send logs' scores (ms with the microseconds as a
+-- fraction, exact: distinct microseconds give distinct, ordered scores).
+local function us(ms, precise)
+  -- E or R when it refines e or r; an earlier version (or its workers during a rolling
+  -- deploy) wrote e and r alone, leaving any E and R stale.
+  ms = tonumber(ms)
+  precise = tonumber(precise)
+  if precise and math.floor(precise / 1000) == ms then
+    return precise
+  end
+  return ms * 1000
+end
+local function score(t)
+  return string.format('%.17g', t / 1000)
+end
+local function whole_ms(t)
+  return string.format('%d', math.floor(t / 1000))
+end
+local function digits(t)
+  return string.format('%d', t)
+end
 -- The live verifications a record's sends replaced, newest first: {digest, expiry, cooldown,
--- sends, token} each; from the one pd/pe/pr/pn an earlier version kept, if that is all.
+-- sends, token, expiry us, cooldown us} each (the last two absent from an earlier version's);
+-- from the one pd/pe/pr/pn an earlier version kept, if that is all.
 local function earlier_of(key)
   local f = redis.call('HMGET', key, 'p', 'pd', 'pe', 'pr', 'pn')
   if f[1] then
@@ -62,50 +96,54 @@ end
 """
 
 BEGIN: Final = LuaScript(
-    _EARLIER_OF
+    _TIMES
     + """
 -- KEYS: the verification (hash), the number's sends (zset), every send (zset).
--- ARGV: now, ttl, resend_after (ms), max_attempts, digest, token, grace (ms), global window
--- (ms, 0: no global cap), global limit, number of number caps, then (window ms, limit) pairs.
--- Returns {granted, refusal (1 locked, 2 too soon, 3 capped), retry_after (ms), cap index
--- (-1: global), sends before this one, attempts carried}.
+-- ARGV: now, expiry, cooldown's end (us), max_attempts, digest, token, grace (ms), global
+-- window (us, 0: no global cap), global limit, number of number caps, then (window us, limit)
+-- pairs. Returns {granted, refusal (1 locked, 2 too soon, 3 capped), retry_after (us), cap
+-- index (-1: global), sends before this one, attempts carried}.
 local now = tonumber(ARGV[1])
-local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'r', 'a', 'n', 't')
+local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'r', 'a', 'n', 't', 'E', 'R')
 if v[6] == ARGV[6] then
   -- This very start ran already (its answer was lost and the client sent it again): its grant,
   -- not a refusal by its own cooldown.
   return {1, 0, 0, -1, tonumber(v[5]) - 1, tonumber(v[4])}
 end
-local live = v[1] and tonumber(v[2]) > now
+local expiry, cooldown
+if v[1] then
+  expiry, cooldown = us(v[2], v[7]), us(v[3], v[8])
+end
+local live = v[1] and expiry > now
 local attempts, sends = 0, 0
 if v[1] then
   if live then
     attempts = tonumber(v[4])
     sends = tonumber(v[5])
     if attempts >= tonumber(ARGV[4]) then
-      return {0, 1, tonumber(v[2]) - now, -1, sends, attempts}
+      return {0, 1, expiry - now, -1, sends, attempts}
     end
   end
-  if tonumber(v[3]) > now then
-    return {0, 2, tonumber(v[3]) - now, -1, sends, attempts}
+  if cooldown > now then
+    return {0, 2, cooldown - now, -1, sends, attempts}
   end
 end
 local ncaps = tonumber(ARGV[10])
 -- A number's sends of every purpose are kept for LOG_HORIZON at least (a verifier with shorter
 -- caps, or none, must not cut short the log other purposes' caps count).
-local keep = LOG_HORIZON_MS
+local keep = LOG_HORIZON_US
 for i = 1, ncaps do
   keep = math.max(keep, tonumber(ARGV[9 + 2 * i]))
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - keep)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', score(now - keep))
 local wait, capped = 0, -2
 local function over(key, window, limit, index)
-  local since = '(' .. string.format('%d', now - window)
+  local since = '(' .. score(now - window)
   local count = redis.call('ZCOUNT', key, since, '+inf')
   if count >= limit then
     local first = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT',
                              count - limit, 1)
-    local w = tonumber(first[2]) + window - now
+    local w = math.floor(tonumber(first[2]) * 1000 + 0.5) + window - now
     if w > wait then
       wait = w
       capped = index
@@ -117,26 +155,27 @@ for i = 1, ncaps do
 end
 local gwindow = tonumber(ARGV[8])
 if gwindow > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - gwindow)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', score(now - gwindow))
   over(KEYS[3], gwindow, tonumber(ARGV[9]), -1)
 end
 if capped ~= -2 then
   return {0, 3, wait, capped, sends, attempts}
 end
 local token = ARGV[6]
-redis.call('ZADD', KEYS[2], now, token)
-if redis.call('PTTL', KEYS[2]) < keep then
-  redis.call('PEXPIRE', KEYS[2], keep)  -- never shortened: a longer window may need it
+local keep_ms = math.ceil(keep / 1000)
+redis.call('ZADD', KEYS[2], score(now), token)
+if redis.call('PTTL', KEYS[2]) < keep_ms then
+  redis.call('PEXPIRE', KEYS[2], keep_ms)  -- never shortened: a longer window may need it
 end
 if gwindow > 0 then
-  redis.call('ZADD', KEYS[3], now, token)
-  redis.call('PEXPIRE', KEYS[3], gwindow)
+  redis.call('ZADD', KEYS[3], score(now), token)
+  redis.call('PEXPIRE', KEYS[3], math.ceil(gwindow / 1000))
 end
-local expires = now + tonumber(ARGV[2])
-local resend = now + tonumber(ARGV[3])
+local expires = tonumber(ARGV[2])
+local resend = tonumber(ARGV[3])
 if live then
   local earlier = earlier_of(KEYS[1])
-  table.insert(earlier, 1, {v[1], v[2], v[3], v[5], v[6] or ''})
+  table.insert(earlier, 1, {v[1], v[2], v[3], v[5], v[6] or '', digits(expiry), digits(cooldown)})
   while #earlier > EARLIER_KEPT do
     table.remove(earlier)
   end
@@ -145,19 +184,18 @@ else
   redis.call('HDEL', KEYS[1], 'p')
 end
 redis.call('HDEL', KEYS[1], 'pd', 'pe', 'pr', 'pn')
-redis.call('HSET', KEYS[1], 'd', ARGV[5], 'e', string.format('%d', expires),
-           'r', string.format('%d', resend), 'a', attempts, 'n', sends + 1, 't', token)
-redis.call('PEXPIRE', KEYS[1], math.max(expires, resend) - now + tonumber(ARGV[7]))
+redis.call('HSET', KEYS[1], 'd', ARGV[5], 'e', whole_ms(expires), 'r', whole_ms(resend),
+           'E', digits(expires), 'R', digits(resend), 'a', attempts, 'n', sends + 1, 't', token)
+redis.call('PEXPIRE', KEYS[1], math.ceil((math.max(expires, resend) - now) / 1000)
+           + tonumber(ARGV[7]))
 return {1, 0, 0, -1, sends, attempts}
-""".replace("LOG_HORIZON_MS", str(round(LOG_HORIZON * 1000))).replace(
-        "EARLIER_KEPT", str(EARLIER_KEPT)
-    )
+""".replace("LOG_HORIZON_US", str(ticks(LOG_HORIZON))).replace("EARLIER_KEPT", str(EARLIER_KEPT))
 )
 
 ROLLBACK: Final = LuaScript(
-    _EARLIER_OF
+    _TIMES
     + """
--- KEYS: as BEGIN's. ARGV: the send's token, now (ms), grace (ms).
+-- KEYS: as BEGIN's. ARGV: the send's token, now (us), grace (ms).
 -- Uncounts the send; puts back the verification it replaced (or none) if it is still the
 -- last send, keeping the attempts counted since. Returns 0 (replaced meanwhile), 1, 2.
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -188,13 +226,16 @@ if #earlier == 0 then
   return 1
 end
 local p = table.remove(earlier, 1)
-redis.call('HSET', KEYS[1], 'd', p[1], 'e', p[2], 'r', p[3], 'n', p[4], 't', p[5])
+local expiry, cooldown = us(p[2], p[6]), us(p[3], p[7])
+redis.call('HSET', KEYS[1], 'd', p[1], 'e', p[2], 'r', p[3], 'E', digits(expiry),
+           'R', digits(cooldown), 'n', p[4], 't', p[5])
 if #earlier > 0 then
   redis.call('HSET', KEYS[1], 'p', cjson.encode(earlier))
 else
   redis.call('HDEL', KEYS[1], 'p')
 end
-local ttl = math.max(tonumber(p[2]), tonumber(p[3])) - tonumber(ARGV[2]) + tonumber(ARGV[3])
+local ttl = math.ceil((math.max(expiry, cooldown) - tonumber(ARGV[2])) / 1000)
+            + tonumber(ARGV[3])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
 else
@@ -205,9 +246,10 @@ return 2
 )
 
 CHECK: Final = LuaScript(
-    """
+    _TIMES
+    + """
 -- KEYS: the verification, this check's answer (a key of its own call). ARGV: the digest to
--- compare, now (ms), max_attempts.
+-- compare, now (us), max_attempts.
 -- Returns {reason (0 approved, 1 wrong, 2 expired, 3 not found, 4 too many attempts), attempts}.
 -- A check that counted (approved or wrong) keeps its answer for a minute: the same call sent
 -- again (its answer lost) gets it back instead of counting a second attempt.
@@ -216,12 +258,12 @@ if done then
   local reason, counted = string.match(done, '^(%d) (%d+)$')
   return {tonumber(reason), tonumber(counted)}
 end
-local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'a')
+local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'a', 'E')
 if not v[1] then
   return {3, 0}
 end
 local attempts = tonumber(v[3])
-if tonumber(v[2]) <= tonumber(ARGV[2]) then
+if us(v[2], v[4]) <= tonumber(ARGV[2]) then
   return {2, attempts}
 end
 if attempts >= tonumber(ARGV[3]) then
@@ -255,11 +297,6 @@ _REASONS: Final = (
     Reason.TOO_MANY_ATTEMPTS,
 )
 """``CHECK``'s reason codes, in order."""
-
-
-def _ms(seconds: float) -> int:
-    """Seconds as whole milliseconds (the scripts' unit)."""
-    return math.floor(seconds * 1000.0)
 
 
 class RedisStore:
@@ -312,30 +349,28 @@ class RedisStore:
     async def begin(self, start: Start) -> Claim:
         """See ``Store.begin``: one ``BEGIN`` script."""
         glob = start.global_cap
-        now = _ms(start.now)
         args: list[int | float | str] = [
-            now,
-            # The durations that land on the very milliseconds of ``now + ttl`` (what
-            # ``Verification.expires_at`` says) and ``now + resend_after``: rounded apart, they
-            # could add up to one more, and a code be accepted at its ``expires_at``.
-            _ms(start.now + start.ttl) - now,
-            _ms(start.now + start.resend_after) - now,
+            ticks(start.now),
+            # The very ticks of ``Verification.expires_at`` and ``resend_at`` (``MemoryStore``
+            # decides on the same ones).
+            ticks(start.now + start.ttl),
+            ticks(start.now + start.resend_after),
             start.max_attempts,
             start.digest,
             start.token,
-            _ms(EXPIRED_GRACE),
-            0 if glob is None else max(1, _ms(glob.seconds)),
+            _GRACE_MS,
+            0 if glob is None else span(glob),
             0 if glob is None else glob.limit,
             len(start.number_caps),
         ]
         for window in start.number_caps:
-            args += [max(1, _ms(window.seconds)), window.limit]
+            args += [span(window), window.limit]
         reply = await self._run(BEGIN, self._keys(start.purpose, start.number), args)
         granted, refusal, wait, cap, sends, attempts = reply
         return Claim(
             granted=bool(granted),
             refusal=Refusal(refusal),
-            retry_after=wait / 1000.0,
+            retry_after=wait / 1e6,
             cap=cap,
             sends=sends,
             attempts=attempts,
@@ -346,7 +381,7 @@ class RedisStore:
         await self._run(
             ROLLBACK,
             self._keys(start.purpose, start.number),
-            [start.token, _ms(now), _ms(EXPIRED_GRACE)],
+            [start.token, ticks(now), _GRACE_MS],
         )
 
     async def check(
@@ -355,7 +390,7 @@ class RedisStore:
         """See ``Store.check``: one ``CHECK`` script."""
         key = self._keys(purpose, number)[0]
         answer = f"{self._root}:c:{secrets.token_hex(8)}"  # this call's own
-        reason, attempts = await self._run(CHECK, (key, answer), [digest, _ms(now), max_attempts])
+        reason, attempts = await self._run(CHECK, (key, answer), [digest, ticks(now), max_attempts])
         return Checked(_REASONS[reason], attempts)
 
     async def _run(

@@ -9,6 +9,7 @@ provably did not go out, check a code -- atomically, wherever its state lives.
 from __future__ import annotations
 
 import enum
+import math
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
@@ -27,6 +28,8 @@ __all__ = [
     "StoreError",
     "TooSoon",
     "Window",
+    "span",
+    "ticks",
 ]
 
 
@@ -93,6 +96,19 @@ class Window(NamedTuple):
     limit: int
 
 
+def ticks(seconds: float) -> int:
+    """Seconds (a time of the verifier's clock, or a duration) as whole microseconds: the unit
+    every store decides in, so that two stores given the same times decide alike at every
+    instant (a float compared in one and whole milliseconds in another disagreed within a
+    millisecond of an expiry, a cooldown's end or a cap's window)."""
+    return math.floor(seconds * 1_000_000)
+
+
+def span(window: Window) -> int:
+    """A cap's window in microseconds, at least one."""
+    return max(1, ticks(window.seconds))
+
+
 class Start(msgspec.Struct, frozen=True, kw_only=True):
     """A request to send a new code: granted (and recorded) only if no rule holds it back.
 
@@ -141,7 +157,8 @@ class Store(Protocol):
 
     Each method is one atomic step. Expiry, cooldowns and caps are decided on the times it is
     given (``now``), never on a clock of its own, so a test's clock drives every store alike;
-    a store may expire what it holds for cleanup, but later than any rule needs it.
+    the built-in stores decide in whole microseconds (``ticks``) of those times. A store may
+    expire what it holds for cleanup, but later than any rule needs it.
     """
 
     async def begin(self, start: Start) -> Claim:
