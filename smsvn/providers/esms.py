@@ -577,6 +577,11 @@ class ESMS(BaseClient):
                 idempotent=False,
                 deduplicated=True,
             )
+        if options.callback_url is not None:
+            # A JSON body's members are matched with their case: the document's send table
+            # writes ``CallBackUrl``, its voice endpoints and the newer guide ``CallbackUrl``;
+            # eSMS ignores the member it does not know.
+            fields["CallBackUrl"] = options.callback_url
         return await self._transport.call(
             "POST",
             self._url_send_post,

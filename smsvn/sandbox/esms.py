@@ -52,7 +52,8 @@ else 104; ``VariableListStr`` split on ``||`` must give the template's variable 
 105), ``MakeCallRecord_V2`` (``TemplateId`` = a registered recording, else 106). Checked: keys
 (101), phone (107), ``Voice``/``Speed`` (105), ``SendDate`` (99), balance (103). Calls answer
 ``{"CodeResult":"100","SMSID":"<guid>"}``. A call ends ``delivery_delay`` after it starts:
-numbers ending 0000 do not answer (``NO ANSWER``, 0 s), others answer (``ANSWERED``, 24 s, the
+numbers ending 0000 do not answer (``NOANSWERED`` in ``GetSendStatus``, ``NO ANSWER`` in the
+callback, as the document writes each; 0 s), others answer (``ANSWERED``, 24 s, the
 ``Ivr`` key asked for, else "2"). ``GetSendStatus?ReferenceId=`` before the end answers
 ``callduration`` 0 and null ``callstatus``/``ivr``; unknown ids are 105. The call's
 ``CallbackUrl`` gets ``ReferenceId, CallDuration, CallStatus, Ivr, Price, SentResult, CID``
@@ -184,7 +185,10 @@ class _SendJson(msgspec.Struct, rename="pascal"):
     sandbox: Scalar = None
     request_id: Scalar = None
     send_date: Scalar = None
-    callback_url: Scalar = None
+    callback_url: Scalar = msgspec.field(default=None, name="CallBackUrl")
+    """As the document's send table spells it; ``CallbackUrl`` (its voice endpoints' and the
+    newer developer guide's spelling) is read too."""
+    callback_url_guide: Scalar = msgspec.field(default=None, name="CallbackUrl")
 
 
 class _SentDataJson(msgspec.Struct, rename="pascal"):
@@ -199,7 +203,9 @@ class _SentDataJson(msgspec.Struct, rename="pascal"):
 _DECODE_SEND = msgspec.json.Decoder(_SendJson)
 _DECODE_SENT_DATA = msgspec.json.Decoder(_SentDataJson)
 _SEND_FIELDS: Final = tuple(
-    (field.name, field.encode_name.lower()) for field in msgspec.structs.fields(_SendJson)
+    (field.name, field.encode_name.lower())
+    for field in msgspec.structs.fields(_SendJson)
+    if field.name != "callback_url_guide"
 )
 
 
@@ -296,6 +302,8 @@ class ESMSSimulator:
         except msgspec.DecodeError:
             return _invalid_request()
         params = {key: _text(getattr(body, name)) for name, key in _SEND_FIELDS}
+        if not params["callbackurl"]:
+            params["callbackurl"] = _text(body.callback_url_guide)
         return self._send(params)
 
     async def _send_form(self, request: web.Request) -> web.Response:
@@ -648,7 +656,8 @@ class ESMSSimulator:
         if state == PENDING:
             answer: dict[str, Any] = {"callduration": 0, "callstatus": None, "ivr": None}
         elif state == FAILED:
-            answer = {"callduration": 0, "callstatus": "NO ANSWER", "ivr": ""}
+            # The lookup's spelling (the document's table); the callback writes "NO ANSWER".
+            answer = {"callduration": 0, "callstatus": "NOANSWERED", "ivr": ""}
         else:
             answer = {"callduration": CALL_DURATION, "callstatus": "ANSWERED", "ivr": ivr}
         return _json({"CodeResponse": "100", **answer})
