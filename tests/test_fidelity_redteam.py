@@ -9,6 +9,7 @@ leaves 127.0.0.1.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -110,3 +111,42 @@ async def test_sandbox_esms_call_status_writes_noanswered(mocked: aioresponses) 
         result = await sms.call_status(call.message_id)
     assert result.status is CallStatus.NO_ANSWER
     assert result.raw.call_status == "NOANSWERED"
+
+
+# -- fields the document's sample and table spell differently -----------------------------------
+
+ESMS_VOICE = "https://voiceapi.esms.vn/MainService.svc/json"
+
+
+async def test_esms_call_status_reads_the_tables_spelling(mocked: aioresponses) -> None:
+    """002_a1b343c1b7ed6087.txt, "API lấy trạng thái cuộc gọi": the sample answer writes
+    ``callduration``/``callstatus``/``ivr``, the table below it "CallDuration", "CallStatus",
+    "Ivr". Either is read (it was the sample's alone: a table-spelled answer read as pending)."""
+    mocked.get(
+        re.compile(re.escape(f"{ESMS_VOICE}/GetSendStatus") + r"\?.*"),
+        payload={"CodeResponse": "100", "CallDuration": 24, "CallStatus": "ANSWERED", "Ivr": "2"},
+    )
+    async with ESMS(SENTINEL_KEY, SENTINEL_SECRET, rate_limit=None, retry=FAST_RETRY) as sms:
+        result = await sms.call_status("ref-1")
+    assert (result.status, result.duration, result.ivr) == (CallStatus.ANSWERED, 24, "2")
+
+
+async def test_esms_status_reads_the_tables_counts(mocked: aioresponses) -> None:
+    """002_a1b343c1b7ed6087.txt, "API lấy trạng thái tin nhắn": the sample writes
+    ``SendSuccess``/``SendFailed``, the table "SentSuccess Tổng số tin nhắn gửi thành công",
+    "SentFailed Tổng số tin nhắn gửi thất bại". Either is read."""
+    mocked.get(
+        re.compile(re.escape(f"{ESMS_BASE}/GetSendStatus") + r"\?.*"),
+        payload={
+            "CodeResponse": "100",
+            "SMSID": "24342680",
+            "SendStatus": 5,
+            "SentSuccess": 3,
+            "SentFailed": 1,
+            "TotalReceiver": 4,
+            "TotalSent": 4,
+        },
+    )
+    async with ESMS(SENTINEL_KEY, SENTINEL_SECRET, rate_limit=None, retry=FAST_RETRY) as sms:
+        status = await sms.status("24342680")
+    assert (status.succeeded, status.failed, status.total_receivers) == (3, 1, 4)

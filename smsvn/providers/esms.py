@@ -158,6 +158,9 @@ class _StatusAnswer(_Answer, frozen=True, kw_only=True):
     send_status: int | None = msgspec.field(default=None, name="SendStatus")
     send_success: int | None = msgspec.field(default=None, name="SendSuccess")
     send_failed: int | None = msgspec.field(default=None, name="SendFailed")
+    # The document's sample writes SendSuccess/SendFailed, its table SentSuccess/SentFailed.
+    sent_success: int | None = msgspec.field(default=None, name="SentSuccess")
+    sent_failed: int | None = msgspec.field(default=None, name="SentFailed")
     total_receiver: int | None = msgspec.field(default=None, name="TotalReceiver")
     total_sent: int | None = msgspec.field(default=None, name="TotalSent")
 
@@ -207,11 +210,15 @@ class _BrandnamesAnswer(_Answer, frozen=True, kw_only=True):
 
 
 class _CallStatusAnswer(_Answer, frozen=True, kw_only=True):
-    """The voice ``GetSendStatus``: lower-case fields, duration and key may come as strings."""
+    """The voice ``GetSendStatus``: lower-case fields (the document's sample), or capitalised
+    (its table); duration and key may come as strings."""
 
     call_duration: int | str | None = msgspec.field(default=None, name="callduration")
     call_status: str | None = msgspec.field(default=None, name="callstatus")
     ivr: str | int | None = None
+    call_duration_table: int | str | None = msgspec.field(default=None, name="CallDuration")
+    call_status_table: str | None = msgspec.field(default=None, name="CallStatus")
+    ivr_table: str | int | None = msgspec.field(default=None, name="Ivr")
 
 
 class _SendOptions(NamedTuple):
@@ -237,6 +244,7 @@ class _Content(NamedTuple):
 
 
 A = TypeVar("A", bound=_Answer)
+V = TypeVar("V")
 
 # strict=False: eSMS writes numbers and booleans as strings in some answers ("CountRegenerate":"0").
 _SEND: Final = msgspec.json.Decoder(_SendAnswer, strict=False)
@@ -618,8 +626,8 @@ class ESMS(BaseClient):
                 status=_send_status(answer.send_status),
                 total_receivers=answer.total_receiver or 0,
                 total_sent=answer.total_sent or 0,
-                succeeded=answer.send_success or 0,
-                failed=answer.send_failed or 0,
+                succeeded=_either(answer.send_success, answer.sent_success) or 0,
+                failed=_either(answer.send_failed, answer.sent_failed) or 0,
                 raw=answer,
             )
 
@@ -850,15 +858,15 @@ class ESMS(BaseClient):
 
         def parse(response: Response) -> CallResult:
             answer = self._parse(response, _CALL_STATUS, endpoint, _CALL_STATUS_ERRORS)
-            duration = opt_str(answer.call_duration)
+            duration = opt_str(_either(answer.call_duration, answer.call_duration_table))
             if duration is not None and not is_count(duration):
                 raise self._transport.malformed(endpoint, response, "callduration not a number")
             return CallResult(
                 provider=_PROVIDER,
                 reference_id=reference_id,
-                status=_call_status(answer.call_status),
+                status=_call_status(_either(answer.call_status, answer.call_status_table)),
                 duration=None if duration is None else int(duration),
-                ivr=opt_str(answer.ivr),
+                ivr=opt_str(_either(answer.ivr, answer.ivr_table)),
                 raw=answer,
             )
 
@@ -1194,6 +1202,12 @@ def _brandname_type(value: int | None) -> BrandnameType | None:
         return BrandnameType(value)
     except ValueError:
         return None
+
+
+def _either(sample: V | None, table: V | None) -> V | None:
+    """A field the document's sample and table spell differently: the sample's, else the
+    table's."""
+    return sample if sample is not None else table
 
 
 def _call_status(value: str | None) -> CallStatus:
