@@ -858,7 +858,8 @@ class ESMS(BaseClient):
 
         def parse(response: Response) -> CallResult:
             answer = self._parse(response, _CALL_STATUS, endpoint, _CALL_STATUS_ERRORS)
-            duration = opt_str(_either(answer.call_duration, answer.call_duration_table))
+            seconds = answer.call_duration
+            duration = opt_str(answer.call_duration_table if seconds is None else seconds)
             if duration is not None and not is_count(duration):
                 raise self._transport.malformed(endpoint, response, "callduration not a number")
             return CallResult(
@@ -866,7 +867,7 @@ class ESMS(BaseClient):
                 reference_id=reference_id,
                 status=_call_status(_either(answer.call_status, answer.call_status_table)),
                 duration=None if duration is None else int(duration),
-                ivr=opt_str(_either(answer.ivr, answer.ivr_table)),
+                ivr=opt_str(answer.ivr_table if answer.ivr is None else answer.ivr),
                 raw=answer,
             )
 
