@@ -20,8 +20,9 @@ cap; 400 with a short reason for a malformed callback; 500 when the handler rais
 The path holds the secret, and aiohttp logs paths: its access log, and the request line of a
 malformed request (in the exception of an ``aiohttp.server`` ERROR record). :func:`app` and
 :func:`run` therefore attach a filter to the ``aiohttp.access``, ``aiohttp.server`` and
-``aiohttp.web`` loggers (once per process) that writes the segment after ``/{provider}/`` as
-``***``, in any case, in each record's message, arguments, extras and traceback. For an access
+``aiohttp.web`` loggers (once per process) that writes what follows ``/{provider}/`` as
+``***``, the name in any case or percent-encoded, in each record's message, arguments, extras
+and traceback. For an access
 log on another logger, give the runner :class:`MaskedAccessLogger`
 (``web.run_app(app, access_log_class=MaskedAccessLogger)``, ``web.AppRunner(...)``, or
 :func:`run`), which masks before formatting.
@@ -40,11 +41,13 @@ import asyncio
 import collections
 import functools
 import hmac
+import inspect
 import logging
 import re
 import secrets as _secrets
 import string
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeAlias, cast
 
@@ -84,8 +87,9 @@ __all__ = [
     "run",
 ]
 
-Handler: TypeAlias = Callable[[Event], Awaitable[None]]
-"""The user's ``async def handler(event) -> None``; raising makes the provider retry."""
+Handler: TypeAlias = Callable[[Event], Awaitable[None] | None]
+"""The user's ``async def handler(event) -> None`` (a plain function is called as it is);
+raising makes the provider retry."""
 
 DEFAULT_DEDUP_WINDOW: Final = 3600.0
 DEFAULT_MAX_BODY: Final = 64 * 1024
@@ -275,6 +279,10 @@ class _Body413(Exception):
     """The request body is larger than the cap."""
 
 
+class _Garbled(Exception):
+    """The request body is not in the ``Content-Encoding`` it claims (or one we read)."""
+
+
 def app(
     handler: Handler,
     *,
@@ -292,8 +300,12 @@ def app(
     seconds (at most a year) are answered 200 without calling the handler. Delivery reports
     are recorded in ``store`` (a new :class:`DeliveryTracker` by default), reachable as
     ``app[TRACKER_KEY]``. Mount it with ``parent.add_subapp("/hooks", app(...))`` or run it
-    alone with :func:`run`. The routes are those of the providers registered now; aiohttp's
-    loggers get the filter that masks secrets (see the module's documentation).
+    alone with :func:`run`. Alone, it inflates a gzip or deflate body itself, within
+    ``max_body``; mounted, the parent's server inflates bodies first (aiohttp's own limit)
+    unless the parent is made with ``handler_args={"auto_decompress": False}``, which makes a
+    compressed callback a 400 (no provider compresses them). The routes are those of the
+    providers registered now; aiohttp's loggers get the filter that masks secrets (see the
+    module's documentation).
     """
     if not callable(handler):
         raise TypeError("handler must be an async callable taking one event")
@@ -358,10 +370,17 @@ def app(
                 return web.Response(status=405, headers={"Allow": allow})
             try:
                 body = await _read_capped(request, max_body)
+                if len(request.match_info.apps) == 1:
+                    # Served as it is (not mounted), so with our handler_args: nothing inflated
+                    # the body yet. Mounted, the parent's server did (see ``app``).
+                    body = _inflated(body, request.headers.get("Content-Encoding"), max_body)
             except _Body413:
                 return web.Response(status=413, text="body too large")
             except web.RequestPayloadError:
                 return _unreadable(name, request)
+            except _Garbled:
+                _log.info("%s webhook: rejected a body that could not be inflated", name)
+                return web.Response(status=400, text="bad request: malformed body")
             try:
                 event = webhook.parse(body, request.query)
             except ValidationError as exc:
@@ -370,7 +389,13 @@ def app(
 
         return receive
 
-    application = web.Application(client_max_size=max_body, middlewares=[_quiet_not_found])
+    # aiohttp's server would inflate a compressed body as it arrives, before any cap (up to
+    # 32 MiB a request, a wrong secret's too); served as it is, the receiver inflates it itself.
+    application = web.Application(
+        client_max_size=max_body,
+        middlewares=[_quiet_not_found],
+        handler_args={"auto_decompress": False},
+    )
     application[TRACKER_KEY] = tracker
     for provider in all_providers():
         if provider.webhook is not None:
@@ -385,9 +410,12 @@ def app(
 
 
 async def _call(handler: Handler, event: Event, tracker: DeliveryTracker) -> bool:
-    """Await the user's handler; on success record a delivery report and return True."""
+    """Run the user's handler (awaited when it is a coroutine function's); on success record a
+    delivery report and return True."""
     try:
-        await handler(event)
+        result = handler(event)
+        if inspect.isawaitable(result):
+            await result
     except Exception as exc:
         _log.warning(
             "%s webhook handler raised %s: answering 500 so the provider retries",
@@ -416,6 +444,31 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
         if size > limit:
             raise _Body413
         chunks.append(chunk)
+
+
+def _inflated(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body in ``encoding`` (gzip or deflate) inflated, never to more than ``limit``
+    bytes: ``_Body413`` past it, ``_Garbled`` for a stream that is not what it says."""
+    coding = (encoding or "").strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif coding == "deflate":
+        # zlib-wrapped, as the standard says, or raw deflate, as some senders write it.
+        wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
+    else:
+        raise _Garbled
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise _Garbled from None
+    if len(out) > limit:
+        raise _Body413
+    if not inflater.eof or inflater.unused_data:
+        raise _Garbled  # truncated, or bytes after the stream
+    return out
 
 
 @web.middleware
@@ -536,21 +589,33 @@ def callback_url(base_url: str, provider: str, secret: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _secret_segment(names: tuple[str, ...]) -> re.Pattern[str] | None:
-    """The regex of the path segment after ``/{name}/`` for any of ``names``, in any case.
+    """The regex of ``/{name}`` for any of ``names`` (group 1), in any case and with any of its
+    characters percent-encoded (aiohttp routes ``/speed%73ms/...`` as ``/speedsms/...``), and
+    the whole rest of the path after it: ``_mask`` keeps the first and masks the second.
 
-    It matches text, not routes: a path no route matched (a provider's name in capitals is a
-    404) and a request line quoted in an exception are masked alike; extra slashes go too.
+    It matches text, not routes: a path no route matched (a provider's name in capitals, a dot
+    segment before the secret: 404s) and a request line quoted in an exception are masked
+    alike; extra slashes and segments go too, and an encoded slash (``%2F``) after the name.
     """
     if not names:
         return None
-    after = "|".join(f"(?<=/{re.escape(name)}/)" for name in names)
-    return re.compile(f"(?:{after})/*[^/?#\\s]+", re.IGNORECASE)
+    spelled = "|".join("".join(_any_spelling(c) for c in name) for name in names)
+    return re.compile(f"(/(?:{spelled}))(?:/|%2f)[^?#\\s]+", re.IGNORECASE)
+
+
+def _any_spelling(char: str) -> str:
+    """A regex of ``char`` as written or percent-encoded (hex in either case)."""
+    return f"(?:{re.escape(char)}|%{ord(char):02x})" if char.isascii() else re.escape(char)
+
+
+_MASKED: Final = r"\1/***"
+"""What a match of ``_secret_segment`` becomes."""
 
 
 def _mask(text: str) -> str:
-    """Replace the secret segment after ``/{provider}/`` with ``***``."""
+    """Replace what follows ``/{provider}/`` in a path with ``***``."""
     pattern = _secret_segment(_webhook_names())
-    return text if pattern is None else pattern.sub("***", text)
+    return text if pattern is None else pattern.sub(_MASKED, text)
 
 
 class _MaskedRequest:
@@ -622,7 +687,7 @@ def _mask_record(record: logging.LogRecord, pattern: re.Pattern[str]) -> None:
         # logging would print such a record, arguments included, on stderr: drop them here.
         record.msg, record.args = "unformattable log record (its arguments dropped)", None
     else:
-        masked = pattern.sub("***", message)
+        masked = pattern.sub(_MASKED, message)
         if masked != message:
             record.msg, record.args = masked, None
     fields = record.__dict__
@@ -630,21 +695,21 @@ def _mask_record(record: logging.LogRecord, pattern: re.Pattern[str]) -> None:
         if key in _RECORD_FIELDS:
             continue
         if isinstance(value, str):
-            fields[key] = pattern.sub("***", value)
+            fields[key] = pattern.sub(_MASKED, value)
         elif isinstance(value, dict):  # the access log's request_header / response_header
             fields[key] = {
-                k: pattern.sub("***", v) if isinstance(v, str) else v for k, v in value.items()
+                k: pattern.sub(_MASKED, v) if isinstance(v, str) else v for k, v in value.items()
             }
     if record.exc_info and record.exc_info[1] is not None:
         text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
-        masked = pattern.sub("***", text)
+        masked = pattern.sub(_MASKED, text)
         if masked != text:
             # Formatters print exc_text as it is; handlers that read exc_info get nothing.
             record.exc_text, record.exc_info = masked, None
     elif record.exc_text:
-        record.exc_text = pattern.sub("***", record.exc_text)
+        record.exc_text = pattern.sub(_MASKED, record.exc_text)
     if record.stack_info:
-        record.stack_info = pattern.sub("***", record.stack_info)
+        record.stack_info = pattern.sub(_MASKED, record.stack_info)
 
 
 _SECRET_FILTER: Final = _SecretFilter()

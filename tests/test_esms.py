@@ -539,6 +539,16 @@ async def test_answers_without_a_code_are_malformed(
     assert len(sent(mocked, "GET", STATUS)) == 3  # a read is retried
 
 
+async def test_an_answer_nested_thousands_deep_is_malformed(mocked: aioresponses) -> None:
+    """A hostile answer with a few thousand nested brackets in a member msgspec skips: a
+    ``MalformedResponse``, not a bare ``RecursionError``."""
+    deep = b'{"CodeResult":"100","x":' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    mocked.get(at(STATUS), body=deep, repeat=True)
+    async with client() as sms:
+        with pytest.raises(errors.MalformedResponse, match="nested too deeply"):
+            await sms.status("1")
+
+
 async def test_invalid_request_answer_to_a_send_is_malformed(mocked: aioresponses) -> None:
     mocked.post(SEND_POST, payload={"error": "Invalid request"}, repeat=True)
     async with client() as sms:

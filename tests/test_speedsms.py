@@ -317,6 +317,16 @@ async def test_garbage_body_is_malformed_with_redacted_excerpt(mocked: aiorespon
     assert len(requests_to(mocked, "POST", SEND)) == 1
 
 
+async def test_an_answer_nested_thousands_deep_is_malformed(mocked: aioresponses) -> None:
+    """msgspec skips a member it does not know by recursing: a hostile answer with a few
+    thousand nested brackets in one raised a bare ``RecursionError`` out of ``send``."""
+    deep = b'{"status":"success","code":"00","x":' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    mocked.post(SEND, body=deep)
+    async with client() as sms:
+        with pytest.raises(errors.MalformedResponse, match="nested too deeply"):
+            await sms.send("0912345678", "hi")
+
+
 async def test_success_envelope_without_data_is_malformed(mocked: aioresponses) -> None:
     mocked.post(SEND, payload={"status": "success", "code": "00"})
     async with client() as sms:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -904,6 +905,24 @@ async def test_mounted_under_prefix_with_callback_url() -> None:
             assert resp.status == 200
             resp.release()
     assert len(recorder.events) == 2
+
+
+@pytest.mark.parametrize("inflating", [True, False], ids=["parent-inflates", "parent-does-not"])
+async def test_a_compressed_callback_when_mounted(inflating: bool) -> None:
+    """Mounted, the parent's server inflates a gzip body before the receiver (aiohttp's
+    default), and the receiver must not inflate it again; a parent made with
+    ``auto_decompress`` off leaves it compressed: refused (400), nothing handled."""
+    recorder = Recorder()
+    parent = web.Application(handler_args={"auto_decompress": inflating})
+    parent.add_subapp("/hooks", _hooks(recorder))
+    async with serve(parent) as client:
+        resp = await client.post(
+            f"/hooks/speedsms/{SECRET}",
+            data=gzip.compress(speedsms_body()),
+            headers={"Content-Encoding": "gzip"},
+        )
+        assert resp.status == (200 if inflating else 400)
+    assert len(recorder.events) == (1 if inflating else 0)
 
 
 async def test_access_log_masks_secret(caplog: pytest.LogCaptureFixture) -> None:

@@ -45,13 +45,17 @@ def clip(text: str) -> str:
 
 
 def identifier(provider: str, field: str, value: str) -> str:
-    """Check an opaque id: non-empty and bounded, surrounding whitespace dropped (eSMS has been
+    """Check an opaque id: non-empty, bounded and printable (no NUL, control character or lone
+    surrogate, which a journal cannot store and a handler would fail on, answering 500 to a
+    report the provider then retries for ever), surrounding whitespace dropped (eSMS has been
     seen to pad SMSIDs). Never parsed: an id is compared as written."""
     text = value.strip()
     if not text:
         raise invalid(provider, f"{field} is empty")
     if len(text) > MAX_ID:
         raise invalid(provider, f"{field} is longer than {MAX_ID} characters")
+    if not text.isprintable():
+        raise invalid(provider, f"{field} holds a control character")
     return text
 
 

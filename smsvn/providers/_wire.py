@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["MAX_DIGITS", "is_count", "opt_str", "why"]
+import msgspec
+
+__all__ = ["DECODE_ERRORS", "MAX_DIGITS", "is_count", "opt_str", "why"]
 
 MAX_DIGITS: Final = 18
 """The most digits a count read from the wire may have: no real count is longer, and Python's
@@ -28,6 +30,13 @@ def opt_str(value: str | int | None) -> str | None:
     return out or None
 
 
+DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+"""What decoding a body may raise: msgspec skips a member it does not know by recursing, so a
+few thousand nested brackets in one give a ``RecursionError``."""
+
+
 def why(exc: Exception) -> str:
     """msgspec's first line: it names the JSON path, never the body's content."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
     return str(exc).split("\n", 1)[0][:120]

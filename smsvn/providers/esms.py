@@ -68,7 +68,7 @@ from smsvn.providers._base import (
     split_recipients,
 )
 from smsvn.providers._spec import Credential, Event, Provider, Webhook
-from smsvn.providers._wire import is_count, opt_str, why
+from smsvn.providers._wire import DECODE_ERRORS, is_count, opt_str, why
 from smsvn.transport import Response
 
 __all__ = [
@@ -938,7 +938,7 @@ class ESMS(BaseClient):
         redactor = redactor or self._transport.redactor
         try:
             answer = decoder.decode(response.body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise self._transport.malformed(endpoint, response, why(exc), redactor) from None
         # A result keeps its answer as ``raw``: never let an echoed credential into it. After
         # decoding, since JSON may write a credential's characters as \uXXXX escapes.

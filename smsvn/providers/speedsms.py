@@ -53,7 +53,7 @@ from smsvn.providers._base import (
     split_recipients,
 )
 from smsvn.providers._spec import Credential, Event, Provider, Webhook
-from smsvn.providers._wire import is_count, why
+from smsvn.providers._wire import DECODE_ERRORS, MAX_DIGITS, is_count, why
 from smsvn.transport import Response
 
 __all__ = [
@@ -443,7 +443,7 @@ class SpeedSMS(BaseClient):
             )
         try:
             envelope = decoder.decode(response.body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise self._transport.malformed(endpoint, response, why(exc)) from None
         if envelope.status == "success" and status == 200:
             if envelope.data is None:
@@ -632,7 +632,7 @@ def parse_speedsms(body: bytes) -> DeliveryReport | InboundSms:
     """
     try:
         wire = _CALLBACK.decode(body)
-    except msgspec.MsgspecError as exc:
+    except DECODE_ERRORS as exc:
         raise _webhook.invalid(_PROVIDER, f"malformed body: {why(exc)}") from None
     number = _webhook.phone(_PROVIDER, wire.phone)
     if isinstance(wire, SpeedSmsInbound):
@@ -657,7 +657,12 @@ def _report_status(value: int | str) -> int:
         return int(text)
     if value < 0:
         raise _webhook.invalid(_PROVIDER, "status is negative")
+    if value >= _STATUS_BOUND:  # as the string form's bound (a 40-digit number is no status)
+        raise _webhook.invalid(_PROVIDER, "status is not a non-negative integer")
     return value
+
+
+_STATUS_BOUND: Final = 10**MAX_DIGITS
 
 
 def _report_state(status: int) -> DeliveryState:
