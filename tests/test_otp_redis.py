@@ -133,7 +133,7 @@ async def test_redis_holds_no_code_no_number_and_every_key_expires(
     # The live code's digest, its times (whole ms of the verifier's clock, and the same in
     # microseconds), counts, last send, and the verifications its sends replaced (the first
     # put back if a send had gone nowhere).
-    assert set(verification) == {"d", "e", "r", "E", "R", "a", "n", "t", "p"}
+    assert set(verification) == {"d", "e", "r", "E", "R", "u", "a", "n", "t", "p"}
     earlier = json.loads(verification.pop("p"))
     # digest, expiry, cooldown, sends, token, expiry and cooldown in microseconds
     assert [len(entry) for entry in earlier] == [7]
@@ -141,6 +141,7 @@ async def test_redis_holds_no_code_no_number_and_every_key_expires(
     verification.update({f"p{i}": str(item) for i, item in enumerate(earlier[0])})
     assert (verification["e"], verification["r"]) == ("1000360000", "1000120000")
     assert (verification["E"], verification["R"]) == ("1000360000000", "1000120000000")
+    assert verification["u"] == verification["t"]
     assert (verification["a"], verification["n"]) == ("1", "2")
     assert re.fullmatch(r"[0-9a-f]{64}", verification["d"])
     texts: list[str] = []

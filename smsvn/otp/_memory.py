@@ -18,7 +18,7 @@ import itertools
 import threading
 from typing import Final
 
-from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, span, ticks
+from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, span, ticks, ticks_up
 
 __all__ = ["EXPIRED_GRACE", "LOG_HORIZON", "MemoryStore"]
 
@@ -199,7 +199,7 @@ class MemoryStore:
                 )
         log = self._numbers.get(s.number)
         spans = [span(w) for w in s.number_caps]
-        keep = max(_HORIZON, *spans)
+        keep = max([_HORIZON, *spans])  # a verifier may have no number caps
         if log is not None:
             log.keep = max(log.keep, keep)
             log.trim(now - log.keep)
@@ -221,13 +221,15 @@ class MemoryStore:
                 sends=sends,
                 attempts=attempts,
             )
-        # Every send is logged, capped here or not: other purposes' caps count it.
+        # Every send is logged, capped here or not: other purposes' caps count it. At its time
+        # rounded up: it leaves a cap's window no earlier than it should.
+        logged = ticks_up(s.now)
         if log is None:
             log = self._numbers[s.number] = _Log(keep)
-        log.add(now, s.token)
-        self._later(now + log.keep, s.number)
+        log.add(logged, s.token)
+        self._later(logged + log.keep, s.number)
         if s.global_cap is not None:
-            self._all.add(now, s.token)
+            self._all.add(logged, s.token)
         earlier: tuple[_Previous, ...] = ()
         if live and record is not None:
             replaced = _Previous(
@@ -237,7 +239,7 @@ class MemoryStore:
         fresh = _Record(
             digest=s.digest,
             expires=ticks(s.now + s.ttl),  # the very tick of ``Verification.expires_at``
-            resend=ticks(s.now + s.resend_after),
+            resend=ticks_up(s.now + s.resend_after),
             attempts=attempts,
             sends=sends + 1,
             token=s.token,

@@ -6,12 +6,13 @@ the global budget is counted in the same script as a number's sends):
 
 - ``<prefix>:{otp}:v:<purpose>:<number digest>``, a hash: ``d`` the live code's digest, ``e``
   its expiry and ``r`` the end of its cooldown in whole milliseconds, ``E`` and ``R`` the same
-  in microseconds, ``a`` attempts counted, ``n`` codes sent for this verification, ``t`` the
-  token of its last send; ``p``: the live verifications its sends replaced, newest first
-  (JSON: ``[[digest, expiry, cooldown, sends, token, expiry us, cooldown us], ...]``, at most
-  ``EARLIER_KEPT``), the first put back if the send provably went nowhere, one dropped when its
-  own send did; never checked. (``pd``, ``pe``, ``pr``, ``pn``: one replaced verification, as
-  an earlier version kept it; read, never written.)
+  in microseconds and ``u`` the token of the send they were written for, ``a`` attempts
+  counted, ``n`` codes sent for this verification, ``t`` the token of its last send; ``p``:
+  the live verifications its sends replaced, newest first (JSON: ``[[digest, expiry,
+  cooldown, sends, token, expiry us, cooldown us], ...]``, at most ``EARLIER_KEPT``), the
+  first put back if the send provably went nowhere, one dropped when its own send did; never
+  checked. (``pd``, ``pe``, ``pr``, ``pn``: one replaced verification, as an earlier version
+  kept it; read, never written.)
 - ``<prefix>:{otp}:n:<number digest>``, a sorted set: the number's sends of every purpose
   for a day (``LOG_HORIZON``) or the longest cap window if longer (member: a send's random
   token; score: its time).
@@ -23,10 +24,12 @@ Times are whole microseconds of the verifier's clock (``ticks``, as ``MemoryStor
 passed into each script. What is stored stays readable by an earlier version (whole
 milliseconds, which decided within a millisecond of an edge unlike ``MemoryStore``), so its
 workers and this one's may share the keys during a rolling deploy: ``e``/``r`` stay whole
-milliseconds (``E``/``R`` are used only while they refine them: an earlier version's write
-leaves them stale), and the send logs' scores are milliseconds with the microseconds as a
-fraction. The rules never depend on a key's TTL, which is only for cleanup (a verification is
-removed ``EXPIRED_GRACE`` seconds after its expiry and cooldown end; a send log after
+milliseconds (``E``/``R`` are used only while ``u`` is the record's ``t`` and they refine
+``e``/``r``: an earlier version's write leaves them stale), and the send logs' scores are
+milliseconds with the microseconds as a fraction. (An earlier version's worker truncates a
+fractional wait, so during the deploy it may say a cap opens up to a millisecond early.) The
+rules never depend on a key's TTL, which is only for cleanup (a verification is removed
+``EXPIRED_GRACE`` seconds after its expiry and cooldown end; a send log after
 ``LOG_HORIZON``).
 A start is recognised by its token when the client sends it again: its grant, not a refusal.
 Digests are keyed HMACs (the verifier's ``secret``): no key or value holds a code or a phone
@@ -43,7 +46,17 @@ from typing import Any, Final
 from smsvn._redis_url import checked_prefix, redis_client
 from smsvn._shared_limits import LuaScript, RedisCalls
 from smsvn.otp._memory import EXPIRED_GRACE, LOG_HORIZON
-from smsvn.otp._types import Checked, Claim, Reason, Refusal, Start, StoreError, span, ticks
+from smsvn.otp._types import (
+    Checked,
+    Claim,
+    Reason,
+    Refusal,
+    Start,
+    StoreError,
+    span,
+    ticks,
+    ticks_up,
+)
 
 __all__ = ["BEGIN", "CHECK", "DEFAULT_TIMEOUT", "ROLLBACK", "RedisStore"]
 
@@ -61,18 +74,26 @@ _TIMES: Final = """
 -- milliseconds an earlier version reads the same way: the hash's e and r (whole ms, with E and
 -- R the same times in microseconds) and the send logs' scores (ms with the microseconds as a
 -- fraction, exact: distinct microseconds give distinct, ordered scores).
-local function us(ms, precise)
-  -- E or R when it refines e or r; an earlier version (or its workers during a rolling
-  -- deploy) wrote e and r alone, leaving any E and R stale.
+local function us(ms, precise, mine)
+  -- E or R when it is this send's (mine: u, the token E and R were written with, is t) and
+  -- refines e or r; an earlier version (or its workers during a rolling deploy) writes e, r
+  -- and t alone, leaving any E, R and u stale.
   ms = tonumber(ms)
   precise = tonumber(precise)
-  if precise and math.floor(precise / 1000) == ms then
+  if mine and precise and math.floor(precise / 1000) == ms then
     return precise
   end
   return ms * 1000
 end
 local function score(t)
   return string.format('%.17g', t / 1000)
+end
+local function from_score(s)
+  -- A score back to microseconds; the whole milliseconds apart, so that no rounding of the
+  -- product reaches them.
+  s = tonumber(s)
+  local ms = math.floor(s)
+  return ms * 1000 + math.floor((s - ms) * 1000 + 0.5)
 end
 local function whole_ms(t)
   return string.format('%d', math.floor(t / 1000))
@@ -81,7 +102,8 @@ local function digits(t)
   return string.format('%d', t)
 end
 -- The live verifications a record's sends replaced, newest first: {digest, expiry, cooldown,
--- sends, token, expiry us, cooldown us} each (the last two absent from an earlier version's);
+-- sends, token, expiry us, cooldown us} each (the last two absent from an earlier version's,
+-- and meant for that entry's own token);
 -- from the one pd/pe/pr/pn an earlier version kept, if that is all.
 local function earlier_of(key)
   local f = redis.call('HMGET', key, 'p', 'pd', 'pe', 'pr', 'pn')
@@ -100,11 +122,12 @@ BEGIN: Final = LuaScript(
     + """
 -- KEYS: the verification (hash), the number's sends (zset), every send (zset).
 -- ARGV: now, expiry, cooldown's end (us), max_attempts, digest, token, grace (ms), global
--- window (us, 0: no global cap), global limit, number of number caps, then (window us, limit)
--- pairs. Returns {granted, refusal (1 locked, 2 too soon, 3 capped), retry_after (us), cap
--- index (-1: global), sends before this one, attempts carried}.
+-- window (us, 0: no global cap), global limit, the time the send is logged at (us, now rounded
+-- up), number of number caps, then (window us, limit) pairs. Returns {granted, refusal (1
+-- locked, 2 too soon, 3 capped), retry_after (us), cap index (-1: global), sends before this
+-- one, attempts carried}.
 local now = tonumber(ARGV[1])
-local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'r', 'a', 'n', 't', 'E', 'R')
+local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'r', 'a', 'n', 't', 'E', 'R', 'u')
 if v[6] == ARGV[6] then
   -- This very start ran already (its answer was lost and the client sent it again): its grant,
   -- not a refusal by its own cooldown.
@@ -112,7 +135,8 @@ if v[6] == ARGV[6] then
 end
 local expiry, cooldown
 if v[1] then
-  expiry, cooldown = us(v[2], v[7]), us(v[3], v[8])
+  local mine = v[9] == v[6]
+  expiry, cooldown = us(v[2], v[7], mine), us(v[3], v[8], mine)
 end
 local live = v[1] and expiry > now
 local attempts, sends = 0, 0
@@ -128,12 +152,12 @@ if v[1] then
     return {0, 2, cooldown - now, -1, sends, attempts}
   end
 end
-local ncaps = tonumber(ARGV[10])
+local ncaps = tonumber(ARGV[11])
 -- A number's sends of every purpose are kept for LOG_HORIZON at least (a verifier with shorter
 -- caps, or none, must not cut short the log other purposes' caps count).
 local keep = LOG_HORIZON_US
 for i = 1, ncaps do
-  keep = math.max(keep, tonumber(ARGV[9 + 2 * i]))
+  keep = math.max(keep, tonumber(ARGV[10 + 2 * i]))
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', score(now - keep))
 local wait, capped = 0, -2
@@ -143,7 +167,7 @@ local function over(key, window, limit, index)
   if count >= limit then
     local first = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT',
                              count - limit, 1)
-    local w = math.floor(tonumber(first[2]) * 1000 + 0.5) + window - now
+    local w = from_score(first[2]) + window - now
     if w > wait then
       wait = w
       capped = index
@@ -151,7 +175,7 @@ local function over(key, window, limit, index)
   end
 end
 for i = 1, ncaps do
-  over(KEYS[2], tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i]), i - 1)
+  over(KEYS[2], tonumber(ARGV[10 + 2 * i]), tonumber(ARGV[11 + 2 * i]), i - 1)
 end
 local gwindow = tonumber(ARGV[8])
 if gwindow > 0 then
@@ -162,13 +186,14 @@ if capped ~= -2 then
   return {0, 3, wait, capped, sends, attempts}
 end
 local token = ARGV[6]
+local logged = tonumber(ARGV[10])
 local keep_ms = math.ceil(keep / 1000)
-redis.call('ZADD', KEYS[2], score(now), token)
+redis.call('ZADD', KEYS[2], score(logged), token)
 if redis.call('PTTL', KEYS[2]) < keep_ms then
   redis.call('PEXPIRE', KEYS[2], keep_ms)  -- never shortened: a longer window may need it
 end
 if gwindow > 0 then
-  redis.call('ZADD', KEYS[3], score(now), token)
+  redis.call('ZADD', KEYS[3], score(logged), token)
   redis.call('PEXPIRE', KEYS[3], math.ceil(gwindow / 1000))
 end
 local expires = tonumber(ARGV[2])
@@ -185,7 +210,8 @@ else
 end
 redis.call('HDEL', KEYS[1], 'pd', 'pe', 'pr', 'pn')
 redis.call('HSET', KEYS[1], 'd', ARGV[5], 'e', whole_ms(expires), 'r', whole_ms(resend),
-           'E', digits(expires), 'R', digits(resend), 'a', attempts, 'n', sends + 1, 't', token)
+           'E', digits(expires), 'R', digits(resend), 'u', token, 'a', attempts, 'n', sends + 1,
+           't', token)
 redis.call('PEXPIRE', KEYS[1], math.ceil((math.max(expires, resend) - now) / 1000)
            + tonumber(ARGV[7]))
 return {1, 0, 0, -1, sends, attempts}
@@ -226,9 +252,9 @@ if #earlier == 0 then
   return 1
 end
 local p = table.remove(earlier, 1)
-local expiry, cooldown = us(p[2], p[6]), us(p[3], p[7])
+local expiry, cooldown = us(p[2], p[6], true), us(p[3], p[7], true)
 redis.call('HSET', KEYS[1], 'd', p[1], 'e', p[2], 'r', p[3], 'E', digits(expiry),
-           'R', digits(cooldown), 'n', p[4], 't', p[5])
+           'R', digits(cooldown), 'u', p[5], 'n', p[4], 't', p[5])
 if #earlier > 0 then
   redis.call('HSET', KEYS[1], 'p', cjson.encode(earlier))
 else
@@ -258,12 +284,12 @@ if done then
   local reason, counted = string.match(done, '^(%d) (%d+)$')
   return {tonumber(reason), tonumber(counted)}
 end
-local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'a', 'E')
+local v = redis.call('HMGET', KEYS[1], 'd', 'e', 'a', 'E', 'u', 't')
 if not v[1] then
   return {3, 0}
 end
 local attempts = tonumber(v[3])
-if us(v[2], v[4]) <= tonumber(ARGV[2]) then
+if us(v[2], v[4], v[5] == v[6]) <= tonumber(ARGV[2]) then
   return {2, attempts}
 end
 if attempts >= tonumber(ARGV[3]) then
@@ -351,16 +377,17 @@ class RedisStore:
         glob = start.global_cap
         args: list[int | float | str] = [
             ticks(start.now),
-            # The very ticks of ``Verification.expires_at`` and ``resend_at`` (``MemoryStore``
-            # decides on the same ones).
+            # The ticks of ``Verification.expires_at`` (down) and ``resend_at`` (up), and of
+            # the send in the logs (up), as ``MemoryStore`` decides.
             ticks(start.now + start.ttl),
-            ticks(start.now + start.resend_after),
+            ticks_up(start.now + start.resend_after),
             start.max_attempts,
             start.digest,
             start.token,
             _GRACE_MS,
             0 if glob is None else span(glob),
             0 if glob is None else glob.limit,
+            ticks_up(start.now),
             len(start.number_caps),
         ]
         for window in start.number_caps:

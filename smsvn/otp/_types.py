@@ -9,7 +9,6 @@ provably did not go out, check a code -- atomically, wherever its state lives.
 from __future__ import annotations
 
 import enum
-import math
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
@@ -30,6 +29,7 @@ __all__ = [
     "Window",
     "span",
     "ticks",
+    "ticks_up",
 ]
 
 
@@ -97,16 +97,27 @@ class Window(NamedTuple):
 
 
 def ticks(seconds: float) -> int:
-    """Seconds (a time of the verifier's clock, or a duration) as whole microseconds: the unit
-    every store decides in, so that two stores given the same times decide alike at every
-    instant (a float compared in one and whole milliseconds in another disagreed within a
-    millisecond of an expiry, a cooldown's end or a cap's window)."""
-    return math.floor(seconds * 1_000_000)
+    """Seconds (a time of the verifier's clock, or a duration) as whole microseconds, rounded
+    down, exactly (``seconds * 1e6`` may itself round up across a microsecond): the unit every
+    store decides in, so that two stores given the same times decide alike at every instant.
+
+    An instant is rounded down and so is a code's expiry (it dies at most a microsecond early);
+    the end of a rule that holds sends back (a cooldown's end, the time a send is counted from
+    in a cap) is rounded up (``ticks_up``), so that in doubt the rule holds.
+    """
+    numerator, denominator = seconds.as_integer_ratio()
+    return numerator * 1_000_000 // denominator
+
+
+def ticks_up(seconds: float) -> int:
+    """``ticks`` rounded up."""
+    numerator, denominator = seconds.as_integer_ratio()
+    return -(-numerator * 1_000_000 // denominator)
 
 
 def span(window: Window) -> int:
-    """A cap's window in microseconds, at least one."""
-    return max(1, ticks(window.seconds))
+    """A cap's window in microseconds, rounded up, at least one."""
+    return max(1, ticks_up(window.seconds))
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True):
