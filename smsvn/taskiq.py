@@ -120,24 +120,13 @@ def register(
     worker_send = dict(send_options or {})
     shared = _ProcessLimiter(limiter)
 
-    async def work_campaign_task(
-        campaign: str,
-        provider: str,
-        journal: str | None = None,
-        options: dict[str, SendOption] | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        lease: float = DEFAULT_LEASE,
-        claim_for: float | None = None,
-    ) -> CampaignWork:
-        """Work on one campaign (``smsvn.workers.work_campaign``)."""
+    async def work_campaign_task(*args: Any, **fields: Any) -> CampaignWork:
+        """Work on one campaign (``smsvn.workers.work_campaign``): the message's fields
+        (``campaign``, ``provider``, ``journal``, ``options``, ``concurrency``, ``lease``,
+        ``claim_for``) are checked by name, so a send option given outside ``options`` is a
+        ``ValidationError`` saying so, not the call's ``TypeError``."""
         return await work_campaign(
-            campaign=campaign,
-            provider=provider,
-            journal=journal,
-            options=options,
-            concurrency=concurrency,
-            lease=lease,
-            claim_for=claim_for,
+            **_task_fields(args, fields),
             limiter=shared.get(),
             client_options=worker_options,
             send_options=worker_send,
@@ -145,6 +134,34 @@ def register(
 
     broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, shared.close)
     return broker.register_task(work_campaign_task, task_name, **labels)
+
+
+_TASK_FIELDS: Final = (
+    "campaign", "provider", "journal", "options", "concurrency", "lease", "claim_for",
+)  # fmt: skip
+"""A task message's fields, in the order of ``work_campaign``'s keywords."""
+
+
+def _task_fields(args: tuple[Any, ...], fields: dict[str, Any]) -> dict[str, Any]:
+    """A message's arguments as ``work_campaign``'s task keywords, or a ``ValidationError``
+    naming what is extra or missing (never a value: a message may hold anything)."""
+    if len(args) > len(_TASK_FIELDS):
+        raise ValidationError(f"a campaign task takes at most {len(_TASK_FIELDS)} arguments")
+    named = dict(zip(_TASK_FIELDS, args, strict=False))
+    twice = sorted(set(named) & set(fields))
+    if twice:
+        raise ValidationError(f"a campaign task got {', '.join(twice)} twice")
+    named.update(fields)
+    unknown = sorted(set(named) - set(_TASK_FIELDS))
+    if unknown:
+        raise ValidationError(
+            f"a campaign task has no field {', '.join(unknown)}: it takes "
+            f"{', '.join(_TASK_FIELDS)}; send options go in options= (options={{'sms_type': 2}})"
+        )
+    missing = [name for name in ("campaign", "provider") if name not in named]
+    if missing:
+        raise ValidationError(f"a campaign task needs {' and '.join(missing)}")
+    return named
 
 
 async def enqueue(

@@ -326,6 +326,8 @@ async def work_campaign(
     extra = dict(client_options or {})
     if "limiter" in extra:
         raise ValidationError("give the shared limiter as limiter=, not in client_options")
+    if "environ" in extra:
+        raise ValidationError("give the environment as environ=, not in client_options")
     shared, owned = _limiter(limiter, env)
     started = time.monotonic()
     try:

@@ -299,3 +299,32 @@ async def test_a_shutdown_cancelling_the_run_and_its_batches_at_once_loses_nothi
         missing = set(numbers) - reported - set(rest)
         assert not missing, f"{where}: {len(missing)} number(s) taken and reported nowhere"
     assert caught, "no batch task was cancelled before its first step: move the cancels"
+
+
+async def test_a_cancel_scope_that_cancels_at_every_await_lets_the_clean_up_finish() -> None:
+    """anyio's cancel scopes (taskiq's job timeout, Starlette's) cancel the task again at every
+    await until it ends; ``cancelled_once`` passes one cancellation on and lets the work's
+    clean-up (several awaits: handing batches back, retiring a runner) run to its end."""
+    import anyio
+
+    from smsvn._cancel import cancelled_once
+
+    cleaned: list[int] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            for step in range(5):
+                await asyncio.sleep(0.001)
+                cleaned.append(step)
+
+    with anyio.move_on_after(0.01) as scope:
+        await cancelled_once(work())
+    assert scope.cancelled_caught
+    assert cleaned == [0, 1, 2, 3, 4]
+    # Without it, the scope's repeated cancellation stops the clean-up at its first await.
+    cleaned.clear()
+    with anyio.move_on_after(0.01):
+        await work()
+    assert cleaned == []

@@ -1072,3 +1072,18 @@ async def test_hostile_webhook_requests_are_4xx_never_500() -> None:
         )
     assert all(400 <= status < 500 for status in answers), answers
     assert repeated.status == 200
+
+
+@pytest.mark.parametrize("provider", ["speedsms", "esms", "fibo"])
+def test_a_misspelt_client_option_is_refused_not_dropped(provider: str) -> None:
+    """``rate_limits=None`` (for ``rate_limit``) was dropped in silence: the client sent at the
+    provider's default limit. Now a ``ValidationError`` (a ``TypeError`` too, as Python's own
+    for an unexpected keyword) naming it and the options there are."""
+    from smsvn import providers
+
+    entry = providers.get(provider)
+    credentials = {c.name: "SENTINEL-credential-0123456789" for c in entry.credentials}
+    with pytest.raises(ValidationError, match="unknown option rate_limits") as info:
+        entry.client(**credentials, rate_limits=None)
+    assert isinstance(info.value, TypeError)
+    assert "rate_limit," in str(info.value) and "SENTINEL" not in str(info.value)

@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, Protocol, Self, runtime_checkable
 from urllib.parse import unquote
 
 from smsvn import bulk, providers, text
+from smsvn._cancel import cancelled_once
 from smsvn._checks import checked_path
 from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, check_callback, check_concurrency
 from smsvn.errors import ValidationError
@@ -360,9 +361,11 @@ class Campaign:
             raise ValidationError(
                 f"guard must be a smsvn.advertising.Guard, not {type(guard).__name__}"
             )
+        # Its clean-up (batches handed back, the runner retired) runs to its end even under a
+        # cancel scope that cancels again at every await (taskiq's job timeout).
         if guard is not None:
-            return await guard.run(self, client, purpose=purpose or "advertising",
-                                   **run_options, **options)  # fmt: skip
+            return await cancelled_once(guard.run(self, client, purpose=purpose or "advertising",
+                                                  **run_options, **options))  # fmt: skip
         if purpose in ("advertising", "registration"):
             raise ValidationError(
                 f"a {purpose} campaign runs with a guard (smsvn.advertising.Guard): "
@@ -372,7 +375,7 @@ class Campaign:
             raise ValidationError(
                 f"purpose is advertising, registration, customer_care or otp, not {purpose!r}"
             )
-        return await self._run(client, **run_options, **options)
+        return await cancelled_once(self._run(client, **run_options, **options))
 
     async def _run(
         self,

@@ -11,7 +11,7 @@ import urllib.parse
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypedDict
+from typing import Any, ClassVar, Final, Self, TypedDict
 
 import aiohttp
 
@@ -238,6 +238,16 @@ class BaseClient(abc.ABC):
     ) -> None:
         """Check the common ``options`` and build the transport. ``account`` names the account
         for its limiter (only its digest is kept); ``secrets`` are redacted everywhere."""
+        unknown = sorted(set(options) - _CLIENT_OPTIONS)
+        if unknown:
+            # A misspelt option (``rate_limits=``) would otherwise be dropped in silence, and the
+            # client send at the default limit with no bound on its wait.
+            raise _UnknownOption(
+                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                f"{self.provider} clients take {', '.join(sorted(_CLIENT_OPTIONS))} and their "
+                "own keywords",
+                provider=self.provider,
+            )
         timeout = checked_seconds(options.get("timeout", DEFAULT_TIMEOUT), "timeout", self.provider)
         connect_timeout = checked_seconds(
             options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
@@ -478,6 +488,9 @@ class BaseClient(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+
+_CLIENT_OPTIONS: Final = ClientOptions.__optional_keys__ | ClientOptions.__required_keys__
 
 
 class _UnknownOption(ValidationError, TypeError):
