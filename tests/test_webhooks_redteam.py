@@ -19,12 +19,13 @@ from typing import Any, Final
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from smsvn import webhooks
 from smsvn.errors import ValidationError
 from smsvn.models import DeliveryReport
 from smsvn.webhooks import TRACKER_KEY, Event, MaskedAccessLogger
+from tests.test_webhooks import Recorder, serve
 
 SECRET: Final = "redteam-SENTINEL-0123456789"
 WRONG: Final = "notthe-secret-value-00000000"
@@ -54,37 +55,6 @@ def esms_sms(**fields: str) -> dict[str, str]:
     }
     query.update(fields)
     return query
-
-
-class Recorder:
-    """An async handler that records events; it fails its first ``failures`` calls and can be
-    held until ``release`` is set."""
-
-    def __init__(self, failures: int = 0) -> None:
-        self.events: list[Event] = []
-        self.failures = failures
-        self.entered = asyncio.Event()
-        self.release: asyncio.Event | None = None
-
-    async def __call__(self, event: Event) -> None:
-        self.events.append(event)
-        self.entered.set()
-        if self.release is not None:
-            await self.release.wait()
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError("database briefly unavailable")
-
-
-@contextlib.asynccontextmanager
-async def serve(application: web.Application) -> AsyncIterator[Client]:
-    """A TestClient on a TestServer bound to 127.0.0.1."""
-    client: Client = TestClient(TestServer(application, host="127.0.0.1"))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @contextlib.asynccontextmanager
