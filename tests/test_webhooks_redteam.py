@@ -297,7 +297,7 @@ async def test_a_plain_function_handler_is_not_run_again_on_every_retry() -> Non
         calls.append(event)
 
     try:
-        application = webhooks.app(handler, secret=SECRET)  # type: ignore[arg-type]
+        application = webhooks.app(handler, secret=SECRET)
     except (TypeError, ValidationError):
         return  # refused when the app is built: the clear error
     async with serve(application) as client:
