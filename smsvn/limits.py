@@ -19,6 +19,7 @@ counted: ``InProcessLimiter`` (the default) or a shared one such as ``smsvn.Redi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -118,6 +119,18 @@ class LimiterBackend(Protocol):
         ...
 
 
+class _Turn:
+    """One reserved turn, with the schedule as it was before it (to rewind to)."""
+
+    __slots__ = ("given_back", "last", "slot", "tat")
+
+    def __init__(self, slot: float, tat: float, last: float) -> None:
+        self.slot = slot
+        self.tat = tat
+        self.last = last
+        self.given_back = False
+
+
 class AccountLimiter:
     """The in-process limiter of one account: reservations (GCRA), the window rule, and a pause
     that a 429 imposes on everyone."""
@@ -134,8 +147,11 @@ class AccountLimiter:
         self._sent: deque[float] = deque(maxlen=limit.requests)
         self._paused_until = 0.0
         self.pauses = 0
+        # Turns reserved and not yet used, in the order handed out (with those given back above
+        # the newest one still waiting): a turn given back at the top rewinds the schedule.
+        self._turns: list[_Turn] = []
 
-    def _reserve(self, now: float, max_wait: float | None) -> float:
+    def _reserve(self, now: float, max_wait: float | None) -> _Turn:
         """The next free moment (now or later), reserved; ``WaitTooLong`` reserves nothing."""
         slot = max(now, self._tat - self._tolerance, self._paused_until, self._last)
         reserved = self._reserved
@@ -143,30 +159,60 @@ class AccountLimiter:
             slot = max(slot, reserved[0] + self._period)
         if max_wait is not None and slot - now > max_wait:
             raise WaitTooLong(slot - now)
+        turn = _Turn(slot, self._tat, self._last)
         self._tat = max(self._tat, slot) + self._interval
         self._last = slot
         reserved.append(slot)
-        return slot
+        self._turns.append(turn)
+        return turn
+
+    def _used(self, turn: _Turn) -> None:
+        """``turn`` was used: it, and every turn before it, can no longer be given back into
+        the schedule (a later one is counted after them)."""
+        turns = self._turns
+        for index, held in enumerate(turns):
+            if held is turn:
+                del turns[: index + 1]
+                return
+
+    def _give_back(self, turn: _Turn) -> None:
+        """``turn`` will not be used (its waiter was cancelled, or a pause voided it): it no
+        longer counts in the window, and while the newest turns are given back the schedule
+        rewinds to before them, so that the next caller is not made to wait for them."""
+        turn.given_back = True
+        with contextlib.suppress(ValueError):
+            self._reserved.remove(turn.slot)
+        turns = self._turns
+        while turns and turns[-1].given_back:
+            top = turns.pop()
+            self._tat, self._last = top.tat, top.last
 
     async def acquire(self, max_wait: float | None = None) -> None:
         """Wait until this account may send one more request (``WaitTooLong`` at once when
-        that is more than ``max_wait`` seconds away)."""
+        that is more than ``max_wait`` seconds away). A caller cancelled while it waits gives
+        its turn back."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         sent, period = self._sent, self._period
         while True:
             now = loop.time()
             budget = None if max_wait is None else max(0.0, max_wait - (now - started))
-            slot = self._reserve(now, budget)
-            if slot > now:
-                await asyncio.sleep(slot - now)
-            # The hard rule, on real times: a late wake-up never squeezes one more in.
-            while len(sent) == sent.maxlen and (wait := sent[0] + period - loop.time()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(wait)
+            turn = self._reserve(now, budget)
+            try:
+                if turn.slot > now:
+                    await asyncio.sleep(turn.slot - now)
+                # The hard rule, on real times: a late wake-up never squeezes one more in.
+                while len(sent) == sent.maxlen and (wait := sent[0] + period - loop.time()) > 0:  # noqa: ASYNC110
+                    await asyncio.sleep(wait)
+            except BaseException:
+                self._give_back(turn)  # nothing was sent on it
+                raise
             now = loop.time()
-            if self._paused_until <= now:  # else a 429 paused the account while we waited
+            if self._paused_until <= now:
                 sent.append(now)
+                self._used(turn)
                 return
+            self._give_back(turn)  # a 429 paused the account while we waited: take a new one
 
     def pause_now(self, seconds: float) -> None:
         """Hold every request of this account for ``seconds`` (the provider's reset hint)."""

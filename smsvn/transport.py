@@ -304,6 +304,19 @@ class _CleanConnector(aiohttp.TCPConnector):
         factory = functools.partial(_CleanHandler, loop=self._loop, lent=self._acquired)
         self._factory = cast("functools.partial[ResponseHandler]", factory)
 
+    async def _create_connection(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Any],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109
+    ) -> ResponseHandler:
+        """A new connection, for a request that then leaves on it: its ``Departure`` says so
+        (a pooled one's is set by ``_CleanHandler.is_connected`` when lent). Before this, a
+        request cancelled while it waited for a connection sent nothing."""
+        protocol = await super()._create_connection(req, traces, timeout)
+        _leaving()
+        return protocol
+
 
 class _CleanHandler(ResponseHandler):
     """aiohttp's protocol of one connection, which says it is not connected when, idle in the
@@ -340,6 +353,10 @@ class _CleanHandler(ResponseHandler):
                 _peer(transport),
             )
             return False
+        # Lent to the running task's request, which leaves on it. (Asked by aiohttp's cleanup
+        # instead, in the context of the task that released a connection, this may mark that
+        # task's send as left: the safe side, never the other.)
+        _leaving()
         return True
 
     def _unread(self, transport: asyncio.BaseTransport) -> bool:
@@ -351,6 +368,22 @@ class _CleanHandler(ResponseHandler):
             return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
+
+
+def _leaving() -> None:
+    """The running task's request now has a connection and leaves on it."""
+    mark = departure.get()
+    if mark is not None:
+        mark.left = True
+
+
+_TRACKS_CONNECTIONS: Final = (
+    getattr(aiohttp.TCPConnector, "_create_connection", None) is not None
+    and getattr(aiohttp.TCPConnector, "_get", None) is not None
+)
+"""Whether aiohttp's connector has the two steps ``_CleanConnector`` hooks to mark a request
+as leaving when it gets its connection; if a version renamed them, every request is marked
+before it is handed to aiohttp, as with a borrowed session."""
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:
@@ -576,6 +609,13 @@ class Transport:
                     if uncertain is not None:
                         raise self._still_unknown(uncertain, exc) from exc
                     raise
+                if end is not None:
+                    # The wait for the turn came out of the call's time: the attempt gets what
+                    # is left (none: the turn goes unused, nothing is sent).
+                    left = end - asyncio.get_running_loop().time()
+                    if left <= 0:
+                        raise self._out_of_time(endpoint, attempt, last, uncertain)
+                    timeout = self._attempt_timeout(left)
             try:
                 # One attempt, inline: the hot path of every request (benchmarks/README.md), so
                 # no coroutine of its own, no per-call dicts, and the hooks' and the debug log's
@@ -595,7 +635,9 @@ class Transport:
                     started = time.perf_counter()
                 else:
                     started = 0.0  # nobody reads the attempt's duration
-                if mark is not None:
+                if mark is not None and not (self._owns_session and _TRACKS_CONNECTIONS):
+                    # A borrowed session's connector does not say when a request gets its
+                    # connection (ours does, see ``_CleanConnector``): it may leave from here.
                     mark.left = True
                 failure: SmsError | None = None
                 try:

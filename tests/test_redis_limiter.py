@@ -129,7 +129,7 @@ async def test_script_reserves_what_the_in_process_limiter_would(
             await script.pause(now, seconds)
             ref._paused_until = max(ref._paused_until, now + seconds)
         try:
-            expected: float | None = ref._reserve(now, max_wait)
+            expected: float | None = ref._reserve(now, max_wait).slot
         except WaitTooLong as exc:
             expected = None
             wait = exc.wait

@@ -19,8 +19,11 @@ How a ``start`` goes:
    arrive, so the verification stays live, no other code is sent at once, and the result says
    ``outcome="unknown"``. Any other smsvn error proves nothing was sent: the grant is undone
    (the previous code is live again, the caps uncounted, no cooldown) and the error raised.
-   An exception that is not an smsvn error (the request was cancelled) leaves the grant in
-   place: the code may have gone out.
+   Cancelled (an impatient web request): while no request of the start can have left (it
+   waited for the store's answer or the account's turn, through smsvn clients, whose
+   transport says when a request leaves), the grant is undone as for an error that sent
+   nothing; once one may have left, or with a sender of another kind, it stays: the code may
+   arrive. An exception that is not an smsvn error leaves the grant in place too.
 
 Secrets: the HMAC key and the codes never appear in a log line, an exception (its message, its
 chain, or the traceback's frames: errors from a send are raised without the provider's frames,
@@ -60,7 +63,8 @@ from smsvn.otp._types import (
     TooSoon,
     Window,
 )
-from smsvn.transport import bounded
+from smsvn.providers._base import BaseClient
+from smsvn.transport import Departure, bounded, departure
 
 __all__ = [
     "DEFAULT_DEADLINE",
@@ -236,6 +240,27 @@ class _Template:
         return self.head + code.reveal() + self.tail
 
 
+class _Trying:
+    """The sender a start is trying now and the mark its transport sets when a request leaves
+    (``transport.Departure``), to tell a cancelled start that certainly sent nothing."""
+
+    __slots__ = ("mark", "marked")
+
+    def __init__(self) -> None:
+        self.mark = Departure()
+        self.marked = True  # no sender tried yet: nothing left
+
+    def now(self, sender: object) -> Departure:
+        """A fresh mark for ``sender``; only smsvn's clients (and Failovers of them) set it."""
+        self.mark = Departure()
+        self.marked = isinstance(sender, BaseClient | Failover)
+        return self.mark
+
+    def may_have_left(self) -> bool:
+        """Whether a request of the current sender may have left (unknown for other kinds)."""
+        return not self.marked or self.mark.left
+
+
 class Verifier:
     """One-time codes sent by SMS or voice call, checked against a ``Store``.
 
@@ -369,7 +394,13 @@ class Verifier:
             number_caps=self._number_caps,
             global_cap=self._global_cap,
         )
-        claim = await self._store.begin(request)
+        try:
+            claim = await self._store.begin(request)
+        except (asyncio.CancelledError, StoreError):
+            # The grant may have been made (Redis ran the script, its answer was lost on the
+            # way): undo it, if it was; a token the store never granted changes nothing.
+            await asyncio.shield(self._undo(request, number_id))
+            raise
         if not claim.granted:
             _log.debug(
                 "otp %s %s: start refused (%s)", self.purpose, number_id[:8], claim.refusal.name
@@ -377,8 +408,14 @@ class Verifier:
             raise self._refused(claim)
         plan = self._plan(channel, claim.sends)
         failure: BaseException | None = None
+        trying = _Trying()
         try:
-            sent, result, error = await self._deliver(number, code, plan)
+            sent, result, error = await self._deliver(number, code, plan, trying)
+        except asyncio.CancelledError:
+            if trying.may_have_left():
+                raise  # the code may arrive: the grant stays
+            await asyncio.shield(self._undo(request, number_id))
+            raise
         except Exception as exc:
             # Not an smsvn error (a sender's own bug or SDK): it may have been sent, so the
             # code stays live, as with OutcomeUnknown; it leaves with the code masked and
@@ -395,16 +432,7 @@ class Verifier:
             # as its context.
             raise failure
         if error is not None and not isinstance(error, OutcomeUnknown):
-            try:
-                await self._store.rollback(request, self._clock())
-            except StoreError as exc:
-                _log.warning(
-                    "otp %s %s: a send that went nowhere could not be undone (%s); the number "
-                    "waits out the cooldown",
-                    self.purpose,
-                    number_id[:8],
-                    exc,
-                )
+            await self._undo(request, number_id)
             _log.debug(
                 "otp %s %s: nothing sent (%s)", self.purpose, number_id[:8], type(error).__name__
             )
@@ -433,6 +461,20 @@ class Verifier:
             message_id=None if result is None else result.message_id,
         )
 
+    async def _undo(self, request: Start, number_id: str) -> None:
+        """Undo a grant whose send provably went nowhere (a store that fails is logged: the
+        number then waits out the cooldown)."""
+        try:
+            await self._store.rollback(request, self._clock())
+        except StoreError as exc:
+            _log.warning(
+                "otp %s %s: a send that went nowhere could not be undone (%s); the number "
+                "waits out the cooldown",
+                self.purpose,
+                number_id[:8],
+                exc,
+            )
+
     def _plan(self, channel: Channel, sends: int) -> tuple[Sent, ...]:
         """The channels to try, in order: ``auto`` sends by SMS first (a call when it provably
         failed) and by a call on a resend (``sends``: codes already sent for this
@@ -444,7 +486,7 @@ class Verifier:
         return ("sms", "voice") if sends == 0 else ("voice", "sms")
 
     async def _deliver(
-        self, number: str, code: _Code, plan: tuple[Sent, ...]
+        self, number: str, code: _Code, plan: tuple[Sent, ...], trying: _Trying
     ) -> tuple[Sent, SendResult | None, SmsError | None]:
         """Send by each channel of ``plan``, each by its senders in turn, until one sends or
         may have sent: (the channel, its result, None), or (the channel, None, its
@@ -468,6 +510,9 @@ class Verifier:
                         "otp: the send deadline passed; %s by %s not tried", channel, _name(sender)
                     )
                     return channel, None, error
+                # A fresh mark per sender: the ones before it provably sent nothing.
+                mark = trying.now(sender)
+                reset = departure.set(mark)
                 try:
                     with bounded(
                         max_wait=self.max_wait, deadline=None if left is None else max(left, 0.0)
@@ -484,6 +529,8 @@ class Verifier:
                     continue
                 except SmsError as exc:  # may have been sent, or a refusal no other sender helps
                     return channel, None, exc
+                finally:
+                    departure.reset(reset)
                 return channel, result, None
         assert error is not None
         return channel, None, error
