@@ -9,7 +9,10 @@
 How it counts. Each request takes a *reservation* from one Lua script that reads Redis's own
 clock (``TIME``) and answers "yours, in ``wait`` seconds" or "over your ``max_wait``: nothing
 reserved". The caller sleeps ``wait`` on its own monotonic clock, measured from when the answer
-arrived (never earlier than Redis meant), so clocks of different machines never meet. The rules
+arrived (never earlier than Redis meant), so clocks of different machines never meet. A turn
+may be used up to a round trip after Redis gave it (its answer was on the way), and Redis counts
+it that late in its window, so a Redis in another zone makes requests a little slower, never
+too many nor late on arrival. The rules
 are the in-process limiter's (``smsvn.limits.AccountLimiter``), run inside Redis:
 
 - GCRA paces reservations at ``(N - burst) / T`` a second, ``burst + 1`` at once from idle;
@@ -45,7 +48,10 @@ earlier than Redis's start time plus one window (Redis's uptime says when it sta
 second, so the hold may last a second longer), nor earlier than one window from now when this
 process had a reservation in the last window and finds the state missing (a flush, an
 eviction: the keys have a TTL, so only ``maxmemory-policy noeviction`` never evicts them). A
-first use on a Redis that has been up for more than a window and a second does not wait.
+first use on a Redis that has been up for more than a window and a second does not wait. So a
+flush (or a failover to a replica without the last writes) while Redis stays up is caught only
+by a process that reserved in the last window: one that comes first without that history
+starts a fresh window, and up to N more may go in it. Do not flush a live limiter's Redis.
 
 When Redis cannot be reached, ``on_unavailable`` says what happens (never unlimited sending; one
 WARNING in the ``smsvn`` log per outage, one when Redis is back):
@@ -126,7 +132,10 @@ RESERVE: Final = LuaScript(
 -- ARGV: interval, tolerance, window (microseconds), N, max_wait (us, -1: none), seen (1: this
 -- process had a reservation less than a window ago), now (us, -1: Redis's clock; tests only),
 -- call (this limiter's call number: the same call again, as redis-py sends a command again when
--- its answer is late, gets the first answer and reserves nothing more).
+-- its answer is late, gets the first answer and reserves nothing more), slack (us, absent: 0;
+-- how much after its slot the turn may be used: the asker's round trip, the answer being on
+-- its way meanwhile; the window log records slot + slack, so a turn used that late still
+-- counts in its window).
 -- Returns {granted (1|0), wait (us), state (0 found, 1 new, 2 new and held for a window)}.
 local before = redis.call('GET', KEYS[3])
 if before then
@@ -149,6 +158,7 @@ local tolerance = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local max_wait = tonumber(ARGV[5])
+local slack = tonumber(ARGV[9]) or 0
 local st = redis.call('HMGET', KEYS[1], 'tat', 'last', 'pause')
 local tat = tonumber(st[1])
 local last = tonumber(st[2]) or 0
@@ -188,11 +198,11 @@ if max_wait >= 0 and slot - now > max_wait then
 end
 tat = math.max(tat, slot) + interval
 redis.call('HSET', KEYS[1], 'tat', tat, 'last', slot)
-redis.call('RPUSH', KEYS[2], slot)
+redis.call('RPUSH', KEYS[2], slot + slack)
 if len >= n then
   redis.call('LTRIM', KEYS[2], -n, -1)
 end
-local ttl = math.ceil((math.max(tat, slot + window, pause) - now) / 1000) + 1000
+local ttl = math.ceil((math.max(tat, slot + slack + window, pause) - now) / 1000) + 1000
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 return answer(1, math.ceil(slot - now), state)
@@ -249,6 +259,29 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
         exceptions.ClusterDownError,
         OSError,
         TimeoutError,
+    )
+
+
+_REFUSING_WRITES: Final = frozenset(
+    {"NOREPLICAS", "MISCONF", "TRYAGAIN", "MASTERDOWN", "LOADING", "BUSY"}
+)
+"""Redis error replies that mean "not now" rather than "never": an outage, for the policy."""
+
+
+def _reply_code(exc: BaseException) -> str:
+    """The code an error reply starts with (``NOREPLICAS``), or ""."""
+    head = str(exc).split(" ", 1)[0]
+    return head if head.isalpha() and head.isupper() and len(head) <= 20 else ""
+
+
+def _refused(exc: BaseException, provider: str) -> LimiterUnavailable:
+    """A Redis error the limiter cannot work around (a wrong key type, a script error): an
+    ``SmsError`` naming it (its code, never the URL or the arguments); nothing was sent."""
+    code = _reply_code(exc)
+    return LimiterUnavailable(
+        f"the shared rate limiter's Redis refused the reservation ({type(exc).__name__}"
+        f"{': ' + code if code else ''}); nothing was sent",
+        provider=provider,
     )
 
 
@@ -400,6 +433,9 @@ class RedisLimiter:
         self.fallback_share = fallback_share
         self.channel = f"{prefix}:limit:pause"
         self.unavailable_errors = _unavailable_errors()
+        from redis import exceptions
+
+        self.response_error: type[BaseException] = exceptions.ResponseError
         self._accounts: dict[tuple[str, str], RedisAccountLimit] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -481,7 +517,12 @@ class RedisLimiter:
     # -- outages ----------------------------------------------------------------------------
 
     def is_unavailable(self, exc: BaseException) -> bool:
-        return isinstance(exc, self.unavailable_errors)
+        """Whether ``exc`` means Redis cannot serve the limiter now: no connection or answer,
+        or an error reply saying it refuses writes for a while (``NOREPLICAS``, ``MISCONF``
+        after a failed snapshot, ``TRYAGAIN``, ``MASTERDOWN``, ``LOADING``, ``BUSY``)."""
+        if isinstance(exc, self.unavailable_errors):
+            return True
+        return isinstance(exc, self.response_error) and _reply_code(exc) in _REFUSING_WRITES
 
     def went_away(self, exc: BaseException) -> None:
         """Log the first failure of an outage (once, not per request)."""
@@ -553,26 +594,31 @@ class _Turn(NamedTuple):
     is what a caller's ``max_wait`` is held against (the head waiter's deadline at most, since
     Redis held the wait to its budget). ``generation``: the held turns it belongs to (-1: go
     through the fallback limiter instead); ``pauses``: the pauses this process knew of when it
-    asked (a later pause may fall on it)."""
+    asked (a later pause may fall on it); ``slack``: how much later than ``earliest + late``
+    it may still be used (Redis counted it that late in its window: the round trip)."""
 
     slot: float
     earliest: float
     due: float
     generation: int
     pauses: int
+    slack: float = 0.0
 
 
 class _Waiter:
     """One ``acquire`` waiting for a turn: its future gets a ``_Turn`` or an exception."""
 
-    __slots__ = ("deadline", "future", "timer")
+    __slots__ = ("deadline", "future", "graced", "timer")
 
     def __init__(self, future: asyncio.Future[_Turn], deadline: float | None) -> None:
         self.future = future
         self.deadline = deadline
         self.timer: asyncio.TimerHandle | None = None
+        self.graced = False  # its deadline came while Redis was asked for it: one grace
 
 
+_ANSWER_GRACE: Final = 0.05
+"""Seconds past its deadline a waiter waits for the answer Redis is being asked for it."""
 _FALLBACK: Final = -1
 _TIE: Final = 1e-6  # seconds between two turns Redis gave with the same local slot
 _VIA_FALLBACK: Final = _Turn(math.nan, math.nan, math.nan, _FALLBACK, 0)
@@ -625,6 +671,7 @@ class RedisAccountLimit:
         self._paused_until = -math.inf
         self._pauses = 0  # pauses learned (a turn asked for before one may fall inside it)
         self._last_ok: float | None = None  # when the last reservation was granted
+        self._rtt = 0.0  # recent reservation round trips (rises at once, decays slowly)
         # Outages.
         self._failures = 0
         self._down = False
@@ -710,7 +757,8 @@ class RedisAccountLimit:
             )
         except Exception as exc:
             if not self.owner.is_unavailable(exc):
-                raise
+                # Paused here all the same; the other processes meet the 429 themselves.
+                raise _refused(exc, self.provider) from None
             self.owner.went_away(exc)
         else:
             # Reservations asked for while the pause was on its way to Redis (on another
@@ -742,7 +790,7 @@ class RedisAccountLimit:
         turn (Redis places turns asked for after a pause after its end)."""
         return (
             turn.generation == self._generation
-            and now <= turn.earliest + self.late
+            and now <= turn.earliest + self.late + turn.slack
             and (turn.pauses == self._pauses or turn.slot >= self._paused_until)
         )
 
@@ -791,11 +839,17 @@ class RedisAccountLimit:
         self._serve(loop)
 
     def _expire(self, waiter: _Waiter) -> None:
-        """A waiter's ``max_wait`` ran out before it got a turn (Redis's answer decides for the
-        waiter a reservation is being asked for)."""
-        if waiter.future.done() or waiter is self._asking:
+        """A waiter's ``max_wait`` ran out before it got a turn: ``WaitTooLong``. While Redis is
+        being asked for it, its answer decides if it comes within ``_ANSWER_GRACE`` (so that
+        ``max_wait=0`` takes a free turn); a Redis that holds it longer does not hold the call
+        (the turn, if it comes, goes to the next waiter)."""
+        if waiter.future.done():
             return
         loop = asyncio.get_running_loop()
+        if waiter is self._asking and not waiter.graced:
+            waiter.graced = True
+            waiter.timer = loop.call_later(_ANSWER_GRACE, self._expire, waiter)
+            return
         now = loop.time()
         earliest = max(self._floor, self._paused_until, self._retry_at, now)
         waiter.future.set_exception(WaitTooLong(earliest - now))
@@ -840,14 +894,23 @@ class RedisAccountLimit:
                     await asyncio.sleep(left)
                     continue
                 budget = None if head.deadline is None else max(0.0, head.deadline - now)
-                seen = self._last_ok is not None and now - self._last_ok < 0.9 * self.window
+                # This process had (or holds) a reservation in the last window: lost state then
+                # means lost requests, whatever Redis's uptime says.
+                seen = (
+                    self._last_ok is not None and now - self._last_ok < 0.9 * self.window
+                ) or now < self._last_slot + self.window
                 self._calls += 1
+                # A turn is used up to a round trip after Redis gave it (its answer is on the
+                # way): counted that late in the window, a Redis far away (another zone) does
+                # not make every turn late on arrival. At most a tenth of the window.
+                slack = min(1.5 * self._rtt, 0.1 * self.window)
                 args = (
                     *self._args,
                     -1 if budget is None else int(budget * _US),
                     int(seen),
                     -1,
                     self._calls,
+                    int(slack * _US),
                 )
                 pauses = self._pauses
                 asked = loop.time()
@@ -861,13 +924,14 @@ class RedisAccountLimit:
                     if head.deadline is not None and loop.time() >= head.deadline:
                         self._expire(head)  # its timer fired while Redis was being asked
                     if not owner.is_unavailable(exc):
-                        self._fail_all(lambda exc=exc: exc)
+                        self._fail_all(lambda exc=exc: _refused(exc, self.provider))
                         return
                     if not await self._outage(exc, loop):
                         return
                     continue
                 finally:
                     self._asking = None
+                self._rtt = max(loop.time() - asked, 0.8 * self._rtt)
                 self._failures = 0
                 if self._down:
                     self._down = False
@@ -894,7 +958,7 @@ class RedisAccountLimit:
                     # is held until just after it, so local waiters go first come, first served.
                     slot = max(t + wait, self._last_slot + _TIE)
                     self._last_slot = slot
-                    self._spare.append(_Turn(slot, earliest, due, self._generation, pauses))
+                    self._spare.append(_Turn(slot, earliest, due, self._generation, pauses, slack))
                 else:
                     self.refused += 1
                     self._floor = max(self._floor, asked + wait_us / _US)
