@@ -453,12 +453,18 @@ def _inflated(body: bytes, encoding: str | None, limit: int) -> bytes:
     if coding in ("", "identity"):
         return body
     if coding in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif coding == "deflate":
+        return _inflate(body, 16 + zlib.MAX_WBITS, limit)
+    if coding == "deflate":
         # zlib-wrapped, as the standard says, or raw deflate, as some senders write it.
-        wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
-    else:
-        raise _Garbled
+        try:
+            return _inflate(body, zlib.MAX_WBITS, limit)
+        except _Garbled:
+            return _inflate(body, -zlib.MAX_WBITS, limit)
+    raise _Garbled
+
+
+def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    """One stream of ``zlib.decompressobj(wbits)``, whole and alone, within ``limit``."""
     inflater = zlib.decompressobj(wbits)
     try:
         out = inflater.decompress(body, limit + 1)

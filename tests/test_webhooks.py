@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import json
 import logging
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
@@ -905,6 +906,21 @@ async def test_mounted_under_prefix_with_callback_url() -> None:
             assert resp.status == 200
             resp.release()
     assert len(recorder.events) == 2
+
+
+@pytest.mark.parametrize("wbits", [15, 9, -15], ids=["zlib", "zlib-small-window", "raw-deflate"])
+async def test_a_deflate_callback_is_read_in_any_of_its_forms(wbits: int) -> None:
+    """``Content-Encoding: deflate`` is a zlib stream by the standard (its header byte varies
+    with the window: 0x78, 0x18, ...) and raw deflate from some senders: each is inflated."""
+    recorder = Recorder()
+    deflater = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    body = deflater.compress(speedsms_body()) + deflater.flush()
+    async with serve(_hooks(recorder)) as client:
+        resp = await client.post(
+            f"/speedsms/{SECRET}", data=body, headers={"Content-Encoding": "deflate"}
+        )
+        assert resp.status == 200
+    assert len(recorder.events) == 1
 
 
 @pytest.mark.parametrize("inflating", [True, False], ids=["parent-inflates", "parent-does-not"])
