@@ -7,13 +7,12 @@ names the provider and the ``webhook`` endpoint, never a bare ``KeyError`` or ``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Final
 
 from smsvn import phone as _phone
 from smsvn.errors import ValidationError
-from smsvn.providers._wire import is_count
+from smsvn.providers._wire import finite_number, is_count
 
 __all__ = [
     "MAX_ID",
@@ -31,7 +30,6 @@ MAX_ID: Final = 256
 """The longest id (tranId, SMSID, ReferenceId) a callback may carry."""
 MAX_REASON: Final = 200
 """The most characters of attacker-controlled text an error message quotes."""
-_MAX_AMOUNT: Final = 32
 
 
 def invalid(provider: str, reason: str) -> ValidationError:
@@ -91,14 +89,7 @@ def amount(provider: str, text: str | None, field: str) -> float | None:
     """An optional non-negative finite number (a price, a duration); empty means absent."""
     if text is None or not text.strip():
         return None
-    stripped = text.strip()
-    # ASCII only: float() also reads full-width and other Unicode digits.
-    if not stripped.isascii() or len(stripped) > _MAX_AMOUNT:
-        raise invalid(provider, f"{field} is not a number")
-    try:
-        value = float(stripped)
-    except ValueError:
-        raise invalid(provider, f"{field} is not a number") from None
-    if not math.isfinite(value) or value < 0:
+    value = finite_number(text)
+    if value is None or value < 0:
         raise invalid(provider, f"{field} is not a non-negative finite number")
     return value

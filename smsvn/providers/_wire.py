@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 import msgspec
 
-__all__ = ["DECODE_ERRORS", "MAX_DIGITS", "is_count", "opt_str", "why"]
+__all__ = ["DECODE_ERRORS", "MAX_DIGITS", "finite_number", "is_count", "opt_str", "why"]
 
 MAX_DIGITS: Final = 18
 """The most digits a count read from the wire may have: no real count is longer, and Python's
@@ -20,6 +21,24 @@ def is_count(text: str) -> bool:
     or reads differently; this is the one check every parser uses before ``int()``.
     """
     return 0 < len(text) <= MAX_DIGITS and text.isascii() and text.isdigit()
+
+
+_MAX_NUMBER: Final = 32
+
+
+def finite_number(text: str) -> float | None:
+    """``text`` as a finite number written in ASCII (a price, a balance), or None.
+
+    ``float()`` alone also reads ``"NaN"``, ``"inf"``, ``"1e999"`` (inf) and full-width or
+    Arabic-Indic digits: no provider means any of them as an amount."""
+    stripped = text.strip()
+    if not stripped or len(stripped) > _MAX_NUMBER or not stripped.isascii():
+        return None
+    try:
+        value = float(stripped)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def opt_str(value: str | int | None) -> str | None:

@@ -485,7 +485,17 @@ def _soap_request(client_no: str, client_pass: str) -> bytes:
 
 def _parse_answer(response: Response, endpoint: str, transport: Transport) -> _Answer:
     """An ASMX answer (``<string>``-wrapped ``<SMS>``, escaped or literal) on success; the
-    code's typed error, or MalformedResponse naming ``endpoint``, otherwise."""
+    code's typed error, or MalformedResponse naming ``endpoint``, otherwise (an answer that
+    can be read two ways too: a refusal read from one of them would hand a sent message to a
+    Failover's next provider)."""
+    try:
+        return _read_answer(response, endpoint, transport)
+    except _Ambiguous as exc:
+        raise transport.malformed(endpoint, response, str(exc)) from None
+
+
+def _read_answer(response: Response, endpoint: str, transport: Transport) -> _Answer:
+    """``_parse_answer``'s reading (``_Ambiguous`` from the element readers)."""
     root = _xml(response, endpoint, transport, response.body)
     sms = _sms_element(root, response, endpoint, transport)
     if sms is None:
@@ -520,7 +530,15 @@ def _parse_answer(response: Response, endpoint: str, transport: Transport) -> _A
 
 def _parse_totals(response: Response, endpoint: str, transport: Transport) -> DailyTotals:
     """A SOAP ``GetTotalMtResponse`` as DailyTotals; a Fault as a typed error naming
-    ``endpoint``; anything else as MalformedResponse."""
+    ``endpoint``; anything else (an ambiguous answer too) as MalformedResponse."""
+    try:
+        return _read_totals(response, endpoint, transport)
+    except _Ambiguous as exc:
+        raise transport.malformed(endpoint, response, str(exc)) from None
+
+
+def _read_totals(response: Response, endpoint: str, transport: Transport) -> DailyTotals:
+    """``_parse_totals``'s reading (``_Ambiguous`` from the element readers)."""
     root = _xml(response, endpoint, transport, response.body)
     if _local(root.tag) != "Envelope":
         raise transport.malformed(endpoint, response, "not a SOAP envelope")
@@ -539,6 +557,9 @@ def _parse_totals(response: Response, endpoint: str, transport: Transport) -> Da
         raise transport.malformed(
             endpoint, response, "GetTotalMtResult is not success|failed|pending"
         )
+    if transport.redactor.text(result) != result:
+        # Three counts that hold the account's password (all digits): an echo, not totals.
+        raise transport.malformed(endpoint, response, "GetTotalMtResult echoes a credential")
     return DailyTotals(
         provider=_PROVIDER,
         success=int(parts[0]),
@@ -578,9 +599,11 @@ def _sms_element(
     if name != "string":
         return None
     sms = _child(root, "SMS")
-    if sms is not None:
-        return sms
     inner = _DECLARATION.sub("", root.text or "", count=1).strip()
+    if sms is not None:
+        if inner:
+            raise _Ambiguous("both a literal and an escaped <SMS> answer")
+        return sms
     if not inner.startswith("<"):
         return None
     inner_root = _xml(response, endpoint, transport, inner.encode("utf-8"))
@@ -628,18 +651,31 @@ def _local(tag: object) -> str:
     return tag.rpartition("}")[2] if isinstance(tag, str) else ""
 
 
+class _Ambiguous(Exception):
+    """An answer that reads two ways: a field twice, or markup inside a field."""
+
+
 def _child(element: etree._Element, name: str) -> etree._Element | None:
-    """The first child element named ``name`` in any namespace."""
+    """The child element named ``name`` in any namespace, or None; ``_Ambiguous`` when there
+    are several."""
+    found = None
     for child in element:
         if _local(child.tag) == name:
-            return child
-    return None
+            if found is not None:
+                raise _Ambiguous(f"{name} appears more than once")
+            found = child
+    return found
 
 
 def _child_text(element: etree._Element, name: str) -> str | None:
-    """The text of the first child named ``name`` ("" when empty), or None when absent."""
+    """The text of the child named ``name`` ("" when empty), or None when absent; comments and
+    processing instructions are skipped, an element inside it is ``_Ambiguous``."""
     child = _child(element, name)
-    return None if child is None else (child.text or "")
+    if child is None:
+        return None
+    if any(isinstance(part.tag, str) for part in child):
+        raise _Ambiguous(f"{name} holds markup")
+    return "".join(str(part) for part in child.itertext())
 
 
 def _field(element: etree._Element, name: str, transport: Transport) -> str | None:

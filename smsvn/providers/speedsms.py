@@ -53,7 +53,7 @@ from smsvn.providers._base import (
     split_recipients,
 )
 from smsvn.providers._spec import Credential, Event, Provider, Webhook
-from smsvn.providers._wire import DECODE_ERRORS, MAX_DIGITS, is_count, why
+from smsvn.providers._wire import DECODE_ERRORS, MAX_DIGITS, finite_number, is_count, why
 from smsvn.transport import Response
 
 __all__ = [
@@ -420,12 +420,9 @@ class SpeedSMS(BaseClient):
 
     def _parse_balance(self, response: Response) -> Balance:
         info = self._parse(response, _USER_INFO, "user/info")
-        try:
-            amount = float(info.balance)
-        except ValueError:
-            raise self._transport.malformed(
-                "user/info", response, "balance is not a number"
-            ) from None
+        amount = finite_number(str(info.balance))
+        if amount is None:
+            raise self._transport.malformed("user/info", response, "balance is not a number")
         return Balance(provider=_PROVIDER, amount=amount, currency=info.currency or "VND", raw=info)
 
     def _parse(
