@@ -101,6 +101,9 @@ class Failover:
         A number handed on is taken by the next provider before any more of the caller's
         input; those the last provider never took are in the merged report's ``skipped``."""
         bulk.check_source(recipients)
+        # Every provider's sender now: content or options one of them refuses is a
+        # ValidationError before anything is sent, not after the first provider sent a part.
+        senders = [client.batch_sender(content=content) for client in self.clients]
         seen: set[int] | None = set() if dedupe else None
         source: Iterator[str] | AsyncIterator[str] = (
             aiter(recipients) if isinstance(recipients, AsyncIterable) else iter(recipients)
@@ -117,7 +120,7 @@ class Failover:
             report = await bulk.run(
                 _prepend(handover, source),
                 provider=client.provider,
-                send_batch=client.batch_sender(content=content),
+                send_batch=senders[index],
                 content=content,
                 batch_size=client.batch_size,
                 concurrency=concurrency,
@@ -138,6 +141,17 @@ class Failover:
             carry = _handed_on(report) + untaken
             if index == last or (report.aborted is None and not carry):
                 break
+        if untaken and on_result is not None:
+            # The last word on_result has on them was an earlier provider's "failed": they are
+            # skipped, as the report says.
+            on_result(
+                BulkOutcome(
+                    outcome=bulk.Outcome.SKIPPED,
+                    recipients=tuple(untaken),
+                    content=content,
+                    reason=f"handed on to {parts[-1].provider}, which did not take it",
+                )
+            )
         return _merge(parts, untaken, carried)
 
 

@@ -709,8 +709,15 @@ class Transport:
                     raise
                 waited += hint
                 if limiter is not None:
-                    await limiter.pause(hint)
+                    await limiter.pause(hint)  # the next acquire holds max_wait to it
                     delay = 0.0
+                elif max_wait is not None and hint > max_wait:
+                    # No limiter to wait in: the reset is the account's next turn, too far for
+                    # this call (Failover moves on at once, as with a limiter).
+                    exc.attempts = attempt
+                    if uncertain is not None:
+                        raise self._still_unknown(uncertain, exc) from exc
+                    raise
                 else:
                     delay = hint
             except SmsError as exc:
