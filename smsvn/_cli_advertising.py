@@ -12,13 +12,14 @@ from collections.abc import Callable
 from datetime import time
 from typing import Any, TextIO
 
+from smsvn._cli_files import check_not_journal
 from smsvn.advertising import ComplianceError, Guard, Purpose, Rules, Window
 from smsvn.advertising._rules import DAY, content_problems
 from smsvn.errors import ValidationError
 from smsvn.journal import Journal
 from smsvn.providers._base import BaseClient
 
-__all__ = ["add_parser", "check_args", "command", "guard_for", "purpose_options"]
+__all__ = ["add_parser", "check_args", "command", "guard_for", "purpose_options", "resume_words"]
 
 _PURPOSES = tuple(p.value for p in Purpose)
 _WAYS = ("reply", "form", "message", "software")
@@ -86,6 +87,23 @@ def guard_for(args: argparse.Namespace, journal: Journal, client: BaseClient) ->
         settings["snapshot_max_age"] = args.snapshot_max_age or None
     rules = Rules(advertiser=args.advertiser, brandname=sender or None, **settings)
     return Guard(rules, journal)
+
+
+def resume_words(args: argparse.Namespace) -> list[str]:
+    """The advertising limits a run was given (``--sms-window``, ``--sms-per-day``,
+    ``--snapshot-max-age``), as flags for the command that resumes it: without them it would
+    advertise under the defaults, not what was agreed."""
+    words: list[str] = []
+    window = getattr(args, "sms_window", None)
+    if window is not None:
+        end = "24:00" if window.end == time.max else f"{window.end:%H:%M}"
+        words += ["--sms-window", f"{window.start:%H:%M}-{end}"]
+    if getattr(args, "sms_per_day", None) is not None:
+        words += ["--sms-per-day", str(args.sms_per_day)]
+    age = getattr(args, "snapshot_max_age", None)
+    if age is not None:
+        words += ["--snapshot-max-age", f"{age / DAY:g}" if age else "none"]
+    return words
 
 
 def _max_age(text: str) -> float:
@@ -156,6 +174,8 @@ def add_parser(commands: Any, journal_options: Callable[..., None]) -> None:
 
 async def command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``smsvn advertising STEP``."""
+    if args.step == "export":
+        check_not_journal(args.csv, args.journal, "--csv")  # the refusals would go with it
     advertiser = getattr(args, "advertiser", None) or "-"
     async with (
         Journal(args.journal) as journal,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, TypeAlias, runtime_checkable
 
+from smsvn._cli_files import printable
 from smsvn.bulk import BulkProgress, BulkReport
 from smsvn.journal import Counts
 from smsvn.models import CallResult, DailyTotals, MessageStatus, ReceiverStatus
@@ -184,7 +185,7 @@ def print_report(report: BulkReport, out: TextIO) -> None:
         file=out,
     )
     if report.aborted is not None:
-        print(f"stopped: {report.aborted}", file=out)
+        print(f"stopped: {printable(str(report.aborted))}", file=out)
     for numbers, error in report.unknown[:5]:
         print(f"unknown (may have been sent; not resent): {numbers[0]}...: {error}", file=out)
 

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +28,7 @@ from typing import IO, Any, Final, NoReturn, TextIO
 import msgspec
 
 from smsvn import _cli_advertising, providers
+from smsvn._cli_files import UsageError, cell, check_not_journal, printable
 from smsvn._console import (
     CallLookup,
     DailyTotalsLookup,
@@ -49,7 +51,7 @@ from smsvn.limits import RateLimit
 from smsvn.models import SendResult
 from smsvn.providers import Credential, Provider
 from smsvn.providers._base import BaseClient
-from smsvn.workers import REDIS_ENV
+from smsvn.workers import JOURNAL_ENV, REDIS_ENV
 
 __all__ = ["main"]
 
@@ -61,10 +63,6 @@ _STATES: Final = ("pending", "in_flight", "sent", "failed", "unknown", "invalid"
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
-
-
-class UsageError(Exception):
-    """A mistake in the command line: exit 2 with a one-line message."""
 
 
 # -- the registry, as the command line shows it ---------------------------------------------
@@ -673,14 +671,15 @@ def _numbers(args: argparse.Namespace, stack: ExitStack) -> NumbersFile:
     and column sniffed, and a file on disk read once through by the reader, so that what it
     cannot read is refused (``NumbersFileError``, exit 2) before anything is sent (a pipe,
     like stdin, is streamed: what cannot be read stops it, after the summary)."""
-    source = open_numbers(args.file, args.column, _stdin(args), lambda path: open(path, "rb"))  # noqa: SIM115
+    path = None if args.file == "-" else args.file  # -: standard input, as no -f
+    source = open_numbers(path, args.column, _stdin(args), lambda path: open(path, "rb"))  # noqa: SIM115
     return stack.enter_context(source)
 
 
 def _stdin(args: argparse.Namespace) -> IO[bytes]:
     """Standard input as bytes (its encoding is detected), when no ``--file`` is given; a
     ``UsageError`` when there is none to read (closed: ``<&-``, or not a byte stream)."""
-    if args.file is not None:
+    if args.file is not None and args.file != "-":
         return io.BytesIO()  # not read
     stdin: IO[bytes] | None = getattr(sys.stdin, "buffer", None)
     if stdin is None:
@@ -696,7 +695,7 @@ def _check_text(args: argparse.Namespace) -> None:
 
 def _check_csv_path(args: argparse.Namespace) -> None:
     """Refuse ``--csv`` naming the numbers file itself: writing it would truncate the input."""
-    if not args.csv_out or not args.file or not os.path.exists(args.csv_out):
+    if not args.csv_out or not args.file or args.file == "-" or not os.path.exists(args.csv_out):
         return
     try:
         same = os.path.samefile(args.csv_out, args.file)
@@ -740,25 +739,50 @@ class _Tally:
         )
 
 
+class _OutputFailed(Exception):
+    """The outcomes file could not be written (a full disk): the run stops, exit 1, and the
+    summary says what was sent."""
+
+
 class _CsvOutcomes:
     """Writes each recipient's outcome as it happens: number, outcome, message id, detail."""
 
-    def __init__(self, handle: TextIO) -> None:
+    def __init__(self, handle: TextIO, *, owned: bool) -> None:
+        self._handle = handle
+        self._owned = owned  # a file of ours, not standard output
         self._writer = csv.writer(handle)
-        self._writer.writerow(["number", "outcome", "message_id", "detail"])
+        self._row(["number", "outcome", "message_id", "detail"])
 
     def __call__(self, outcome: BulkOutcome) -> None:
         message_id = outcome.result.message_id if outcome.result else ""
         detail = outcome.reason or (str(outcome.error) if outcome.error else "")
         for number in outcome.recipients:
-            self._writer.writerow([number, outcome.outcome.value, message_id or "", detail])
+            self._row([number, outcome.outcome.value, message_id or "", detail])
+
+    def _row(self, row: list[object]) -> None:
+        try:
+            self._writer.writerow([cell(value) for value in row])
+        except OSError as exc:
+            raise _OutputFailed(f"cannot write the outcomes file: {exc.strerror or exc}") from None
+
+    def finish(self) -> None:
+        """Flush what is written (a failure: ``_OutputFailed``, the file closed with what it
+        could not take dropped, so that closing it later raises nothing more)."""
+        try:
+            self._handle.flush()
+        except OSError as exc:
+            if self._owned:
+                with contextlib.suppress(OSError):
+                    self._handle.close()
+            raise _OutputFailed(f"cannot write the outcomes file: {exc.strerror or exc}") from None
 
 
-def _open_csv(args: argparse.Namespace, stack: ExitStack) -> TextIO | None:
-    """The CSV of outcomes to write (``--csv``), closed with ``stack``, or None."""
+def _open_csv(args: argparse.Namespace, stack: ExitStack, out: TextIO) -> TextIO | None:
+    """The CSV of outcomes to write (``--csv``; ``-``: standard output), closed with
+    ``stack``, or None."""
     if not args.csv_out:
         return None
-    return stack.enter_context(open(args.csv_out, "w", newline="", encoding="utf-8"))
+    return _csv_file(args.csv_out, out, stack)
 
 
 async def _cmd_bulk(args: argparse.Namespace, out: TextIO) -> int:
@@ -769,8 +793,9 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO) -> int:
         # Numbers are read lazily, a row at a time, as the engine takes them.
         source = _numbers(args, stack)
         print(source.describe(), file=out)
-        csv_out = _open_csv(args, stack)
-        tally = _Tally(_CsvOutcomes(csv_out) if csv_out else None)
+        csv_out = _open_csv(args, stack, out)
+        outcomes = _CsvOutcomes(csv_out, owned=csv_out is not out) if csv_out else None
+        tally = _Tally(outcomes)
         async with _open_client(args) as client:
             with progress_bars(not args.no_progress, out) as bars:
                 bar = bars(client.provider, None)
@@ -796,13 +821,26 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO) -> int:
                     out.flush()
                     raise
                 bar(None)
+        written: _OutputFailed | None = None
+        if outcomes is not None:
+            try:
+                outcomes.finish()
+            except _OutputFailed as exc:
+                written = exc
     print_report(_priced(args, report), out)
+    if written is not None:
+        # Sent all the same: the report above is the record; exit 1, not a usage error.
+        print(f"smsvn: error: {written}", file=sys.stderr)
+        _report_input(source, out)
+        return EXIT_ERROR
     if args.csv_out:
         print(f"per-recipient outcomes: {args.csv_out}", file=out)
     print(_FOR_WHAT_MATTERS, file=out)
     _report_input(source, out)
     failed = report.aborted is not None or report.failed or report.unknown
-    return EXIT_ERROR if failed else EXIT_OK
+    # Nothing accepted (an empty file, a column a spreadsheet turned into 8.49E+10) is no
+    # success either.
+    return EXIT_ERROR if failed or not report.accepted else EXIT_OK
 
 
 # -- campaigns --------------------------------------------------------------------------------
@@ -838,7 +876,17 @@ async def _campaign_run(args: argparse.Namespace, source: NumbersFile | None, ou
     async with Journal(args.journal) as journal:
         campaign = await journal.campaign(args.name, create=source is not None)
         if source is not None:
-            await _import(campaign, source, args, out)
+            try:
+                await _import(campaign, source, args, out)
+            except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C while adding
+                with contextlib.suppress(Exception):
+                    print_counts(campaign.name, await campaign.counts(), out)
+                print(
+                    f"stopped while adding; resume with: {_resume_command(args)}",
+                    file=out,
+                    flush=True,
+                )
+                raise
             for line in source.problems():
                 print(line, file=out)
         async with _open_client(args) as client, _guarded(args, journal, client) as guard:
@@ -859,7 +907,8 @@ async def _campaign_run(args: argparse.Namespace, source: NumbersFile | None, ou
                     bar(None)
                     with contextlib.suppress(Exception):
                         print_counts(campaign.name, await campaign.counts(), out)
-                    print(f"stopped; resume with: {_resume_command(args)}", file=out, flush=True)
+                    resume = _resume_command(args, added=True)
+                    print(f"stopped; resume with: {resume}", file=out, flush=True)
                     raise
                 bar(None)
         print_report(_priced(args, report), out)
@@ -873,9 +922,10 @@ async def _campaign_run(args: argparse.Namespace, source: NumbersFile | None, ou
             file=out,
         )
     if counts.unsettled:
-        print(f"not finished; resume with: {_resume_command(args)}", file=out)
+        print(f"not finished; resume with: {_resume_command(args, added=True)}", file=out)
     unsettled = counts.unsettled or counts.unknown or counts.failed
-    return EXIT_ERROR if unsettled or report.aborted is not None else EXIT_OK
+    nothing = not counts.sent  # nothing in the campaign was ever sent: all invalid, or empty
+    return EXIT_ERROR if unsettled or nothing or report.aborted is not None else EXIT_OK
 
 
 @asynccontextmanager
@@ -893,7 +943,7 @@ async def _guarded(
 
 
 def _csv_file(path: str, out: TextIO, stack: ExitStack) -> TextIO:
-    """Where ``export`` writes: the file ``path`` (closed with ``stack``), or ``out`` for -."""
+    """Where a CSV goes: the file ``path`` (closed with ``stack``), or ``out`` for -."""
     if path == "-":
         return out
     return stack.enter_context(open(path, "w", newline="", encoding="utf-8"))
@@ -925,14 +975,19 @@ async def _import(
         )
 
 
-def _resume_command(args: argparse.Namespace) -> str:
+def _resume_command(args: argparse.Namespace, *, added: bool = False) -> str:
     """The command that resumes this run, without credentials (those come from the
-    environment) and without a PostgreSQL password."""
-    words = ["smsvn", "campaign", args.step, "--journal", redact_url(args.journal)]
+    environment) and without a PostgreSQL password; a journal from ``$SMSVN_JOURNAL`` is left
+    to it. ``added``: every number of the input is in the campaign (then a run fed on
+    standard input resumes as ``campaign work``, which reads no input)."""
+    from_stdin = args.step == "run" and args.file in (None, "-")
+    step = "work" if from_stdin and added else args.step
+    words = ["smsvn", "campaign", step]
+    if args.journal != os.environ.get(JOURNAL_ENV):
+        words += ["--journal", redact_url(args.journal)]
     words += ["--name", args.name, "-p", args.provider]
-    if args.step == "run":
-        if args.file:
-            words += ["-f", args.file]
+    if step == "run":
+        words += ["-f", args.file or "-"]  # -: the same input again, on standard input
         if args.column:
             words += ["--column", args.column]
         words += ["-m", args.text]
@@ -940,6 +995,7 @@ def _resume_command(args: argparse.Namespace) -> str:
         words += ["--purpose", args.purpose]
     if args.advertiser:
         words += ["--advertiser", args.advertiser]
+    words += _cli_advertising.resume_words(args)
     if args.sandbox:
         words.append("--sandbox")
     if args.base_url:
@@ -972,20 +1028,21 @@ async def _campaign_status(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _campaign_export(args: argparse.Namespace, out: TextIO) -> int:
-    with ExitStack() as stack:
-        handle = _csv_file(args.csv, out, stack)
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["phone", "state", "message_id", "request_id", "provider", "attempts", "detail",
-             "content"]
-        )  # fmt: skip
-        rows = 0
-        async with Journal(args.journal) as journal:
-            campaign = await journal.campaign(args.name, create=False)
+    check_not_journal(args.csv, args.journal, "--csv")
+    async with Journal(args.journal) as journal:
+        # The campaign first: a mistyped --name leaves an existing --csv file as it was.
+        campaign = await journal.campaign(args.name, create=False)
+        with ExitStack() as stack:
+            writer = csv.writer(_csv_file(args.csv, out, stack))
+            writer.writerow(
+                ["phone", "state", "message_id", "request_id", "provider", "attempts", "detail",
+                 "content"]
+            )  # fmt: skip
+            rows = 0
             async for r in campaign.recipients(state=args.state):
                 writer.writerow(
-                    [r.phone, r.state, r.message_id or "", r.request_id or "", r.provider or "",
-                     r.attempts, r.error or "", r.content]
+                    [cell(v) for v in (r.phone, r.state, r.message_id or "", r.request_id or "",
+                     r.provider or "", r.attempts, r.error or "", r.content)]
                 )  # fmt: skip
                 rows += 1
     if args.csv != "-":
@@ -1002,6 +1059,14 @@ async def _campaign_resolve(args: argparse.Namespace, out: TextIO) -> int:
         counts = await campaign.counts()
     print(f"{changed:,} unknown input(s) resolved as {args.outcome}", file=out)
     print_counts(campaign.name, counts, out)
+    if not args.all and changed < len(set(args.phone)):
+        # A number named that was not unknown (or not in the campaign): say so, exit 1.
+        print(
+            f"{len(set(args.phone)) - changed:,} of the numbers given were not unknown in "
+            f"{campaign.name!r}: nothing changed for them",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -1046,8 +1111,49 @@ _COMMANDS: Final[dict[str, Callable[[argparse.Namespace, TextIO], Any]]] = {
 # -- entry point ------------------------------------------------------------------------------
 
 
+_STOP_SIGNALS: Final = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+async def _stoppable(command: Awaitable[int]) -> int:
+    """Run ``command`` so that SIGTERM and SIGHUP (systemd, Docker, Kubernetes stopping a
+    ``campaign work``) stop it as Ctrl-C does: cancelled, with its summary and the command
+    that resumes it, rather than killed mid-request."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    installed = []
+    for number in _STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(number, task.cancel if task is not None else _nothing)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            continue
+        installed.append(number)
+    try:
+        return await command
+    finally:
+        for number in installed:
+            loop.remove_signal_handler(number)
+
+
+def _nothing() -> None:
+    """A signal handler with nothing to stop."""
+
+
+class _PrintableFormatter(logging.Formatter):
+    """The log's lines with control characters escaped: a provider's message goes into them,
+    and a terminal would act on its escape sequences."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self._inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(self._inner.format(record))
+
+
 def _fail(message: str, code: int) -> NoReturn:
-    print(f"smsvn: error: {message}", file=sys.stderr)
+    print(f"smsvn: error: {printable(message)}", file=sys.stderr)
     raise SystemExit(code)
 
 
@@ -1059,13 +1165,23 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_PrintableFormatter(handler.formatter))
+    for stream in (sys.stdout, sys.stderr):
+        # A console that cannot show Vietnamese (cp1252, a redirect) gets \u escapes, not a
+        # traceback after the messages were sent.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     out = sys.stdout
     try:
-        return int(asyncio.run(_COMMANDS[args.command](args, out)))
+        return int(asyncio.run(_stoppable(_COMMANDS[args.command](args, out))))
     except KeyboardInterrupt:
         print("smsvn: interrupted", file=sys.stderr)
         return 130
-    except LeaseLost as exc:
+    except asyncio.CancelledError:  # SIGTERM or SIGHUP, handled as Ctrl-C is
+        print("smsvn: terminated", file=sys.stderr)
+        return 143
+    except (LeaseLost, _OutputFailed) as exc:
         if args.debug:
             raise
         _fail(str(exc), EXIT_ERROR)

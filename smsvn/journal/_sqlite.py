@@ -335,6 +335,12 @@ def _connect(path: str) -> sqlite3.Connection:
                 if statement.strip():
                     connection.execute(statement)
             _migrate(connection)
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        if type(exc) is not sqlite3.DatabaseError:  # locked, read-only, ...: as they are
+            raise
+        # "file is not a database": a numbers file given as --journal, say.
+        raise ValidationError(f"the journal file {path!r} is not a SQLite database") from None
     except BaseException:
         connection.close()
         raise
