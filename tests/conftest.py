@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pytest
+from aiohttp import web
 from aioresponses import aioresponses
 
 from smsvn import providers
@@ -141,3 +143,20 @@ def taken_count(report: BulkReport) -> int:
         + report.duplicates
         + len(report.skipped)
     )
+
+
+@contextlib.asynccontextmanager
+async def http_server(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 answering every request with ``handler``; its base URL."""
+    application = web.Application()
+    application.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(application)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -21,8 +21,6 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from aiohttp import web
 
 from smsvn.cli import _parser, _resume_command, main
 from smsvn.sandbox import Fault, Sandbox
+from tests.conftest import http_server
 from tests.test_cli import campaign_args, fibo_env
 
 NUMBERS = [f"0912{i:06d}" for i in range(10)]
@@ -223,23 +222,6 @@ def test_a_csv_that_cannot_be_written_still_reports_what_was_sent(
 HOSTILE_MESSAGE = "\x1b]0;pwned\x07\x1b[2J\x1b[31mIP blocked\r\u202edetacilpmoc"
 
 
-@asynccontextmanager
-async def _server(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> AsyncIterator[str]:
-    """An HTTP server on 127.0.0.1 answering every request with ``handler``; its base URL."""
-    application = web.Application()
-    application.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(application)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
 async def test_a_providers_error_message_reaches_the_terminal_escaped(tmp_path: Path) -> None:
     """Finding: a provider's (or a proxy's) error message is printed as it came: SpeedSMS
     answering ``{"status": "error", "code": "007", "message": "\\x1b]0;pwned\\x07\\x1b[2J..."}``
@@ -253,7 +235,7 @@ async def test_a_providers_error_message_reaches_the_terminal_escaped(tmp_path: 
     async def refuse(request: web.Request) -> web.Response:
         return web.json_response({"status": "error", "code": "007", "message": HOSTILE_MESSAGE})
 
-    async with _server(refuse) as url:
+    async with http_server(refuse) as url:
         common = ["-p", "speedsms", "--base-url", url]
         env = {"SMSVN_SPEEDSMS_TOKEN": "tok-QwErTyUiOp"}
         journal = ["--journal", str(tmp_path / "c.db"), "--name", "promo"]

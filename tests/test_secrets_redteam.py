@@ -10,13 +10,12 @@ and PostgreSQL of ``tests.services``, and closed ports.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from smsvn.models import SendResult
 from smsvn.providers.esms import ESMS
 from smsvn.providers.speedsms import SpeedSMS
 from smsvn.transport import RetryPolicy
+from tests.conftest import http_server
 from tests.test_secrets import _chain
 
 SECRET = "S3cr3t-XYZ-123"
@@ -90,21 +90,6 @@ def _logged(caplog: pytest.LogCaptureFixture) -> str:
         for r in caplog.records
         if r.name == "smsvn" or r.name.startswith("smsvn.")
     )
-
-
-@contextlib.asynccontextmanager
-async def _server(handler: Handler) -> AsyncIterator[str]:
-    """An HTTP server on 127.0.0.1 answering every request with ``handler``; its base URL."""
-    application = web.Application()
-    application.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(application)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -226,7 +211,7 @@ async def test_otp_code_echoed_in_the_provider_s_error_code_is_masked(
         received.append(body)
         return web.json_response({"status": "error", "code": body.decode(), "message": "refused"})
 
-    async with _server(refuse) as base:
+    async with http_server(refuse) as base:
         sms = SpeedSMS(
             TOKEN,
             base_url=base + "/speedsms",
@@ -318,7 +303,7 @@ async def test_esms_callback_url_secret_stays_out_of_errors_raw_and_the_journal(
 
     leaks: list[str] = []
     path = str(tmp_path / "callback.db")
-    async with _server(echo) as base:
+    async with http_server(echo) as base:
         client = ESMS(
             API_KEY,
             SECRET_KEY,
