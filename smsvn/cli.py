@@ -763,18 +763,22 @@ class _CsvOutcomes:
         try:
             self._writer.writerow([cell(value) for value in row])
         except OSError as exc:
-            raise _OutputFailed(f"cannot write the outcomes file: {exc.strerror or exc}") from None
+            raise self._failed(exc) from None
 
     def finish(self) -> None:
-        """Flush what is written (a failure: ``_OutputFailed``, the file closed with what it
-        could not take dropped, so that closing it later raises nothing more)."""
+        """Flush what is written (a failure: ``_OutputFailed``)."""
         try:
             self._handle.flush()
         except OSError as exc:
-            if self._owned:
-                with contextlib.suppress(OSError):
-                    self._handle.close()
-            raise _OutputFailed(f"cannot write the outcomes file: {exc.strerror or exc}") from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: OSError) -> _OutputFailed:
+        """The error of a write that failed; the file is closed with what it could not take
+        dropped, so that closing it later (the ExitStack) raises nothing more."""
+        if self._owned:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+        return _OutputFailed(f"cannot write the outcomes file: {exc.strerror or exc}")
 
 
 def _open_csv(args: argparse.Namespace, stack: ExitStack, out: TextIO) -> TextIO | None:

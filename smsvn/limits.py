@@ -142,8 +142,9 @@ class AccountLimiter:
         self._period = limit.period * WINDOW_GUARD
         self._tat = -math.inf  # GCRA's theoretical arrival time of the next request
         self._last = -math.inf  # the latest reservation: they are handed out in order
-        # The last N reservations and the last N real sends: the "N in any window" rule.
-        self._reserved: deque[float] = deque(maxlen=limit.requests)
+        # The reservations of the last window (given-back ones removed) and the last N real
+        # sends: the "N in any window" rule.
+        self._reserved: deque[float] = deque()
         self._sent: deque[float] = deque(maxlen=limit.requests)
         self._paused_until = 0.0
         self.pauses = 0
@@ -154,9 +155,11 @@ class AccountLimiter:
     def _reserve(self, now: float, max_wait: float | None) -> _Turn:
         """The next free moment (now or later), reserved; ``WaitTooLong`` reserves nothing."""
         slot = max(now, self._tat - self._tolerance, self._paused_until, self._last)
-        reserved = self._reserved
-        if len(reserved) == reserved.maxlen:
-            slot = max(slot, reserved[0] + self._period)
+        reserved, period, n = self._reserved, self._period, self.limit.requests
+        while reserved and reserved[0] + period <= now:
+            reserved.popleft()  # a window ago: it can hold nothing back any more
+        if len(reserved) >= n:
+            slot = max(slot, reserved[-n] + period)
         if max_wait is not None and slot - now > max_wait:
             raise WaitTooLong(slot - now)
         turn = _Turn(slot, self._tat, self._last)

@@ -709,7 +709,15 @@ class Transport:
                     raise
                 waited += hint
                 if limiter is not None:
-                    await limiter.pause(hint)  # the next acquire holds max_wait to it
+                    try:
+                        await limiter.pause(hint)  # the next acquire holds max_wait to it
+                    except SmsError as failed:  # a shared limiter's store failed
+                        failed.provider = failed.provider or self.provider
+                        failed.endpoint = failed.endpoint or endpoint
+                        failed.attempts = attempt
+                        if uncertain is not None:  # an earlier attempt may have gone through
+                            raise self._still_unknown(uncertain, failed) from failed
+                        raise
                     delay = 0.0
                 elif max_wait is not None and hint > max_wait:
                     # No limiter to wait in: the reset is the account's next turn, too far for
