@@ -50,7 +50,7 @@ from smsvn.journal._campaign import redact_url
 from smsvn.limits import RateLimit
 from smsvn.models import SendResult
 from smsvn.providers import Credential, Provider
-from smsvn.providers._base import BaseClient
+from smsvn.providers._base import BaseClient, split_recipients
 from smsvn.workers import JOURNAL_ENV, REDIS_ENV
 
 __all__ = ["main"]
@@ -555,7 +555,8 @@ def _estimate_line(args: argparse.Namespace, recipients: int | None) -> str:
 
 
 async def _cmd_send(args: argparse.Namespace, out: TextIO) -> int:
-    print(_estimate_line(args, len(args.to)), file=out)
+    # As the client will send: each valid number once, whatever form it is written in.
+    print(_estimate_line(args, len(split_recipients(args.to).valid)), file=out)
     async with _open_client(args) as client:
         to: str | list[str] = args.to[0] if len(args.to) == 1 else args.to
         result = await client.send(to, args.text, **_send_options(args))

@@ -172,12 +172,13 @@ def is_gsm7(text: str) -> bool:
     return _escaped_count(text) is not None
 
 
-_UNENCODABLE = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\ud800-\udfff]")
+_UNENCODABLE = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def is_encodable(content: str) -> bool:
-    """True unless ``content`` has control characters (other than tab, LF, FF, CR) or lone
-    surrogates, which neither GSM-7 nor UCS-2 can carry and providers refuse."""
+    """True unless ``content`` has control characters (C0 other than tab, LF, FF, CR; DEL; C1,
+    which Windows-1252 text read as Latin-1 turns its quotes into) or lone surrogates, which
+    neither GSM-7 nor UCS-2 can carry and providers refuse."""
     return _UNENCODABLE.search(content) is None
 
 

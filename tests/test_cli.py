@@ -70,7 +70,8 @@ async def test_send_on_the_embedded_simulator() -> None:
         "Mã OTP của bạn là 1234",
     )  # fmt: skip
     assert code == 0, err
-    assert "UCS-2: 1 segment a message, 2 recipients" in out
+    # The estimate counts what will be sent: the one valid number ("123" is refused).
+    assert "UCS-2: 1 segment a message, 1 recipient;" in out
     assert "estimated cost" in out
     assert "--strip-diacritics: 1 segment" in out
     assert "sent via speedsms" in out

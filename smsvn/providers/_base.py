@@ -201,6 +201,21 @@ def checked_content(
     return content
 
 
+def not_plain(
+    content: str, mode: str, advice: str, provider: str, endpoint: str
+) -> ValidationError:
+    """The error of a content asked to go as plain text (GSM-7: ``mode`` says how it was
+    asked) that holds characters only Unicode carries, named (at most ten): sent anyway, it
+    would go as UCS-2 at two or three times the segments."""
+    bad = sorted({c for c in content if text.needs_unicode(c)})
+    shown = ", ".join(repr(c) for c in bad[:10]) + (", ..." if len(bad) > 10 else "")
+    return ValidationError(
+        f"{mode} sends plain text, which cannot carry {shown}; {advice}",
+        provider=provider,
+        endpoint=endpoint,
+    )
+
+
 class BaseClient(abc.ABC):
     """What every client shares: an async context manager owning one transport, and the bulk
     entry points, which each provider feeds through ``batch_sender`` and ``batch_size``."""

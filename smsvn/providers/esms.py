@@ -63,6 +63,7 @@ from smsvn.providers._base import (
     checked_credential,
     checked_text,
     checked_url,
+    not_plain,
     recipient_list,
     require_recipients,
     split_recipients,
@@ -1038,14 +1039,12 @@ def _prepare(content: str, unicode: bool | None, strip: bool, endpoint: str) -> 
     parts = text.segments(content)
     if strip or unicode is False:
         if parts.unicode:
-            bad = sorted({c for c in content if text.needs_unicode(c)})
-            shown = ", ".join(repr(c) for c in bad[:10]) + (", ..." if len(bad) > 10 else "")
-            mode = "strip_diacritics=True" if strip else "unicode=False"
-            raise ValidationError(
-                f"{mode} sends plain text (IsUnicode 0), which cannot carry {shown}; "
+            raise not_plain(
+                content,
+                "strip_diacritics=True" if strip else "unicode=False",
                 "use unicode=True or leave it to the client (unicode=None)",
-                provider=_PROVIDER,
-                endpoint=endpoint,
+                _PROVIDER,
+                endpoint,
             )
         return _Content(content, "0", parts.segments)
     if unicode and not parts.unicode:  # GSM-7 content forced to UCS-2

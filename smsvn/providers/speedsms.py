@@ -48,6 +48,7 @@ from smsvn.providers._base import (
     checked_content,
     checked_credential,
     checked_text,
+    not_plain,
     recipient_list,
     require_recipients,
     split_recipients,
@@ -522,13 +523,15 @@ def _prepare(content: str, strip: bool) -> str:
     """The content to send, or a ValidationError for what SpeedSMS would refuse (110, 113)."""
     if (
         content.__class__ is str
+        and not strip
         and len(content) <= _PLAIN_MAX
         and content.isascii()
         and content.isprintable()
         and content
     ):
-        # Printable ASCII (an OTP, most templates): non-empty, nothing to strip, encodable, in
-        # the BMP and within MAX_SEGMENTS, so every check below would pass it unchanged.
+        # Printable ASCII (an OTP, most templates): non-empty, encodable, in the BMP and within
+        # MAX_SEGMENTS, so every check below would pass it unchanged. (Asked to go plain, a
+        # backtick, which GSM-7 lacks, is refused below.)
         return content
     prepared = _PREPARED.get((content, strip)) if content.__class__ is str else None
     if prepared is not None:
@@ -557,6 +560,16 @@ def _check_content(content: str, strip: bool) -> str:
         endpoint="sms/send",
         refused_as="; SpeedSMS would refuse it with 110",
     )
+    if strip and text.needs_unicode(content):
+        # Asked for the plain (cheaper) form: what stripping leaves (₫, smart quotes, a
+        # no-break space) must not send UCS-2 behind the caller's back.
+        raise not_plain(
+            content,
+            "strip_diacritics=True",
+            "replace them, or send without strip_diacritics (as Unicode)",
+            _PROVIDER,
+            "sms/send",
+        )
     if not _in_bmp(content):
         raise ValidationError(
             "content has characters SpeedSMS cannot carry (emoji and others outside the Basic "
