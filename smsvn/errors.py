@@ -21,6 +21,7 @@ __all__ = [
     "InsufficientBalance",
     "InvalidRecipient",
     "InvalidRequest",
+    "JournalUnavailable",
     "LimiterUnavailable",
     "MalformedResponse",
     "OutcomeUnknown",
@@ -151,6 +152,13 @@ class ConnectError(TransportError):
 class LimiterUnavailable(ConnectError):
     """A shared limiter's store (Redis) could not be reached with ``on_unavailable="raise"``, or
     the limiter was closed: nothing was sent, and it is safe to retry."""
+
+
+class JournalUnavailable(SmsError):
+    """A campaign journal's database (PostgreSQL) could not be reached, or lost the connection
+    in the middle of a write: that write may or may not have been made. A batch whose in-flight
+    mark was not confirmed was not sent; the journal says the rest when it is back (run
+    again to resume)."""
 
 
 class OutcomeUnknown(TransportError):

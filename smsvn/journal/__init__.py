@@ -16,13 +16,24 @@ report) or ``resolve``.
 SQLite (the stdlib's, in a worker thread, WAL, ``synchronous=FULL``) is the default and serves
 the processes of one machine; PostgreSQL (``smsvn[postgres]``: asyncpg, claims with
 ``FOR UPDATE SKIP LOCKED``) serves several machines. asyncpg is imported only by a PostgreSQL
-journal.
+journal; a PostgreSQL server that cannot be reached, or drops the connection, is
+``JournalUnavailable``.
 """
 
 from __future__ import annotations
 
+from smsvn.errors import JournalUnavailable
 from smsvn.journal._campaign import DEFAULT_LEASE, Campaign, Journal
 from smsvn.journal._runner import LeaseLost
 from smsvn.journal._store import Added, Counts, Recipient
 
-__all__ = ["DEFAULT_LEASE", "Added", "Campaign", "Counts", "Journal", "LeaseLost", "Recipient"]
+__all__ = [
+    "DEFAULT_LEASE",
+    "Added",
+    "Campaign",
+    "Counts",
+    "Journal",
+    "JournalUnavailable",
+    "LeaseLost",
+    "Recipient",
+]

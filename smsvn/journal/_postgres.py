@@ -10,11 +10,12 @@ the same input at once add it once.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
-from smsvn.errors import ValidationError
+from smsvn.errors import JournalUnavailable, ValidationError
 from smsvn.journal._store import (
     STATE_NAMES,
     Added,
@@ -259,6 +260,7 @@ class PostgresStore:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._pool: Any = None
+        self._lost: tuple[type[BaseException], ...] = (OSError,)  # asyncpg's too, once open
 
     def __repr__(self) -> str:
         return "PostgresStore()"
@@ -270,13 +272,24 @@ class PostgresStore:
             raise ImportError(
                 "a PostgreSQL journal needs asyncpg: pip install 'smsvn[postgres]'"
             ) from None
+        self._lost = (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.ConnectionDoesNotExistError,
+        )
         malformed: str | None = None
+        lost: BaseException | None = None
         try:
             pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=_POOL_SIZE)
         except ValueError as exc:  # asyncpg's URL parsing (ClientConfigurationError is one too)
             malformed = f"{type(exc).__name__}; its message is not shown, it may quote the URL"
         except OverflowError:  # the socket's "connect(): port must be 0-65535"
             malformed = "a port out of range: ports are 0-65535"
+        except self._lost as exc:  # the server is down or away
+            lost = exc
+        if lost is not None:
+            raise _unavailable(lost) from None
         if malformed is not None:
             # asyncpg's message quotes pieces of the URL, where a password with an unencoded
             # "/", "?" or "#" ends up: raised here, outside the except block, so that neither
@@ -300,11 +313,18 @@ class PostgresStore:
         if pool is not None:
             await pool.close()
 
-    def _db(self) -> Any:
-        """A connection from the pool (``async with``)."""
+    @contextlib.asynccontextmanager
+    async def _db(self) -> AsyncIterator[Any]:
+        """A connection from the pool (``async with``); a lost server, in acquiring it or in
+        the caller's statements, is ``JournalUnavailable`` (asyncpg's and the socket's own
+        exceptions are not smsvn errors, and a socket's may name the server)."""
         if self._pool is None:
             raise RuntimeError("the journal is not open (use it as `async with`)")
-        return self._pool.acquire()
+        try:
+            async with self._pool.acquire() as db:
+                yield db
+        except self._lost as exc:
+            raise _unavailable(exc) from None
 
     # -- campaigns and contents ------------------------------------------------------------
 
@@ -706,4 +726,13 @@ def _recipient(row: tuple[Any, ...]) -> tuple[int, Recipient]:
         provider=provider,
         attempts=int(attempts),
         error=reason,
+    )
+
+
+def _unavailable(exc: BaseException) -> JournalUnavailable:
+    """The error of a lost PostgreSQL server: its kind only (a socket's message names the
+    server and port, asyncpg's may quote the URL)."""
+    return JournalUnavailable(
+        f"the PostgreSQL journal is unreachable ({type(exc).__name__}); a write it was making "
+        "may or may not have been made: run again once it is back to resume"
     )
