@@ -260,7 +260,7 @@ class PostgresStore:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._pool: Any = None
-        self._lost: tuple[type[BaseException], ...] = (OSError,)  # asyncpg's too, once open
+        self._lost: tuple[type[BaseException], ...] = (ConnectionError,)  # asyncpg's, once open
 
     def __repr__(self) -> str:
         return "PostgresStore()"
@@ -273,7 +273,9 @@ class PostgresStore:
                 "a PostgreSQL journal needs asyncpg: pip install 'smsvn[postgres]'"
             ) from None
         self._lost = (
-            OSError,
+            # The socket's (not any OSError: the caller's input read inside a write may raise
+            # its own, which is no lost server).
+            ConnectionError,
             asyncpg.PostgresConnectionError,
             asyncpg.InterfaceError,
             asyncpg.ConnectionDoesNotExistError,
