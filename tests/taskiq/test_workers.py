@@ -74,7 +74,9 @@ async def results(broker: RedisStreamBroker, ids: list[str]) -> list[CampaignWor
     found: list[CampaignWork] = []
     for task_id in ids:
         waiting = AsyncTaskiqTask(task_id, broker.result_backend, CampaignWork)
-        result = await waiting.wait_result(check_interval=0.05, timeout=30)
+        # 60 s: a redelivered message waits out taskiq-redis's idle time and the survivor's
+        # current task; a loaded CI machine once took longer than 30 s.
+        result = await waiting.wait_result(check_interval=0.05, timeout=60)
         assert not result.is_err, result.error
         assert isinstance(result.return_value, CampaignWork)
         found.append(result.return_value)
