@@ -603,9 +603,7 @@ class Transport:
                 except WaitTooLong as exc:
                     raise self._no_turn(endpoint, attempt, exc.wait, last, uncertain) from None
                 except SmsError as exc:  # a shared limiter's store is away: nothing left now
-                    exc.provider = exc.provider or self.provider
-                    exc.endpoint = exc.endpoint or endpoint
-                    exc.attempts = attempt - 1
+                    self._name_limiter_error(exc, endpoint, attempt - 1)
                     if uncertain is not None:
                         raise self._still_unknown(uncertain, exc) from exc
                     raise
@@ -702,7 +700,11 @@ class Transport:
                     # A storm of 429s: back off even when the hint says "now" (or nothing).
                     hint = max(hint, retry.backoff(limited - 1))
                 limited += 1
-                if waited + hint > retry.max_rate_limit_wait:
+                # With no limiter to wait in, the reset is the account's next turn: beyond
+                # max_wait it is too far for this call (Failover moves on at once, as with a
+                # limiter, whose next acquire holds max_wait to the pause).
+                too_far = limiter is None and max_wait is not None and hint > max_wait
+                if too_far or waited + hint > retry.max_rate_limit_wait:
                     exc.attempts = attempt
                     if uncertain is not None:
                         raise self._still_unknown(uncertain, exc) from exc
@@ -710,22 +712,15 @@ class Transport:
                 waited += hint
                 if limiter is not None:
                     try:
-                        await limiter.pause(hint)  # the next acquire holds max_wait to it
+                        await limiter.pause(hint)
                     except SmsError as failed:  # a shared limiter's store failed
-                        failed.provider = failed.provider or self.provider
-                        failed.endpoint = failed.endpoint or endpoint
-                        failed.attempts = attempt
-                        if uncertain is not None:  # an earlier attempt may have gone through
+                        # Never "nothing sent" when an earlier attempt may have gone through:
+                        # Failover would send it again.
+                        self._name_limiter_error(failed, endpoint, attempt)
+                        if uncertain is not None:
                             raise self._still_unknown(uncertain, failed) from failed
                         raise
                     delay = 0.0
-                elif max_wait is not None and hint > max_wait:
-                    # No limiter to wait in: the reset is the account's next turn, too far for
-                    # this call (Failover moves on at once, as with a limiter).
-                    exc.attempts = attempt
-                    if uncertain is not None:
-                        raise self._still_unknown(uncertain, exc) from exc
-                    raise
                 else:
                     delay = hint
             except SmsError as exc:
@@ -757,6 +752,12 @@ class Transport:
                 if end is not None and asyncio.get_running_loop().time() + delay >= end:
                     raise self._out_of_time(endpoint, attempt, last, uncertain)
                 await asyncio.sleep(delay)
+
+    def _name_limiter_error(self, exc: SmsError, endpoint: str, attempts: int) -> None:
+        """Name this call in the error of a shared limiter whose store failed."""
+        exc.provider = exc.provider or self.provider
+        exc.endpoint = exc.endpoint or endpoint
+        exc.attempts = attempts
 
     def _attempt_timeout(self, left: float) -> aiohttp.ClientTimeout:
         """This attempt's timeouts when the call's deadline is nearer than ``timeout``."""

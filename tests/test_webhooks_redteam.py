@@ -25,7 +25,7 @@ from smsvn import webhooks
 from smsvn.errors import ValidationError
 from smsvn.models import DeliveryReport
 from smsvn.webhooks import TRACKER_KEY, Event, MaskedAccessLogger
-from tests.test_webhooks import Recorder, serve
+from tests.test_webhooks import Recorder, _send_raw, serve
 
 SECRET: Final = "redteam-SENTINEL-0123456789"
 WRONG: Final = "notthe-secret-value-00000000"
@@ -67,19 +67,6 @@ async def listening(application: web.Application, **runner: Any) -> AsyncIterato
         yield app_runner.addresses[0][1]
     finally:
         await app_runner.cleanup()
-
-
-async def exchange(port: int, data: bytes) -> bytes:
-    """Write raw bytes to 127.0.0.1:port; return everything read until the server closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
 
 
 def post(path: str, body: bytes, *headers: str) -> bytes:
@@ -206,7 +193,7 @@ async def test_compressed_bodies_do_not_inflate_past_the_cap_in_memory(
             tracemalloc.start()
         tracemalloc.reset_peak()
         try:
-            answers = await asyncio.gather(*(exchange(port, request) for _ in range(8)))
+            answers = await asyncio.gather(*(_send_raw(port, request) for _ in range(8)))
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             if not tracing:
@@ -268,7 +255,7 @@ async def test_the_secret_stays_out_of_the_access_log_however_the_path_is_spelt(
     parent = web.Application()
     parent.add_subapp("/hooks", webhooks.app(recorder, secret=SECRET))
     async with listening(parent, access_log_class=MaskedAccessLogger) as port:
-        answer = await exchange(port, post(path, report()))
+        answer = await _send_raw(port, post(path, report()))
         await asyncio.sleep(0.05)  # the access line is written after the answer
     if "%73" in path:
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:40]

@@ -9,11 +9,13 @@ where there is none, a failure under ``CI``.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import pytest
 
+from smsvn.sandbox import Sandbox
 from tests.services import postgres_dsn, postgres_schema
 
 __all__ = ["Row", "in_transaction", "journal_url", "postgres_dsn", "rows", "store_of", "tagged"]
@@ -133,3 +135,8 @@ async def expire_resends(url: str) -> None:
         await db.execute(update)
     finally:
         await db.close()
+
+
+def outbox(sb: Sandbox, provider: str) -> Counter[str]:
+    """How many times the simulator accepted each number through ``provider``."""
+    return Counter(r.phone for r in sb.outbox.for_provider(provider))

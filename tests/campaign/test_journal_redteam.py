@@ -32,6 +32,7 @@ from tests.campaign.journals import (
     expire_resends,
     in_transaction,
     journal_url,
+    outbox,
     postgres_dsn,
 )
 from tests.services import postgres_schema
@@ -41,16 +42,6 @@ __all__ = ["journal_url", "postgres_dsn"]
 FAST = RetryPolicy(max_retries=2, backoff_base=0.001, backoff_max=0.002)
 LONE_SURROGATE: str = json.loads('"\\ud800"')
 """What ``json.loads`` makes of a JSON string holding ``"\\ud800"`` (a web form, an API)."""
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    async with Sandbox(speedsms_rate_limit=None, delivery_delay=0.01) as sandbox:
-        yield sandbox
-
-
-def outbox(sb: Sandbox, provider: str) -> Counter[str]:
-    return Counter(r.phone for r in sb.outbox.for_provider(provider))
 
 
 async def _write_lock_free(path: str, after: float) -> bool:

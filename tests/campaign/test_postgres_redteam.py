@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
@@ -26,7 +25,7 @@ from smsvn.journal import Counts, LeaseLost
 from smsvn.journal._store import State
 from smsvn.sandbox import Fault, Sandbox
 from tests.campaign.fleet import CONTENT, campaign_input, number
-from tests.campaign.journals import rows
+from tests.campaign.journals import outbox, rows
 from tests.campaign.pg_proxy import DROP, DROP_ON_REPLY, PASS, STALL, Message, PgProxy, Rule
 from tests.services import postgres_schema
 
@@ -54,16 +53,6 @@ async def proxy(url: str) -> AsyncIterator[PgProxy]:
         yield proxy
     finally:
         await proxy.aclose()
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    async with Sandbox(speedsms_rate_limit=None, delivery_delay=0.01) as sandbox:
-        yield sandbox
-
-
-def outbox(sb: Sandbox, provider: str) -> Counter[str]:
-    return Counter(r.phone for r in sb.outbox.for_provider(provider))
 
 
 def nth_commit(what: str, n: int, action: str) -> Rule:
