@@ -412,10 +412,10 @@ async def test_a_failed_commit_fails_the_add_and_the_same_add_again_repairs_it(
     again adds what is missing."""
     submit = sqlite_store._Worker.submit
 
-    def full_disk(self: Any, job: Callable[[sqlite3.Connection], Any]) -> Any:
+    def full_disk(self: Any, job: Callable[[sqlite3.Connection], Any], urgent: bool = False) -> Any:
         if job.__name__ != "commit":  # an add's commit, queued on its own
-            return submit(self, job)
-        return submit(self, lambda db: job(_FullDisk(db)))
+            return submit(self, job, urgent)
+        return submit(self, lambda db: job(_FullDisk(db)), urgent)
 
     every = sqlite_store.ADD_COMMIT_EVERY
     numbers = [number(i) for i in range((every + 1) * CHUNK + 10)]

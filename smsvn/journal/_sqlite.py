@@ -11,6 +11,20 @@ processes queue for it (``busy_timeout``) instead of failing on a lock upgrade.
 Several processes may run one campaign at once: a claim reserves its rows inside the write
 transaction, so two runners never reserve the same row.
 
+**Batches.** A claim of new rows does not write them: each batch it takes (a run of consecutive
+pending rows with one shared content, or one row with its own text) becomes one row of
+``smsvn_batches`` (owner, token, the ids ``lo`` to ``hi``, size, state, request id, ...), and the
+campaign's cursor (``smsvn_campaigns.claimed``) moves past it. The batch's mark in flight and its
+outcome change that one row: per batch of 100 numbers, three row writes instead of three hundred
+(each with its indexes), which is most of what a journaled send cost. A batch row's rows stay
+pending, unowned and without the ``again`` mark in their own columns: exactly those rows of
+``lo``..``hi`` are its rows. Anything else done to them (a hand-back, refused numbers, a sweep of
+a dead runner, a page or export, reconciliation, ``resolve``) first *spreads* the batch row onto
+its rows (``spread``: the columns a claim of single rows would have left) and drops it; from there
+on the rows say all, as before. A row that goes back to pending (a hand-back, a freed claim, a
+resend under its request id) gets the ``again`` mark, and claims take such rows one by one first;
+so a claim cursor never passes a row that is still to be sent.
+
 **Imports** (``add``; the keys are ``_intake``'s hash chain). There is no index of the keys
 (it cost a quarter of an add's time): each add of a segment records the rows it wrote
 (``smsvn_segments``: the chain of its first row, how many rows, the chain of its last, the ids
@@ -79,7 +93,8 @@ _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS smsvn_campaigns (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    claimed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS smsvn_contents (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -136,8 +151,26 @@ CREATE TABLE IF NOT EXISTS smsvn_recipients (
     since REAL,
     resend_until REAL,
     passed INTEGER,
-    tier INTEGER
+    tier INTEGER,
+    again INTEGER
 );
+CREATE TABLE IF NOT EXISTS smsvn_batches (
+    campaign INTEGER NOT NULL,
+    owner INTEGER NOT NULL,
+    token INTEGER NOT NULL,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    provider TEXT,
+    request_id TEXT,
+    since REAL,
+    resend_until REAL,
+    message_id TEXT,
+    reason TEXT,
+    PRIMARY KEY (campaign, owner, token)
+) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS smsvn_recipients_once
     ON smsvn_recipients (campaign, phone, digest) WHERE state < 5;
 CREATE INDEX IF NOT EXISTS smsvn_recipients_free
@@ -152,12 +185,20 @@ CREATE INDEX IF NOT EXISTS smsvn_recipients_resend
 # the ids ``first_id`` to ``last_id``. ``smsvn_segments_before``: the ids of each segment added
 # by a journal older than these records (which kept a unique index of every row's segment and
 # chain instead): read row by row (see ``_migrate``).
+# ``smsvn_batches`` and ``smsvn_campaigns.claimed``: see "Batches" in the module's docstring.
 # Index by index: ``once`` finds duplicates (a number with the same text twice); ``free`` is
-# what claims walk (pending rows no runner holds, oldest first); ``held`` finds the rows of one
+# what claims walk (pending rows no runner holds, oldest first); ``again`` those of them that
+# went back to pending (a resend, a hand-on, a freed claim); ``held`` finds the rows of one
 # batch (the fenced writes) and those of dead runners (sweeps); ``resend`` finds pending
 # resends. Counts and exports read the table (each index more slows every add). Queries repeat
 # each partial index's condition word for word, which is how SQLite knows that the index
 # applies.
+
+_AGAIN_INDEX: Final = """
+CREATE INDEX IF NOT EXISTS smsvn_recipients_again
+    ON smsvn_recipients (campaign, id) WHERE state = 0 AND owner IS NULL AND again IS NOT NULL
+"""
+"""Made after ``_upgrade`` (a journal made before batch rows gets the column first)."""
 
 _DUPLICATE_REASON: Final = "duplicate: the campaign already has this number with this text"
 _LOST_REASON: Final = "its runner stopped while it was in flight: it may have been sent"
@@ -170,13 +211,21 @@ _CLAIM: Final = """
 SELECT r.id, r.phone, r.content, COALESCE(r.text, c.text), r.request_id, r.given_id,
        r.since IS NOT NULL
 FROM smsvn_recipients r LEFT JOIN smsvn_contents c ON c.id = r.content
-WHERE r.campaign = :campaign AND r.state = 0 AND r.owner IS NULL
+WHERE r.campaign = :campaign AND r.state = 0 AND r.owner IS NULL AND r.again IS NOT NULL
   AND CASE WHEN r.since IS NOT NULL
                 THEN r.provider = :provider AND r.resend_until > :now AND r.passed IS NOT :runner
            WHEN r.passed = :runner THEN r.tier <= :tier
            ELSE :fresh END
 ORDER BY r.id
 LIMIT :limit
+"""
+
+_FRESH: Final = """
+SELECT id, phone, content, text, given_id
+FROM smsvn_recipients
+WHERE campaign = ? AND state = 0 AND owner IS NULL AND id > ? AND again IS NULL
+ORDER BY id
+LIMIT ?
 """
 
 _DEPART: Final = """
@@ -218,7 +267,7 @@ WHERE campaign = ? AND owner = ? AND batch = ? AND state = 1 AND state < 2 AND o
 
 _HAND_BACK: Final = """
 UPDATE smsvn_recipients
-SET state = 0, owner = NULL, batch = NULL, passed = ?, tier = ?, reason = ?,
+SET state = 0, owner = NULL, batch = NULL, again = 1, passed = ?, tier = ?, reason = ?,
     request_id = CASE WHEN ? THEN NULL ELSE request_id END,
     since = CASE WHEN ? THEN NULL ELSE since END,
     resend_until = CASE WHEN ? THEN NULL ELSE resend_until END
@@ -241,9 +290,11 @@ class _Worker:
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
-        ] = queue.SimpleQueue()
+        # (priority, order, job, its future); the job None (priority 2, after all) stops.
+        self._jobs: queue.PriorityQueue[
+            tuple[int, int, Callable[[sqlite3.Connection], Any] | None, asyncio.Future[Any] | None]
+        ] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._thread = threading.Thread(target=self._serve, name="smsvn-journal", daemon=True)
         self._ready: asyncio.Future[None] | None = None
 
@@ -253,19 +304,23 @@ class _Worker:
         self._thread.start()
         await self._ready
 
-    async def call(self, job: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def call(self, job: Callable[[sqlite3.Connection], _T], urgent: bool = False) -> _T:
         """Run ``job(connection)`` in the thread; its result or exception comes back here."""
-        return await self.submit(job)
+        return await self.submit(job, urgent)
 
-    def submit(self, job: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
-        """Queue ``job(connection)`` now; its result or exception comes in the future."""
+    def submit(
+        self, job: Callable[[sqlite3.Connection], _T], urgent: bool = False
+    ) -> asyncio.Future[_T]:
+        """Queue ``job(connection)`` now; its result or exception comes in the future. An
+        ``urgent`` job (a batch's mark in flight, which its request waits for) goes before the
+        others queued (claims of more batches, which are made ahead of need)."""
         future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        self._jobs.put((job, future))
+        self._jobs.put((0 if urgent else 1, next(self._order), job, future))
         return future
 
     async def stop(self) -> None:
         """Close the connection and end the thread."""
-        self._jobs.put(None)
+        self._jobs.put((2, next(self._order), None, None))
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
     def _serve(self) -> None:
@@ -279,8 +334,10 @@ class _Worker:
             return
         loop.call_soon_threadsafe(_settle, ready, None, None)
         try:
-            while (item := self._jobs.get()) is not None:
-                job, future = item
+            while True:
+                _, _, job, future = self._jobs.get()
+                if job is None or future is None:
+                    break
                 try:
                     result = job(connection)
                 except BaseException as exc:
@@ -335,6 +392,8 @@ def _connect(path: str) -> sqlite3.Connection:
                 if statement.strip():
                     connection.execute(statement)
             _migrate(connection)
+            _upgrade(connection)
+            connection.execute(_AGAIN_INDEX)
     except sqlite3.DatabaseError as exc:
         connection.close()
         if type(exc) is not sqlite3.DatabaseError:  # locked, read-only, ...: as they are
@@ -374,6 +433,20 @@ def _migrate(db: sqlite3.Connection) -> None:
         ranges,
     )
     db.execute("DROP INDEX smsvn_recipients_key")
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """A journal made before batch rows: its campaigns get a claim cursor (at their first
+    row) and its rows the ``again`` mark, set on the pending rows that went back to pending
+    (a resend under its request id, a hand-on): claims take those one by one, as before."""
+    if any(column[1] == "again" for column in db.execute("PRAGMA table_info(smsvn_recipients)")):
+        return
+    db.execute("ALTER TABLE smsvn_campaigns ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE smsvn_recipients ADD COLUMN again INTEGER")
+    db.execute(
+        "UPDATE smsvn_recipients SET again = 1 WHERE state = 0 AND owner IS NULL "
+        "AND (since IS NOT NULL OR passed IS NOT NULL)"
+    )
 
 
 class _transaction(contextlib.AbstractContextManager[sqlite3.Connection]):
@@ -420,7 +493,7 @@ class SqliteStore:
         if worker is not None:
             await worker.stop()
 
-    async def _call(self, job: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def _call(self, job: Callable[[sqlite3.Connection], _T], urgent: bool = False) -> _T:
         """Run ``job`` in the worker, after committing an add's open transaction (if any)."""
         worker = self._worker
         if worker is None:
@@ -432,7 +505,7 @@ class SqliteStore:
                 db.execute("COMMIT")
             return job(db)
 
-        return await worker.call(after_adds)
+        return await worker.call(after_adds, urgent)
 
     # -- campaigns and contents ------------------------------------------------------------
 
@@ -613,19 +686,26 @@ class SqliteStore:
                 for runner in gone:
                     db.execute("DELETE FROM smsvn_runners WHERE id = ?", (runner,))
                 alive = "SELECT id FROM smsvn_runners WHERE campaign = :campaign"
+                spread(
+                    db,
+                    campaign,
+                    "AND state < 2 "
+                    "AND owner NOT IN (SELECT id FROM smsvn_runners WHERE campaign = ?)",
+                    (campaign,),
+                )
                 held = (
                     "campaign = :campaign AND state < 2 AND owner IS NOT NULL "
                     f"AND owner NOT IN ({alive})"
                 )
                 args = {"campaign": campaign, "now": now, "lost": _LOST_REASON}
                 freed = db.execute(
-                    f"UPDATE smsvn_recipients SET owner = NULL, batch = NULL "
+                    f"UPDATE smsvn_recipients SET owner = NULL, batch = NULL, again = 1 "
                     f"WHERE {held} AND state = 0",
                     args,
                 ).rowcount
                 resend = db.execute(
                     f"UPDATE smsvn_recipients SET state = 0, owner = NULL, batch = NULL, "
-                    f"passed = NULL WHERE {held} AND state = 1 AND resend_until > :now",
+                    f"again = 1, passed = NULL WHERE {held} AND state = 1 AND resend_until > :now",
                     args,
                 ).rowcount
                 unknown = db.execute(
@@ -661,6 +741,8 @@ class SqliteStore:
             with _transaction(db):
                 if not db.execute("SELECT 1 FROM smsvn_runners WHERE id = ?", (runner,)).fetchone():
                     return None
+                # Rows that went back to pending first (one by one, as they may go to other
+                # batches), then new ones: batch rows.
                 found = [
                     ClaimedRow(
                         int(i), int(phone), content, text,
@@ -691,6 +773,11 @@ class SqliteStore:
                             f"WHERE id IN ({marks})",
                             (runner, token, *(row.id for row in group)),
                         )
+                if fresh and len(claimed) < batches:
+                    claimed += _claim_new(
+                        db, campaign, runner, batch_size, batches - len(claimed),
+                        first_token + len(claimed),
+                    )  # fmt: skip
             return claimed
 
         return await self._call(job)
@@ -700,7 +787,7 @@ class SqliteStore:
             with _transaction(db):
                 return _write(db, writes, time.time())
 
-        return await self._call(job)
+        return await self._call(job, urgent=True)
 
     async def outlook(self, campaign: int, runner: int) -> Outlook:
         def job(db: sqlite3.Connection) -> Outlook:
@@ -709,7 +796,12 @@ class SqliteStore:
                 "AND owner IS NOT NULL AND owner != ?",
                 (campaign, runner),
             ).fetchone()
-            return Outlook(int(row[0]))
+            (batched,) = db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM smsvn_batches WHERE campaign = ? "
+                "AND state < 2 AND owner != ?",
+                (campaign, runner),
+            ).fetchone()
+            return Outlook(int(row[0]) + int(batched))
 
         return await self._call(job)
 
@@ -730,11 +822,20 @@ class SqliteStore:
 
     async def counts(self, campaign: int) -> Counts:
         def job(db: sqlite3.Connection) -> Counts:
-            rows = db.execute(
+            counts = dict.fromkeys(State, 0)
+            for state, n in db.execute(
                 "SELECT state, COUNT(*) FROM smsvn_recipients WHERE campaign = ? GROUP BY state",
                 (campaign,),
-            )
-            return Counts(**{STATE_NAMES[State(state)]: int(n) for state, n in rows})
+            ):
+                counts[State(state)] += int(n)
+            # A batch row's rows are pending in their own columns.
+            for state, n in db.execute(
+                "SELECT state, SUM(size) FROM smsvn_batches WHERE campaign = ? GROUP BY state",
+                (campaign,),
+            ):
+                counts[State.PENDING] -= int(n)
+                counts[State(state)] += int(n)
+            return Counts(**{STATE_NAMES[state]: n for state, n in counts.items()})
 
         return await self._call(job)
 
@@ -742,6 +843,7 @@ class SqliteStore:
         self, campaign: int, state: State | None, after: int, limit: int
     ) -> list[tuple[int, Recipient]]:
         def job(db: sqlite3.Connection) -> list[tuple[int, Recipient]]:
+            _spread_all(db, campaign)
             if state is None:
                 rows = db.execute(_PAGE.format(state=""), (campaign, after, limit))
             else:
@@ -756,6 +858,7 @@ class SqliteStore:
 
     async def unknown_since(self, campaign: int, provider: str) -> list[tuple[int, int, float]]:
         def job(db: sqlite3.Connection) -> list[tuple[int, int, float]]:
+            _spread_all(db, campaign)
             return [
                 (int(i), int(phone), float(since or 0.0))
                 for i, phone, since in db.execute(
@@ -772,6 +875,7 @@ class SqliteStore:
     ) -> int:
         def job(db: sqlite3.Connection) -> int:
             with _transaction(db):
+                spread(db, campaign)
                 return sum(
                     db.execute(
                         "UPDATE smsvn_recipients "
@@ -787,6 +891,7 @@ class SqliteStore:
     async def settle_phone(self, campaign: int, provider: str, phone: int, message_id: str) -> int:
         def job(db: sqlite3.Connection) -> int:
             with _transaction(db):
+                spread(db, campaign)
                 return db.execute(
                     "UPDATE smsvn_recipients SET state = 2, message_id = ?, reason = NULL "
                     "WHERE id = (SELECT id FROM smsvn_recipients WHERE campaign = ? "
@@ -804,7 +909,7 @@ class SqliteStore:
             assignments = "state = :state, reason = :reason"
             if state == State.PENDING:
                 assignments += (
-                    ", owner = NULL, batch = NULL, passed = NULL, request_id = NULL, "
+                    ", owner = NULL, batch = NULL, again = 1, passed = NULL, request_id = NULL, "
                     "since = NULL, resend_until = NULL"
                 )
             update = (
@@ -813,6 +918,7 @@ class SqliteStore:
             )
             args: dict[str, object] = {"state": int(state), "reason": reason, "campaign": campaign}
             with _transaction(db):
+                spread(db, campaign)
                 if phones is None:
                     return db.execute(update, args).rowcount
                 return sum(
@@ -1029,6 +1135,159 @@ _GROUPED: Final = sqlite3.sqlite_version_info >= (3, 33)
 one statement each; otherwise one statement a batch."""
 
 
+def _claim_new(
+    db: sqlite3.Connection, campaign: int, runner: int, batch_size: int, batches: int, token: int
+) -> list[tuple[int, list[ClaimedRow]]]:
+    """Up to ``batches`` batches of the rows after the campaign's claim cursor, each a run of
+    consecutive new rows with one shared content (or one row with its own text), reserved as
+    one batch row; the cursor moves past the last of them."""
+    (cursor,) = db.execute(
+        "SELECT claimed FROM smsvn_campaigns WHERE id = ?", (campaign,)
+    ).fetchone()
+    texts: dict[int, str] = {}
+    runs: list[list[ClaimedRow]] = []
+    run: list[ClaimedRow] = []
+    for ident, phone, content, text, given_id in db.execute(
+        _FRESH, (campaign, cursor, batch_size * batches)
+    ):
+        if run and (content is None or content != run[0].content_id or len(run) >= batch_size):
+            runs.append(run)
+            if len(runs) == batches:
+                break
+            run = []
+        if content is not None:
+            text = texts.get(content)
+            if text is None:
+                (text,) = db.execute(
+                    "SELECT text FROM smsvn_contents WHERE id = ?", (content,)
+                ).fetchone()
+                texts[content] = text
+        run.append(ClaimedRow(int(ident), int(phone), content, text, given_id, False))
+    else:
+        if run:
+            runs.append(run)
+    if not runs:
+        return []
+    claimed = [(token + n, rows) for n, rows in enumerate(runs)]
+    db.executemany(
+        "INSERT INTO smsvn_batches (campaign, owner, token, lo, hi, size, state) "
+        "VALUES (?, ?, ?, ?, ?, ?, 0)",
+        [(campaign, runner, t, rows[0].id, rows[-1].id, len(rows)) for t, rows in claimed],
+    )
+    db.execute("UPDATE smsvn_campaigns SET claimed = ? WHERE id = ?", (runs[-1][-1].id, campaign))
+    return claimed
+
+
+_SPREAD: Final = """
+UPDATE smsvn_recipients
+SET state = ?, owner = ?, batch = ?, attempts = attempts + ?, provider = ?, request_id = ?,
+    since = ?, resend_until = ?, message_id = ?, reason = ?
+WHERE campaign = ? AND id BETWEEN ? AND ? AND state = 0 AND owner IS NULL AND again IS NULL
+"""
+
+
+def spread(
+    db: sqlite3.Connection, campaign: int | None, which: str = "", args: Sequence[object] = ()
+) -> None:
+    """Write the batch rows of ``campaign`` (all campaigns: None) that match ``which`` (more
+    conditions) onto their rows, and drop them: the rows then say all, as a claim of single
+    rows would have left them, and the fenced writes that follow find them there."""
+    where = "WHERE 1" if campaign is None else f"WHERE campaign = {int(campaign)}"
+    found = db.execute(
+        "SELECT campaign, owner, token, lo, hi, state, attempts, provider, request_id, since, "
+        f"resend_until, message_id, reason FROM smsvn_batches {where} {which}",
+        args,
+    ).fetchall()
+    if not found:
+        return
+    db.executemany(
+        _SPREAD,
+        [(state, owner, token, attempts, provider, request_id, since, until, message_id, reason,
+          c, lo, hi)
+         for c, owner, token, lo, hi, state, attempts, provider, request_id, since, until,
+         message_id, reason in found],
+    )  # fmt: skip
+    db.executemany(
+        "DELETE FROM smsvn_batches WHERE campaign = ? AND owner = ? AND token = ?",
+        [row[:3] for row in found],
+    )
+
+
+def _spread_all(db: sqlite3.Connection, campaign: int) -> None:
+    """``spread`` every batch row of ``campaign`` (in a transaction of its own if there are
+    any): before a read or write of single rows."""
+    if db.execute("SELECT 1 FROM smsvn_batches WHERE campaign = ? LIMIT 1", (campaign,)).fetchone():
+        if db.in_transaction:
+            spread(db, campaign)
+        else:
+            with _transaction(db):
+                spread(db, campaign)
+
+
+_BATCH_MARK: Final = """
+UPDATE smsvn_batches
+SET state = 1, attempts = attempts + 1, provider = ?, request_id = ?, since = ?, resend_until = ?
+WHERE campaign = ? AND owner = ? AND token = ? AND state = 0
+"""
+
+_BATCH_FINISH: Final = """
+UPDATE smsvn_batches SET state = ?, message_id = ?, reason = ?
+WHERE campaign = ? AND owner = ? AND token = ? AND state = 1
+"""
+
+
+def _write_batches(
+    db: sqlite3.Connection, writes: Sequence[Write | Settle], now: float, done: list[bool | None]
+) -> None:
+    """The marks and plain outcomes of ``writes`` whose batch is a batch row, fenced as the
+    rows' are (owner still registered, the batch still held in the expected state); the other
+    items (of single rows, or hand-backs, refused numbers) are left to ``_write``, their batch
+    rows first spread onto their rows."""
+    owners: dict[tuple[int, int], list[int]] = {}
+    for i, item in enumerate(writes):
+        if isinstance(item, Settle) and (item.state == State.PENDING or item.refused):
+            spread(db, item.campaign, "AND owner = ? AND token = ?", (item.owner, item.batch))
+        else:
+            owners.setdefault((item.campaign, item.owner), []).append(i)
+    for (campaign, owner), indices in owners.items():
+        marks = ", ".join("?" * len(indices))
+        held = {
+            token: (state, size)
+            for token, state, size in db.execute(
+                f"SELECT token, state, size FROM smsvn_batches WHERE campaign = ? AND owner = ? "
+                f"AND token IN ({marks})",
+                (campaign, owner, *(writes[i].batch for i in indices)),
+            )
+        }
+        if not held:
+            continue
+        alive = db.execute("SELECT 1 FROM smsvn_runners WHERE id = ?", (owner,)).fetchone()
+        departing: list[tuple[object, ...]] = []
+        finishing: list[tuple[object, ...]] = []
+        for i in indices:
+            item = writes[i]
+            found = held.get(item.batch)
+            if found is None:
+                continue  # of single rows
+            state, size = found
+            if isinstance(item, Write):
+                done[i] = ok = bool(alive) and state == State.PENDING and size == item.size > 0
+                if ok:
+                    until = None if item.resend_for is None else now + item.resend_for
+                    departing.append(
+                        (item.provider, item.request_id, now, until, campaign, owner, item.batch)
+                    )
+            else:
+                done[i] = ok = state == State.IN_FLIGHT
+                if ok:
+                    finishing.append(
+                        (int(item.state), item.message_id, item.reason, campaign, owner,
+                         item.batch)
+                    )  # fmt: skip
+        db.executemany(_BATCH_MARK, departing)
+        db.executemany(_BATCH_FINISH, finishing)
+
+
 def _write(db: sqlite3.Connection, writes: Sequence[Write | Settle], now: float) -> list[bool]:
     """Apply a group of marks and outcomes (each fenced); whether each batch was still held.
 
@@ -1036,10 +1295,13 @@ def _write(db: sqlite3.Connection, writes: Sequence[Write | Settle], now: float)
     runner, after one query that finds which of the group's batches are still held: a few
     statements per commit, however many batches it carries."""
     done: list[bool | None] = [None] * len(writes)
+    _write_batches(db, writes, now, done)
     if _GROUPED:
         marks: dict[tuple[int, int], list[tuple[int, Write]]] = {}
         outcomes: dict[tuple[int, int], list[tuple[int, Settle]]] = {}
         for i, item in enumerate(writes):
+            if done[i] is not None:
+                continue
             if isinstance(item, Write):
                 marks.setdefault((item.campaign, item.owner), []).append((i, item))
             elif item.state != State.PENDING and not item.refused:

@@ -54,8 +54,19 @@ class Row(NamedTuple):
 _ROWS = (
     "SELECT r.phone, r.state, r.owner, r.batch, r.message_id, r.attempts, r.request_id "
     "FROM smsvn_recipients r JOIN smsvn_campaigns c ON c.id = r.campaign "
-    "WHERE c.name = {} ORDER BY r.id"
+    "WHERE c.name = $1 ORDER BY r.id"
 )
+_SQLITE_ROWS = """
+SELECT r.phone, COALESCE(b.state, r.state), COALESCE(b.owner, r.owner),
+       COALESCE(b.token, r.batch), IIF(b.token IS NULL, r.message_id, b.message_id),
+       r.attempts + COALESCE(b.attempts, 0), IIF(b.token IS NULL, r.request_id, b.request_id)
+FROM smsvn_recipients r JOIN smsvn_campaigns c ON c.id = r.campaign
+LEFT JOIN smsvn_batches b ON b.campaign = r.campaign AND r.id BETWEEN b.lo AND b.hi
+     AND r.state = 0 AND r.owner IS NULL AND r.again IS NULL
+WHERE c.name = ? ORDER BY r.id
+"""
+"""SQLite keeps the batches a claim took whole as batch rows (``smsvn_batches``): their rows
+are pending in their own columns, and the batch row says the rest."""
 
 
 async def rows(url: str, campaign: str) -> list[Row]:
@@ -75,12 +86,12 @@ async def rows(url: str, campaign: str) -> list[Row]:
 
     if store_of(url) == "sqlite":
         with sqlite3.connect(url) as db:
-            return [row(r) for r in db.execute(_ROWS.format("?"), (campaign,))]
+            return [row(r) for r in db.execute(_SQLITE_ROWS, (campaign,))]
     import asyncpg
 
     db = await asyncpg.connect(url)
     try:
-        return [row(tuple(r)) for r in await db.fetch(_ROWS.format("$1"), campaign)]
+        return [row(tuple(r)) for r in await db.fetch(_ROWS, campaign)]
     finally:
         await db.close()
 

@@ -1,0 +1,146 @@
+"""SQLite keeps a batch of new rows as one row of its own (``smsvn_batches``): a claim, its mark
+in flight and its outcome write that row, not the batch's hundred rows. These tests pin that
+layout and what it must not change: single-row reads (pages, exports, reconciliation) see every
+row's state, the fence holds on a batch spread onto its rows, and a journal made before batch
+rows (no ``again`` column, no claim cursor) upgrades and finishes its campaign without sending
+anything twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import smsvn
+from smsvn.bulk import Outcome
+from smsvn.journal._runner import Runner, Source
+from smsvn.journal._store import State
+from smsvn.sandbox import Sandbox
+from tests.campaign.fleet import CONTENT, number
+from tests.campaign.journals import rows
+
+
+def _table(path: Path, query: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return list(db.execute(query))
+
+
+async def test_a_claimed_batch_is_one_row_and_its_rows_are_untouched(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    path = tmp_path / "j.db"
+    async with smsvn.Journal(str(path)) as journal, sb.client("speedsms") as client:
+        campaign = await journal.campaign("layout")
+        await campaign.add([number(i) for i in range(250)], content=CONTENT)
+        runner = Runner(journal._store, campaign._id, lease=30)
+        await runner.start()
+        source = Source(runner, client, None, stage=0, fresh=True, options={})
+        source.prepare([CONTENT])
+        claims = await source.claim(3)
+        assert [c.size for c in claims] == [100, 100, 50]
+        assert _table(path, "SELECT COUNT(*) FROM smsvn_batches") == [(3,)]
+        # The rows themselves are as they were added: pending, held by nobody.
+        assert _table(path, "SELECT state, COUNT(*) FROM smsvn_recipients WHERE owner IS NULL "
+                      "GROUP BY state") == [(0, 250)]  # fmt: skip
+        first = claims[0]
+        assert await source.depart(first)
+        result = await source.send(first.numbers, CONTENT, None)
+        assert await source.settle(first, result, None) is Outcome.SENT
+        assert _table(path, "SELECT COUNT(*) FROM smsvn_recipients WHERE state != 0") == [(0,)]
+        counts = await campaign.counts()
+        assert (counts.sent, counts.pending) == (100, 150)
+        # A page of single rows spreads the batch rows (live ones too) onto their rows ...
+        sent = [r.phone async for r in campaign.recipients(state="sent")]
+        assert sorted(sent) == sorted(first.numbers)
+        assert _table(path, "SELECT COUNT(*) FROM smsvn_batches") == [(0,)]
+        # ... and the reserved batches go on through the rows, fenced as before.
+        for claim in claims[1:]:
+            assert await source.depart(claim)
+            result = await source.send(claim.numbers, CONTENT, None)
+            assert await source.settle(claim, result, None) is Outcome.SENT
+        await runner.stop()
+        assert (await campaign.counts()).sent == 250
+    assert Counter(State(r.state) for r in await rows(str(path), "layout")) == {State.SENT: 250}
+    assert max(Counter(m.phone for m in sb.outbox.for_provider("speedsms")).values()) == 1
+
+
+async def test_a_batch_row_of_a_stopped_runner_is_swept_as_its_rows_would_be(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    """A runner stops with one batch in flight and one reserved: the next sweep makes the first
+    unknown and frees the second, which the next run sends; the unknown is never resent."""
+    path = tmp_path / "j.db"
+    async with smsvn.Journal(str(path)) as journal, sb.client("speedsms") as client:
+        campaign = await journal.campaign("swept")
+        await campaign.add([number(i) for i in range(200)], content=CONTENT)
+        runner = Runner(journal._store, campaign._id, lease=30)
+        await runner.start()
+        source = Source(runner, client, None, stage=0, fresh=True, options={})
+        source.prepare([CONTENT])
+        in_flight, reserved = await source.claim(2)
+        assert await source.depart(in_flight)
+        await runner.stop()  # as if killed: nothing settled, nothing handed back
+        report = await campaign.run(client)
+        assert report.accepted == 100
+        counts = await campaign.counts()
+        assert (counts.sent, counts.unknown, counts.pending) == (100, 100, 0)
+        unknown = {r.phone async for r in campaign.recipients(state="unknown")}
+        assert unknown == set(in_flight.numbers)
+    assert {m.phone for m in sb.outbox.for_provider("speedsms")} == set(reserved.numbers)
+
+
+def _downgrade(path: Path) -> None:
+    """The journal file as a version before batch rows left it: batch rows spread onto their
+    rows, no ``smsvn_batches``, no ``again`` column or index, no claim cursor."""
+    from smsvn.journal._sqlite import spread
+
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        spread(db, None)
+        db.execute("DROP TABLE smsvn_batches")
+        db.execute("DROP INDEX smsvn_recipients_again")
+        db.execute("ALTER TABLE smsvn_recipients DROP COLUMN again")
+        db.execute("ALTER TABLE smsvn_campaigns DROP COLUMN claimed")
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+async def test_a_journal_made_before_batch_rows_finishes_its_campaign(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    """Part of a campaign sent, one batch handed back (a refusal that proves nothing left) and
+    one left in flight by a runner that died, in the old layout: the upgraded journal sends
+    each number that was not sent exactly once and never resends the unknown batch."""
+    path = tmp_path / "old.db"
+    inputs = [number(i) for i in range(1_000)]
+    async with smsvn.Journal(str(path)) as journal, sb.client("speedsms") as client:
+        campaign = await journal.campaign("old")
+        await campaign.add(inputs, content=CONTENT)
+        runner = Runner(journal._store, campaign._id, lease=30)
+        await runner.start()
+        source = Source(runner, client, None, stage=0, fresh=True, options={})
+        source.prepare([CONTENT])
+        sent, handed, lost = await source.claim(3)
+        assert await source.depart(sent)
+        result = await source.send(sent.numbers, CONTENT, None)
+        assert await source.settle(sent, result, None) is Outcome.SENT
+        await source.release([handed])
+        assert await source.depart(lost)
+        await runner.stop()
+    _downgrade(path)
+    columns = {c[1] for c in _table(path, "PRAGMA table_info(smsvn_recipients)")}
+    assert "again" not in columns
+    async with smsvn.Journal(str(path)) as journal, sb.client("speedsms") as client:
+        campaign = await journal.campaign("old")
+        report = await campaign.run(client)
+        assert report.accepted == 800
+        counts = await campaign.counts()
+        assert (counts.sent, counts.unknown, counts.pending, counts.in_flight) == (900, 100, 0, 0)
+        assert {r.phone async for r in campaign.recipients(state="unknown")} == set(lost.numbers)
+        assert (await campaign.run(client)).accepted == 0
+    accepted = Counter(m.phone for m in sb.outbox.for_provider("speedsms"))
+    assert max(accepted.values()) == 1
+    assert set(accepted) == set(inputs) - set(lost.numbers)
