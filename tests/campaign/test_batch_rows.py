@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import smsvn
 from smsvn.bulk import Outcome
@@ -26,6 +27,15 @@ def _table(path: Path, query: str) -> list[tuple[object, ...]]:
         return list(db.execute(query))
 
 
+async def _runner(journal: smsvn.Journal, campaign: Any, client: Any) -> tuple[Runner, Source]:
+    """A started runner of ``campaign`` and its source of batches (one content, no Failover)."""
+    runner = Runner(journal._store, campaign._id, lease=30)
+    await runner.start()
+    source = Source(runner, client, None, stage=0, fresh=True, options={})
+    source.prepare([CONTENT])
+    return runner, source
+
+
 async def test_a_claimed_batch_is_one_row_and_its_rows_are_untouched(
     tmp_path: Path, sb: Sandbox
 ) -> None:
@@ -33,10 +43,7 @@ async def test_a_claimed_batch_is_one_row_and_its_rows_are_untouched(
     async with smsvn.Journal(str(path)) as journal, sb.client("speedsms") as client:
         campaign = await journal.campaign("layout")
         await campaign.add([number(i) for i in range(250)], content=CONTENT)
-        runner = Runner(journal._store, campaign._id, lease=30)
-        await runner.start()
-        source = Source(runner, client, None, stage=0, fresh=True, options={})
-        source.prepare([CONTENT])
+        runner, source = await _runner(journal, campaign, client)
         claims = await source.claim(3)
         assert [c.size for c in claims] == [100, 100, 50]
         assert _table(path, "SELECT COUNT(*) FROM smsvn_batches") == [(3,)]
@@ -74,10 +81,7 @@ async def test_a_batch_row_of_a_stopped_runner_is_swept_as_its_rows_would_be(
     async with smsvn.Journal(str(path)) as journal, sb.client("speedsms") as client:
         campaign = await journal.campaign("swept")
         await campaign.add([number(i) for i in range(200)], content=CONTENT)
-        runner = Runner(journal._store, campaign._id, lease=30)
-        await runner.start()
-        source = Source(runner, client, None, stage=0, fresh=True, options={})
-        source.prepare([CONTENT])
+        runner, source = await _runner(journal, campaign, client)
         in_flight, reserved = await source.claim(2)
         assert await source.depart(in_flight)
         await runner.stop()  # as if killed: nothing settled, nothing handed back
@@ -119,10 +123,7 @@ async def test_a_journal_made_before_batch_rows_finishes_its_campaign(
     async with smsvn.Journal(str(path)) as journal, sb.client("speedsms") as client:
         campaign = await journal.campaign("old")
         await campaign.add(inputs, content=CONTENT)
-        runner = Runner(journal._store, campaign._id, lease=30)
-        await runner.start()
-        source = Source(runner, client, None, stage=0, fresh=True, options={})
-        source.prepare([CONTENT])
+        runner, source = await _runner(journal, campaign, client)
         sent, handed, lost = await source.claim(3)
         assert await source.depart(sent)
         result = await source.send(sent.numbers, CONTENT, None)
