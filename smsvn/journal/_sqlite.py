@@ -50,7 +50,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 from smsvn.errors import ValidationError
@@ -686,18 +686,12 @@ class SqliteStore:
                 for runner in gone:
                     db.execute("DELETE FROM smsvn_runners WHERE id = ?", (runner,))
                 alive = "SELECT id FROM smsvn_runners WHERE campaign = :campaign"
-                spread(
-                    db,
-                    campaign,
-                    "AND state < 2 "
-                    "AND owner NOT IN (SELECT id FROM smsvn_runners WHERE campaign = ?)",
-                    (campaign,),
-                )
+                args = {"campaign": campaign, "now": now, "lost": _LOST_REASON}
+                spread(db, campaign, f"AND state < 2 AND owner NOT IN ({alive})", args)
                 held = (
                     "campaign = :campaign AND state < 2 AND owner IS NOT NULL "
                     f"AND owner NOT IN ({alive})"
                 )
-                args = {"campaign": campaign, "now": now, "lost": _LOST_REASON}
                 freed = db.execute(
                     f"UPDATE smsvn_recipients SET owner = NULL, batch = NULL, again = 1 "
                     f"WHERE {held} AND state = 0",
@@ -1187,7 +1181,10 @@ WHERE campaign = ? AND id BETWEEN ? AND ? AND state = 0 AND owner IS NULL AND ag
 
 
 def spread(
-    db: sqlite3.Connection, campaign: int | None, which: str = "", args: Sequence[object] = ()
+    db: sqlite3.Connection,
+    campaign: int | None,
+    which: str = "",
+    args: Sequence[object] | Mapping[str, object] = (),
 ) -> None:
     """Write the batch rows of ``campaign`` (all campaigns: None) that match ``which`` (more
     conditions) onto their rows, and drop them: the rows then say all, as a claim of single
@@ -1214,14 +1211,11 @@ def spread(
 
 
 def _spread_all(db: sqlite3.Connection, campaign: int) -> None:
-    """``spread`` every batch row of ``campaign`` (in a transaction of its own if there are
-    any): before a read or write of single rows."""
+    """Before a read of single rows: ``spread`` every batch row of ``campaign``, in a write
+    transaction taken only if there are any."""
     if db.execute("SELECT 1 FROM smsvn_batches WHERE campaign = ? LIMIT 1", (campaign,)).fetchone():
-        if db.in_transaction:
+        with _transaction(db):
             spread(db, campaign)
-        else:
-            with _transaction(db):
-                spread(db, campaign)
 
 
 _BATCH_MARK: Final = """
