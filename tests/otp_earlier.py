@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import AsyncIterator
 from typing import Final
+
+import pytest
 
 from smsvn import otp
 from smsvn._shared_limits import LuaScript
@@ -269,3 +272,27 @@ class EarlierRedisStore(otp.RedisStore):
         answer = f"{self._root}:c:{secrets.token_hex(8)}"
         reason, attempts = await self._run(CHECK, (key, answer), [digest, _ms(now), max_attempts])
         return Checked(_REASONS[reason], attempts)
+
+
+# -- fixtures for the tests that run this version beside the current one --------------------------
+
+
+@pytest.fixture
+async def new(redis_url: str, redis_prefix: str) -> AsyncIterator[otp.RedisStore]:
+    """The current version's store."""
+    async with otp.RedisStore(redis_url, prefix=redis_prefix) as store:
+        yield store
+
+
+@pytest.fixture
+async def old(redis_url: str, redis_prefix: str) -> AsyncIterator[otp.RedisStore]:
+    """This earlier version's store, on the same keys as ``new``."""
+    async with EarlierRedisStore(redis_url, prefix=redis_prefix) as store:
+        yield store
+
+
+async def granted(store: otp.Store, s: Start) -> Claim:
+    """``store.begin(s)``, which must grant the send."""
+    claim = await store.begin(s)
+    assert claim.granted, claim
+    return claim

@@ -31,11 +31,13 @@ from tests.conftest import SENTINEL_TOKEN
 from tests.faults.conftest import (
     FAST_RETRY,
     accounted,
-    assert_no_leaks,
+    leak_check,
     no_duplicates,
-    socket_count,
+    sb,
 )
 from tests.test_bulk import FakeProvider
+
+__all__ = ["leak_check", "sb"]
 
 
 def number(i: int) -> str:
@@ -192,14 +194,6 @@ class Record(list[BulkOutcome]):
         self.append(outcome)
         if sum(o.outcome is Outcome.SENT for o in self) >= 2:
             self.two_sent.set()
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    before = socket_count()
-    async with Sandbox(speedsms_rate_limit=None, delivery_delay=0.01) as sandbox:
-        yield sandbox
-    await assert_no_leaks(before)
 
 
 @pytest.mark.parametrize("when", ["after two answers", "as the first request leaves"])

@@ -25,18 +25,19 @@ from smsvn.limits import RateLimit
 from smsvn.models import DeliveryReport, DeliveryState
 from smsvn.sandbox import Fault, Sandbox
 from smsvn.transport import RetryPolicy
-from tests.faults.conftest import accounted, assert_no_leaks, no_duplicates, socket_count
+from tests.faults.conftest import (
+    accounted,
+    assert_no_leaks,
+    leak_check,
+    no_duplicates,
+    sb,
+    socket_count,
+)
+
+__all__ = ["leak_check", "sb"]
 
 RETRY = RetryPolicy(max_retries=2, backoff_base=0.005, backoff_max=0.01)
 PROVIDERS = ["speedsms", "esms", "fibo"]
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    before = socket_count()
-    async with Sandbox(speedsms_rate_limit=None, delivery_delay=0.01) as sandbox:
-        yield sandbox
-    await assert_no_leaks(before)
 
 
 def _misbehave(sb: Sandbox, provider: str, rng: random.Random) -> None:

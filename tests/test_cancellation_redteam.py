@@ -27,20 +27,13 @@ from smsvn.providers.speedsms import SpeedSMS
 from smsvn.sandbox import Fault, Sandbox
 from smsvn.transport import Hooks, bounded
 from tests.conftest import FAST_RETRY
-from tests.faults.conftest import assert_no_leaks, no_duplicates, socket_count
+from tests.faults.conftest import leak_check, no_duplicates, sb
 from tests.test_otp import PHONE, SECRET, TEMPLATE, Clock, last_code, sent_codes, wrong
 from tests.test_otp_attacks import SlowProxy
 
+__all__ = ["leak_check", "sb"]
+
 OTHER = "0987654321"
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    """The simulator, its SpeedSMS limit off; no task or socket may outlive the test."""
-    before = socket_count()
-    async with Sandbox(speedsms_rate_limit=None, delivery_delay=0.01) as sandbox:
-        yield sandbox
-    await assert_no_leaks(before)
 
 
 @pytest.fixture

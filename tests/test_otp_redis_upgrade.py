@@ -8,13 +8,13 @@ an undone send mean the same whichever version wrote them and whichever reads th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from smsvn import otp
-from smsvn.otp._types import Claim, Refusal, Start, Window
-from tests.otp_earlier import EarlierRedisStore
+from smsvn.otp._types import Refusal, Start, Window
+from tests.otp_earlier import granted, new, old
+
+__all__ = ["new", "old"]
 
 T = 1_700_000_000.0005
 """A start time half a millisecond past a whole one: where the two units differ."""
@@ -44,24 +44,6 @@ def start(
         max_attempts=ATTEMPTS,
         number_caps=caps,
     )
-
-
-@pytest.fixture
-async def new(redis_url: str, redis_prefix: str) -> AsyncIterator[otp.RedisStore]:
-    async with otp.RedisStore(redis_url, prefix=redis_prefix) as store:
-        yield store
-
-
-@pytest.fixture
-async def old(redis_url: str, redis_prefix: str) -> AsyncIterator[otp.RedisStore]:
-    async with EarlierRedisStore(redis_url, prefix=redis_prefix) as store:
-        yield store
-
-
-async def granted(store: otp.Store, s: Start) -> Claim:
-    claim = await store.begin(s)
-    assert claim.granted, claim
-    return claim
 
 
 async def reason(store: otp.Store, digest: str, now: float, number: str = "number-1") -> str:

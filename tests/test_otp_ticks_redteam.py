@@ -16,8 +16,10 @@ import redis.asyncio
 from smsvn import otp
 from smsvn.errors import SmsError
 from smsvn.models import SendResult
-from smsvn.otp._types import Claim, Refusal, Start, Window, ticks
-from tests.otp_earlier import EarlierRedisStore
+from smsvn.otp._types import Refusal, Start, Window, ticks
+from tests.otp_earlier import granted, new, old
+
+__all__ = ["new", "old"]
 
 SECRET = "otp-ticks-redteam-hmac-key-0123456789abcdef"
 TEMPLATE = "Ma xac thuc cua ban la {code}"
@@ -68,24 +70,6 @@ def start(
         number_caps=caps,
         global_cap=glob,
     )
-
-
-@pytest.fixture
-async def new(redis_url: str, redis_prefix: str) -> AsyncIterator[otp.RedisStore]:
-    async with otp.RedisStore(redis_url, prefix=redis_prefix) as store:
-        yield store
-
-
-@pytest.fixture
-async def old(redis_url: str, redis_prefix: str) -> AsyncIterator[otp.RedisStore]:
-    async with EarlierRedisStore(redis_url, prefix=redis_prefix) as store:
-        yield store
-
-
-async def granted(store: otp.Store, s: Start) -> Claim:
-    claim = await store.begin(s)
-    assert claim.granted, claim
-    return claim
 
 
 async def what(call: Awaitable[object]) -> str:

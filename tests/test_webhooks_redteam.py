@@ -25,7 +25,7 @@ from smsvn import webhooks
 from smsvn.errors import ValidationError
 from smsvn.models import DeliveryReport
 from smsvn.webhooks import TRACKER_KEY, Event, MaskedAccessLogger
-from tests.test_webhooks import Recorder, _send_raw, serve
+from tests.test_webhooks import Recorder, _send_raw, esms_sms, serve
 
 SECRET: Final = "redteam-SENTINEL-0123456789"
 WRONG: Final = "notthe-secret-value-00000000"
@@ -39,22 +39,6 @@ def report(**fields: Any) -> bytes:
     body: dict[str, Any] = {"type": "report", "tranId": 1234, "phone": PHONE, "status": 0}
     body.update(fields)
     return json.dumps(body).encode()
-
-
-def esms_sms(**fields: str) -> dict[str, str]:
-    """An eSMS SMS delivery callback query (PROVIDERS.md's keys), fields overridden."""
-    query = {
-        "SMSID": "8eb2af6d-fb4c-4814-b9cc-4c0e3ed32edf",
-        "SendFailed": "0",
-        "SendStatus": "5",
-        "SendSuccess": "1",
-        "TotalPrice": "650",
-        "TypeId": "2",
-        "telcoid": "1",
-        "phonenumber": "84912345678",
-    }
-    query.update(fields)
-    return query
 
 
 @contextlib.asynccontextmanager
