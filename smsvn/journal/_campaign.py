@@ -32,6 +32,7 @@ from smsvn.journal._store import (
     Chunk,
     Counts,
     Recipient,
+    Settle,
     State,
     Store,
     phone_int,
@@ -105,6 +106,9 @@ class Journal:
         self.url = url
         self._store: Store = _open_store(url)
         self._opened = False
+        self._owed: list[Settle] = []
+        """Hand-backs of batches that never left, which the journal could not take when they
+        were made (it was unreachable): written before the next run of their campaign."""
 
     def __repr__(self) -> str:
         return f"Journal({redact_url(self.url)!r})"
@@ -134,7 +138,7 @@ class Journal:
         ident = await self._store.campaign(name, create)
         if ident is None:
             raise ValidationError(f"no campaign named {name!r} in this journal")
-        return Campaign(self._store, ident, name)
+        return Campaign(self._store, ident, name, self._owed)
 
     async def campaigns(self) -> list[str]:
         """The names of the journal's campaigns, oldest first."""
@@ -212,10 +216,11 @@ def _postgres_url(url: str) -> str:
 class Campaign:
     """One campaign of a journal (``journal.campaign(name)``)."""
 
-    def __init__(self, store: Store, ident: int, name: str) -> None:
+    def __init__(self, store: Store, ident: int, name: str, owed: list[Settle]) -> None:
         self._store = store
         self._id = ident
         self.name = name
+        self._owed = owed
 
     def __repr__(self) -> str:
         return f"Campaign({self.name!r})"
@@ -410,13 +415,15 @@ class Campaign:
         if claim_for is not None:
             claim_until = asyncio.get_running_loop().time() + claim_for
         contents = await self._store.contents(self._id)
+        await self._pay_owed()
         runner = Runner(self._store, self._id, lease, claim_until)
         sources = [
             Source(
-                runner, c, _entry(c), stage=i, fresh=i == 0, options=dict(options), screen=screen
+                runner, c, _entry(c), stage=i, fresh=i == 0, options=dict(options),
+                screen=screen, owed=self._owed,
             )
             for i, c in enumerate(clients)
-        ]
+        ]  # fmt: skip
         for source in sources:
             source.prepare(contents)  # bad options or content: ValidationError, nothing sent
         await runner.start()
@@ -451,6 +458,15 @@ class Campaign:
         if len(parts) == 1:
             return parts[0]
         return merge_reports(parts, [phone_text(number) for number, _ in left])
+
+    async def _pay_owed(self) -> None:
+        """Hand back, before anything else (a sweep would make them ``unknown``), the batches
+        an earlier run of this campaign knew never left but could not hand back then."""
+        owed = [item for item in self._owed if item.campaign == self._id]
+        if not owed:
+            return
+        await self._store.write(owed)  # fenced: a batch moved on since is left as it is
+        self._owed[:] = [item for item in self._owed if item.campaign != self._id]
 
     # -- settling unknowns -------------------------------------------------------------------
 

@@ -242,8 +242,11 @@ class Source:
         fresh: bool,
         options: dict[str, Any],
         screen: Screen | None = None,
+        owed: list[Settle] | None = None,
     ) -> None:
         self.runner = runner
+        self._owed: list[Settle] = [] if owed is None else owed
+        """Where a hand-back the journal could not take is kept (see ``release``)."""
         self.client = client
         self.provider = client.provider
         self.stage = stage
@@ -479,7 +482,15 @@ class Source:
         for claim in claims:
             if claim.request_id is not None:
                 self._resends.discard(claim.request_id)
-        await asyncio.gather(*(self.runner.commit(w) for w in writes))
+        try:
+            await asyncio.gather(*(self.runner.commit(w) for w in writes))
+        except Exception:
+            # The journal is unreachable: the batches stay in flight there, and a sweep would
+            # make them ``unknown``. This process knows they never left: the next run of the
+            # campaign through this journal hands them back first (a hand-back that did land
+            # meanwhile makes that a no-op: it is fenced on the rows being held still).
+            self._owed.extend(writes)
+            raise
 
 
 def _kept(numbers: Sequence[InvalidNumber]) -> list[tuple[int, str]]:

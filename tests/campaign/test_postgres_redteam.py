@@ -402,6 +402,45 @@ async def test_a_lost_server_is_a_typed_error_and_the_journal_resumes_after_it(
     assert isinstance(lost, errors.SmsError | LeaseLost)
 
 
+# -- finding: a batch that never left, its hand-back refused by an unreachable journal ------------
+
+
+async def test_a_batch_that_never_left_is_handed_back_once_the_journal_is_back(
+    url: str, proxy: PgProxy, sb: Sandbox
+) -> None:
+    """Finding (fixed): a batch's mark commits but its answer is lost, and from then on the
+    journal is unreachable. The runner knows the batch never left, but its hand-back fails as
+    well, so the rows stay in flight, and the next run's sweep made them ``unknown``: numbers
+    never sent, left to a person to check. Now the next run of the campaign through the same
+    journal hands them back before anything else: they are sent then, and ``unknown`` holds
+    only what may have left."""
+    n = 40
+    await make_campaign(url, "owed", n)
+    sb.faults.add(Fault(kind="latency", provider="fibo", route="send", seconds=0.01))
+    mark = nth_commit(MARK, 3, DROP_ON_REPLY)
+    cut = False
+
+    def rule(m: Message) -> str:
+        nonlocal cut
+        if cut:
+            return DROP  # unreachable: every connection is reset at its next message
+        action = mark(m)
+        cut = action == DROP_ON_REPLY
+        return action
+
+    proxy.rule = rule
+    async with smsvn.Journal(proxy.url(url)) as journal, sb.client("fibo") as client:
+        campaign = await journal.campaign("owed")
+        with pytest.raises(Exception):  # noqa: B017,PT011 - the type is another test's finding
+            await campaign.run(client, concurrency=4, lease=LEASE)
+        assert cut
+        proxy.rule = None
+        await asyncio.sleep(LEASE)  # the stopped runner's lease runs out: the next run sweeps it
+        async with asyncio.timeout(15):
+            await campaign.run(client, concurrency=4, lease=LEASE)
+    await check_ground_truth(url, "owed", sb, "fibo", n)
+
+
 # -- guard: answers held beyond the lease ---------------------------------------------------------
 
 
