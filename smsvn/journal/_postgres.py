@@ -20,6 +20,7 @@ from smsvn.journal._store import (
     STATE_NAMES,
     Added,
     Chunk,
+    ClaimedBatch,
     ClaimedRow,
     Counts,
     Outlook,
@@ -30,6 +31,7 @@ from smsvn.journal._store import (
     State,
     Swept,
     Write,
+    batches_of,
     group_rows,
     phone_text,
 )
@@ -489,7 +491,7 @@ class PostgresStore:
         provider: str,
         tier: int,
         fresh: bool,
-    ) -> list[tuple[int, list[ClaimedRow]]] | None:
+    ) -> list[ClaimedBatch] | None:
         async with self._db() as db, db.transaction():
             # The runner's registration row, locked: a sweep cannot retire it meanwhile.
             if (
@@ -504,16 +506,15 @@ class PostgresStore:
                 )
             ]
             groups = group_rows(found, batch_size, batches)
-            claimed = [(first_token + n, group) for n, group in enumerate(groups)]
-            if claimed:
+            if groups:
                 await db.execute(
                     "UPDATE smsvn_recipients r SET owner = $1, batch = u.batch "
                     "FROM unnest($2::bigint[], $3::bigint[]) AS u (id, batch) WHERE r.id = u.id",
                     runner,
-                    [row.id for _, group in claimed for row in group],
-                    [token for token, group in claimed for _ in group],
+                    [row.id for group in groups for row in group],
+                    [first_token + n for n, group in enumerate(groups) for _ in group],
                 )
-        return claimed
+        return batches_of(groups, first_token)
 
     async def write(self, writes: Sequence[Write | Settle]) -> list[bool]:
         async with self._db() as db, db.transaction():

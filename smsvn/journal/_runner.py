@@ -31,13 +31,12 @@ from smsvn.errors import OutcomeUnknown, SmsError, ValidationError
 from smsvn.failover import NOTHING_SENT
 from smsvn.journal import _host
 from smsvn.journal._store import (
-    ClaimedRow,
+    ClaimedBatch,
     Settle,
     State,
     Store,
     Write,
     phone_int,
-    phone_text,
 )
 from smsvn.models import InvalidNumber, SendResult
 from smsvn.phone import normalize
@@ -220,13 +219,13 @@ class _Claim:
 
     __slots__ = ("content", "numbers", "request_id", "resend", "size", "token")
 
-    def __init__(self, token: int, rows: Sequence[ClaimedRow], request_id: str | None) -> None:
-        self.token = token
-        self.numbers = [phone_text(row.phone) for row in rows]
-        self.content = rows[0].text
+    def __init__(self, batch: ClaimedBatch, request_id: str | None) -> None:
+        self.token = batch.token
+        self.numbers = batch.numbers
+        self.content = batch.text
         self.request_id = request_id
-        self.resend = rows[0].resend
-        self.size = len(rows)
+        self.resend = batch.resend
+        self.size = len(batch.numbers)
 
 
 class Source:
@@ -324,7 +323,7 @@ class Source:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     taken = await reserving
                     if taken:
-                        await self.release([self._batch(token, rows) for token, rows in taken])
+                        await self.release([self._batch(batch) for batch in taken])
                 raise
             if found is None:
                 runner.lost = LeaseLost(
@@ -333,19 +332,18 @@ class Source:
                 )
                 raise runner.lost
             if found:
-                return [self._batch(token, rows) for token, rows in found]
+                return [self._batch(batch) for batch in found]
             outlook = await store.outlook(runner.campaign, runner.id)
             if not outlook.held_by_others:
                 return []
             await asyncio.sleep(POLL)
             await runner.sweep()
 
-    def _batch(self, token: int, rows: list[ClaimedRow]) -> _Claim:
-        first = rows[0]
-        request_id = first.request_id
+    def _batch(self, batch: ClaimedBatch) -> _Claim:
+        request_id = batch.request_id
         if request_id is None and self.window is not None:
             request_id = uuid.uuid4().hex  # durable before it is used: written at departure
-        claim = _Claim(token, rows, request_id)
+        claim = _Claim(batch, request_id)
         if claim.resend and request_id is not None:
             self._resends.add(request_id)
         return claim

@@ -58,6 +58,7 @@ from smsvn.journal._store import (
     STATE_NAMES,
     Added,
     Chunk,
+    ClaimedBatch,
     ClaimedRow,
     Counts,
     Outlook,
@@ -69,6 +70,7 @@ from smsvn.journal._store import (
     State,
     Swept,
     Write,
+    batches_of,
     group_rows,
     phone_text,
 )
@@ -220,13 +222,60 @@ ORDER BY r.id
 LIMIT :limit
 """
 
-_FRESH: Final = """
-SELECT id, phone, content, text, given_id
-FROM smsvn_recipients
+# New rows after a campaign's claim cursor (see ``_claim_new``): the first; a run of rows with
+# their own text; a run of one shared content, concatenated (the ordered subquery feeds the
+# aggregate in id order, which ``_fresh_run`` checks), with how many rows of the window are not
+# of it; where such a run ends; the run row by row.
+_FRESH_HEAD: Final = """
+SELECT id, content FROM smsvn_recipients
 WHERE campaign = ? AND state = 0 AND owner IS NULL AND id > ? AND again IS NULL
-ORDER BY id
-LIMIT ?
+ORDER BY id LIMIT 1
 """
+
+_FRESH_OWN: Final = """
+SELECT id, phone, text, given_id FROM smsvn_recipients
+WHERE campaign = :campaign AND state = 0 AND owner IS NULL AND id > :after AND again IS NULL
+  AND id < COALESCE((
+    SELECT MIN(id) FROM (
+      SELECT id, content FROM smsvn_recipients
+      WHERE campaign = :campaign AND state = 0 AND owner IS NULL AND id > :after
+        AND again IS NULL
+      ORDER BY id LIMIT :limit)
+    WHERE content IS NOT NULL), 9223372036854775807)
+ORDER BY id LIMIT :limit
+"""
+
+_FRESH_RUN: Final = """
+SELECT COUNT(*), MIN(id), MAX(id), MIN(phone), TOTAL(content IS NOT :content),
+       group_concat(id), group_concat(phone)
+FROM (
+  SELECT id, phone, content FROM smsvn_recipients
+  WHERE campaign = :campaign AND state = 0 AND owner IS NULL AND id > :after AND id < :before
+    AND again IS NULL
+  ORDER BY id LIMIT :limit)
+"""
+
+_FRESH_BREAK: Final = """
+SELECT MIN(id) FROM (
+  SELECT id, content FROM smsvn_recipients
+  WHERE campaign = :campaign AND state = 0 AND owner IS NULL AND id > :after AND id < :before
+    AND again IS NULL
+  ORDER BY id LIMIT :limit)
+WHERE content IS NOT :content
+"""
+
+_FRESH_RUN_ROWS: Final = """
+SELECT id, phone FROM smsvn_recipients
+WHERE campaign = :campaign AND state = 0 AND owner IS NULL AND id > :after AND id < :before
+  AND again IS NULL
+ORDER BY id LIMIT :limit
+"""
+
+_NO_ID: Final = 2**63 - 1
+"""Above every row id (SQLite's largest integer)."""
+
+_NINE_DIGITS: Final = 10**8
+"""A stored number at least this is nine digits: its canonical text is "0" and its digits."""
 
 _DEPART: Final = """
 UPDATE smsvn_recipients
@@ -730,8 +779,8 @@ class SqliteStore:
         provider: str,
         tier: int,
         fresh: bool,
-    ) -> list[tuple[int, list[ClaimedRow]]] | None:
-        def job(db: sqlite3.Connection) -> list[tuple[int, list[ClaimedRow]]] | None:
+    ) -> list[ClaimedBatch] | None:
+        def job(db: sqlite3.Connection) -> list[ClaimedBatch] | None:
             with _transaction(db):
                 if not db.execute("SELECT 1 FROM smsvn_runners WHERE id = ?", (runner,)).fetchone():
                     return None
@@ -752,20 +801,24 @@ class SqliteStore:
                     )
                 ]  # fmt: skip
                 groups = group_rows(found, batch_size, batches)
-                claimed = [(first_token + n, group) for n, group in enumerate(groups)]
+                claimed = batches_of(groups, first_token)
                 # One statement a batch of several numbers (an eSMS or Fibo batch of one:
                 # one executemany for all): a third of the cost of one statement a row.
                 db.executemany(
                     "UPDATE smsvn_recipients SET owner = ?, batch = ? WHERE id = ?",
-                    [(runner, token, group[0].id) for token, group in claimed if len(group) == 1],
+                    [
+                        (runner, first_token + n, group[0].id)
+                        for n, group in enumerate(groups)
+                        if len(group) == 1
+                    ],
                 )
-                for token, group in claimed:
+                for n, group in enumerate(groups):
                     if len(group) > 1:
                         marks = ", ".join("?" * len(group))
                         db.execute(
                             "UPDATE smsvn_recipients SET owner = ?, batch = ? "
                             f"WHERE id IN ({marks})",
-                            (runner, token, *(row.id for row in group)),
+                            (runner, first_token + n, *(row.id for row in group)),
                         )
                 if fresh and len(claimed) < batches:
                     claimed += _claim_new(
@@ -1131,45 +1184,85 @@ one statement each; otherwise one statement a batch."""
 
 def _claim_new(
     db: sqlite3.Connection, campaign: int, runner: int, batch_size: int, batches: int, token: int
-) -> list[tuple[int, list[ClaimedRow]]]:
+) -> list[ClaimedBatch]:
     """Up to ``batches`` batches of the rows after the campaign's claim cursor, each a run of
     consecutive new rows with one shared content (or one row with its own text), reserved as
-    one batch row; the cursor moves past the last of them."""
+    one batch row; the cursor moves past the last of them.
+
+    A run of shared content is read as two strings SQLite concatenates (ids, numbers), cut into
+    batches here: no Python object per row, the claim's main cost before (benchmarks/README)."""
     (cursor,) = db.execute(
         "SELECT claimed FROM smsvn_campaigns WHERE id = ?", (campaign,)
     ).fetchone()
-    texts: dict[int, str] = {}
-    runs: list[list[ClaimedRow]] = []
-    run: list[ClaimedRow] = []
-    for ident, phone, content, text, given_id in db.execute(
-        _FRESH, (campaign, cursor, batch_size * batches)
-    ):
-        if run and (content is None or content != run[0].content_id or len(run) >= batch_size):
-            runs.append(run)
-            if len(runs) == batches:
-                break
-            run = []
-        if content is not None:
-            text = texts.get(content)
-            if text is None:
-                (text,) = db.execute(
-                    "SELECT text FROM smsvn_contents WHERE id = ?", (content,)
-                ).fetchone()
-                texts[content] = text
-        run.append(ClaimedRow(int(ident), int(phone), content, text, given_id, False))
-    else:
-        if run:
-            runs.append(run)
-    if not runs:
+    claimed: list[ClaimedBatch] = []
+    ranges: list[tuple[int, int, int, int]] = []  # (token, lo, hi, size) of each batch row
+    while len(claimed) < batches:
+        head = db.execute(_FRESH_HEAD, (campaign, cursor)).fetchone()
+        if head is None:
+            break
+        left = batches - len(claimed)
+        content = head[1]
+        if content is None:  # rows with their own text: a batch each
+            for ident, phone, text, given_id in db.execute(
+                _FRESH_OWN, {"campaign": campaign, "after": cursor, "limit": left}
+            ):
+                claimed.append(ClaimedBatch(token, [phone_text(phone)], text, given_id, False))
+                ranges.append((token, ident, ident, 1))
+                token += 1
+                cursor = ident
+            continue
+        (text,) = db.execute("SELECT text FROM smsvn_contents WHERE id = ?", (content,)).fetchone()
+        run = _fresh_run(db, campaign, cursor, content, left * batch_size)
+        if run is None:  # SQLite did not keep the rows in id order: one row at a time
+            run = _fresh_rows(db, campaign, cursor, content, left * batch_size)
+        ids, numbers = run
+        for at in range(0, len(numbers), batch_size):
+            part = numbers[at : at + batch_size]
+            claimed.append(ClaimedBatch(token, part, text, None, False))
+            ranges.append((token, int(ids[at]), int(ids[at + len(part) - 1]), len(part)))
+            token += 1
+        cursor = int(ids[-1])
+    if not claimed:
         return []
-    claimed = [(token + n, rows) for n, rows in enumerate(runs)]
     db.executemany(
         "INSERT INTO smsvn_batches (campaign, owner, token, lo, hi, size, state) "
         "VALUES (?, ?, ?, ?, ?, ?, 0)",
-        [(campaign, runner, t, rows[0].id, rows[-1].id, len(rows)) for t, rows in claimed],
+        [(campaign, runner, *batch) for batch in ranges],
     )
-    db.execute("UPDATE smsvn_campaigns SET claimed = ? WHERE id = ?", (runs[-1][-1].id, campaign))
+    db.execute("UPDATE smsvn_campaigns SET claimed = ? WHERE id = ?", (cursor, campaign))
     return claimed
+
+
+def _fresh_run(
+    db: sqlite3.Connection, campaign: int, cursor: int, content: int, limit: int
+) -> tuple[list[str], list[str]] | None:
+    """The ids (as text) and numbers of the run of new rows of ``content`` after ``cursor``
+    (at most ``limit``), in id order; None if SQLite's concatenation did not keep that order."""
+    args = {"campaign": campaign, "after": cursor, "before": _NO_ID, "content": content,
+            "limit": limit}  # fmt: skip
+    count, lo, hi, low, other, ids, phones = db.execute(_FRESH_RUN, args).fetchone()
+    if other:  # the window holds other rows too: the run ends at the first of them
+        (args["before"],) = db.execute(_FRESH_BREAK, args).fetchone()
+        count, lo, hi, low, other, ids, phones = db.execute(_FRESH_RUN, args).fetchone()
+    ids_list: list[str] = ids.split(",")
+    if len(ids_list) != count or int(ids_list[0]) != lo or int(ids_list[-1]) != hi:
+        return None
+    if low >= _NINE_DIGITS:  # every number is 0 and nine digits: the text SQLite made
+        return ids_list, ["0" + number for number in phones.split(",")]
+    return ids_list, [phone_text(int(number)) for number in phones.split(",")]
+
+
+def _fresh_rows(
+    db: sqlite3.Connection, campaign: int, cursor: int, content: int, limit: int
+) -> tuple[list[str], list[str]]:
+    """``_fresh_run`` read row by row."""
+    args = {"campaign": campaign, "after": cursor, "before": _NO_ID, "content": content,
+            "limit": limit}  # fmt: skip
+    (before,) = db.execute(_FRESH_BREAK, args).fetchone()
+    if before is not None:
+        args["before"] = before
+    rows = db.execute(_FRESH_RUN_ROWS, args).fetchall()
+    return [str(ident) for ident, _ in rows], [phone_text(phone) for _, phone in rows]
 
 
 _SPREAD: Final = """

@@ -22,6 +22,7 @@ __all__ = [
     "STATE_NAMES",
     "Added",
     "Chunk",
+    "ClaimedBatch",
     "ClaimedRow",
     "Counts",
     "Outlook",
@@ -34,6 +35,7 @@ __all__ = [
     "Store",
     "Swept",
     "Write",
+    "batches_of",
     "group_rows",
     "phone_int",
     "phone_text",
@@ -195,6 +197,20 @@ class ClaimedRow(NamedTuple):
     """It was in flight before under ``request_id`` (a resend under its original id)."""
 
 
+class ClaimedBatch(NamedTuple):
+    """One batch a claim reserved, as the runner sends it: the store builds the numbers' text
+    (a claim of thousands of new numbers makes no object per row)."""
+
+    token: int
+    numbers: list[str]
+    """Canonical national numbers (``"0912345678"``)."""
+    text: str
+    request_id: str | None
+    """The id it goes (or went) under; for a ``Message``, the id it was given, if any."""
+    resend: bool
+    """It was in flight before under ``request_id`` (a resend under its original id)."""
+
+
 class Write(NamedTuple):
     """Mark one batch in flight (``state`` IN_FLIGHT) before its request leaves: fenced on
     ``owner`` (still registered), ``batch`` (of ``campaign``) and the rows being pending; sets
@@ -281,6 +297,21 @@ def group_rows(rows: Sequence[ClaimedRow], batch_size: int, batches: int) -> lis
     return closed
 
 
+def batches_of(groups: Sequence[Sequence[ClaimedRow]], first_token: int) -> list[ClaimedBatch]:
+    """Rows grouped by ``group_rows`` as batches with the tokens ``first_token``, ``first_token
+    + 1``, ..."""
+    return [
+        ClaimedBatch(
+            first_token + n,
+            [phone_text(row.phone) for row in group],
+            group[0].text,
+            group[0].request_id,
+            group[0].resend,
+        )
+        for n, group in enumerate(groups)
+    ]
+
+
 class Store(Protocol):
     """A journal's storage: SQLite (one machine) or PostgreSQL (several)."""
 
@@ -354,13 +385,13 @@ class Store(Protocol):
         provider: str,
         tier: int,
         fresh: bool,
-    ) -> list[tuple[int, list[ClaimedRow]]] | None:
+    ) -> list[ClaimedBatch] | None:
         """Reserve up to ``batches`` batches of pending rows for ``runner`` in one transaction
         (concurrent runners get different rows), oldest first: pending resends under
         ``provider`` that this runner did not hand back, rows this runner handed on to a stage up
         to ``tier``, and, when ``fresh``, every other pending row. Rows are grouped by
         ``group_rows``; the batches get the tokens ``first_token``, ``first_token + 1``, ...
-        Returns (token, rows) per batch; None when ``runner`` is not registered (it was
+        None when ``runner`` is not registered (it was
         declared dead: it may not claim anything)."""
         ...
 

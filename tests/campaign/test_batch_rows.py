@@ -145,3 +145,93 @@ async def test_a_journal_made_before_batch_rows_finishes_its_campaign(
     accepted = Counter(m.phone for m in sb.outbox.for_provider("speedsms"))
     assert max(accepted.values()) == 1
     assert set(accepted) == set(inputs) - set(lost.numbers)
+
+
+OTHER = "Uu dai rieng cho thanh vien: giam 10% den het thang. Tu choi: TC"
+
+
+async def _mixed(journal: smsvn.Journal) -> tuple[Any, list[tuple[str, list[str]]]]:
+    """A campaign whose input switches content and holds messages of their own text; and the
+    batches (of 100 at most) a claim must make of it, in order, as (text, numbers)."""
+    campaign = await journal.campaign("mixed")
+    parts: list[tuple[str, list[str]]] = []
+    at = 0
+
+    async def shared(count: int, text: str) -> None:
+        nonlocal at
+        numbers = [number(at + i) for i in range(count)]
+        at += count
+        await campaign.add(numbers, content=text)
+        parts.extend((text, numbers[i : i + 100]) for i in range(0, count, 100))
+
+    async def own(count: int) -> None:
+        nonlocal at
+        messages = [smsvn.Message(number(at + i), f"Ma cua ban: {i}") for i in range(count)]
+        at += count
+        await campaign.add(messages)
+        parts.extend((m.content, [m.to]) for m in messages)
+
+    await shared(150, CONTENT)
+    await own(3)
+    await shared(30, OTHER)
+    await shared(120, CONTENT)
+    await own(2)
+    await shared(100, OTHER)
+    return campaign, parts
+
+
+async def _claimed(source: Source, per_claim: int) -> list[tuple[str, list[str]]]:
+    found: list[tuple[str, list[str]]] = []
+    while claims := await source.claim(per_claim):
+        found += [(c.content, c.numbers) for c in claims]
+    return found
+
+
+async def test_a_claim_cuts_new_rows_into_runs_of_one_content(
+    tmp_path: Path, sb: Sandbox, monkeypatch: Any
+) -> None:
+    """Runs of one shared content up to a batch each, a message of its own text alone, in input
+    order; every number once, with its text, when the rows were freed and are claimed again;
+    and the same batches when new rows are read row by row (the path taken if SQLite's
+    concatenation ever lost the rows' order)."""
+    from smsvn.journal import _sqlite
+
+    for row_by_row in (False, True):
+        if row_by_row:
+            monkeypatch.setattr(_sqlite, "_fresh_run", lambda *args: None)
+        path = tmp_path / f"{row_by_row}.db"
+        async with smsvn.Journal(str(path)) as journal, sb.client("speedsms") as client:
+            campaign, expected = await _mixed(journal)
+            for per_claim in (1, 3, 50):
+                runner, source = await _runner(journal, campaign, client)
+                found = await _claimed(source, per_claim)
+                if per_claim == 1:  # new rows: batch rows, in input order
+                    assert found == expected
+                    sizes = _table(path, "SELECT size FROM smsvn_batches ORDER BY lo")
+                    assert [len(n) for _, n in expected] == [s for (s,) in sizes]
+                else:  # freed rows, claimed again row by row (grouped by content)
+                    assert all(len(n) <= 100 for _, n in found)
+                    assert sorted((t, x) for t, n in found for x in n) == sorted(
+                        (t, x) for t, n in expected for x in n
+                    )
+                await runner.stop()  # its reserved batches are freed for the next runner
+                await runner.sweep()
+                assert (await campaign.counts()).pending == 405
+
+
+async def test_a_stored_number_of_fewer_digits_keeps_its_canonical_text(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    """The claim's fast text ("0" and the stored digits) holds only for nine-digit numbers;
+    another (say, a future numbering plan stored by another version) keeps ``phone_text``."""
+    path = tmp_path / "j.db"
+    async with smsvn.Journal(str(path)) as journal, sb.client("speedsms") as client:
+        campaign = await journal.campaign("short")
+        await campaign.add([number(i) for i in range(3)], content=CONTENT)
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE smsvn_recipients SET phone = 12345 WHERE id = (SELECT MIN(id) "
+                       "FROM smsvn_recipients)")  # fmt: skip
+        runner, source = await _runner(journal, campaign, client)
+        (claim,) = await source.claim(1)
+        assert claim.numbers == ["0000012345", number(1), number(2)]
+        await runner.stop()

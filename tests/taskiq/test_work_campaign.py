@@ -213,5 +213,7 @@ async def test_past_claim_for_only_the_batches_in_flight_are_sent(
     assert 3 <= len(calls) <= 4 and all(t - started < 0.45 for t in calls), calls
     assert report.requests == len(calls) and len(sb.outbox) == report.accepted == counts.sent
     assert report.taken == report.accepted + len(report.skipped)
-    assert len(report.skipped) == (200 if len(calls) == 4 else 0)  # the reserved, handed back
+    # The reserved, handed back: two of the fast slot's three; all three when its claim ended
+    # after the deadline, none when it began after it (both only on a loaded machine).
+    assert len(report.skipped) in ((200,) if len(calls) == 4 else (0, 300))
     assert counts.in_flight == 0 and counts.pending == len(valid) - counts.sent
