@@ -1248,6 +1248,7 @@ async def run_claims(
     price: float | None = None,
     unit: str | None = None,
     ahead: int = 0,
+    prefetch: int | None = None,
 ) -> BulkReport:
     """The journaled mode: send the batches ``source`` hands out, each recorded in flight before
     its request leaves and settled after, and account for each as ``run`` does.
@@ -1256,6 +1257,9 @@ async def run_claims(
     as cover a mark's time, measured), so that marks are not on the requests' path; only for a
     provider that deduplicates by request id (a batch a crash leaves in flight is resent under
     its id). A source that ``closed()`` meanwhile takes such a batch back unsent.
+
+    ``prefetch``: how many batches one ``claim`` asks for (default ``concurrency``); the next
+    claim is made while half of them are still to start.
 
     ``taken`` counts the numbers claimed; ``skipped`` holds those handed back (nothing sent:
     a later run sends them). Cancelling the call hands back the batches that never left and
@@ -1269,6 +1273,10 @@ async def run_claims(
     )
     if ahead < 0:
         raise ValidationError("ahead must be 0 or more", provider=provider)
+    if prefetch is None:
+        prefetch = concurrency
+    elif prefetch.__class__ is not int or prefetch < 1:
+        raise ValidationError("prefetch must be an int of 1 or more", provider=provider)
     plain = cast("BatchSource[Claim]", source)
     state = _Run(
         provider=provider,
@@ -1289,7 +1297,7 @@ async def run_claims(
         state.ahead = ahead
         state.places = asyncio.Semaphore(concurrency + ahead)
     try:
-        await state.consume_claims(plain, concurrency)
+        await state.consume_claims(plain, prefetch)
         await state.drain()
     except BaseException as exc:
         await state.wind_down(exc)

@@ -468,6 +468,42 @@ async def test_a_journaled_run_reserves_the_next_batches_before_the_slots_run_dr
         assert at < 8 * k, source.asked_at
 
 
+async def test_a_journaled_run_reserves_prefetch_batches_at_a_time() -> None:
+    """``prefetch`` sets the size of each reservation (a store with one writer keeps them
+    short); the next is still asked for while half the current one is to start. A prefetch
+    that is not an int of at least 1 is refused before anything is claimed."""
+    source = _ReservingSource(40)
+    counts: list[int] = []
+    claim = source.claim
+
+    async def counted(count: int) -> list[_Reserved]:
+        counts.append(count)
+        return await claim(count)
+
+    source.claim = counted  # type: ignore[method-assign]
+
+    async def send_batch(numbers: list[str], content: str, request_id: str | None) -> SendResult:
+        source.sent.extend(numbers)
+        await asyncio.sleep(0.001)
+        return SendResult(provider="fake", message_id="1", recipients=tuple(numbers))
+
+    report = await bulk.run_claims(
+        source, provider="fake", send_batch=send_batch, concurrency=8, prefetch=2
+    )
+    assert report.accepted == 40 and set(counts) == {2}
+    for k, at in enumerate(source.asked_at[1:], start=1):
+        assert at < 2 * k, source.asked_at
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(errors.ValidationError, match="prefetch"):
+            await bulk.run_claims(
+                source,
+                provider="fake",
+                send_batch=send_batch,
+                prefetch=bad,  # type: ignore[arg-type]
+            )
+    assert len(counts) == 21  # the 20 reservations of 2 and the last, empty
+
+
 @pytest.mark.parametrize("ahead", [0, 4])
 async def test_marking_ahead_takes_the_mark_off_the_requests_path(ahead: int) -> None:
     """With ``ahead``, batches are marked while every slot is busy, and a freed slot goes to a

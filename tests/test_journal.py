@@ -226,6 +226,31 @@ async def test_run_sends_each_input_once_and_a_finished_campaign_nothing(
         assert (await campaign.counts()).sent == len(valid)
 
 
+async def test_a_sqlite_runner_claims_a_few_hundred_numbers_at_a_time(
+    journal_url: str, sb: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has one writer: a batch's mark waits for a claim being written, so a run claims
+    at most ``CLAIM_ROWS`` (400) numbers at once: four SpeedSMS batches, not one per slot.
+    PostgreSQL claims as many batches as the run has slots. Every number goes once."""
+    store = type(smsvn.Journal(journal_url)._store)
+    claim = store.claim
+    asked: list[int] = []
+
+    async def counted(self: Any, *args: Any, batches: int, **kw: Any) -> Any:
+        asked.append(batches)
+        return await claim(self, *args, batches=batches, **kw)
+
+    monkeypatch.setattr(store, "claim", counted)
+    inputs, valid, _, _ = campaign_input(1_500)
+    async with smsvn.Journal(journal_url) as journal, sb.client("speedsms") as client:
+        campaign = await journal.campaign("claims")
+        await campaign.add(inputs, content=CONTENT)
+        report = await campaign.run(client, concurrency=16)
+    assert max(asked) == (4 if store_of(journal_url) == "sqlite" else 16)
+    assert report.accepted == report.taken == len(valid)
+    assert accepted(sb, "speedsms") == Counter(valid)
+
+
 async def test_messages_each_get_their_own_text(journal_url: str, sb: Sandbox) -> None:
     messages = [Message(number(i), f"Ma OTP cua ban la {1000 + i}") for i in range(20)]
     messages.append(Message(number(0), "Ma OTP cua ban la 1000"))  # the same message again

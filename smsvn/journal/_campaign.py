@@ -441,6 +441,7 @@ class Campaign:
                     price=source.client.price,
                     unit=source.client.unit,
                     ahead=source.ahead(concurrency),
+                    prefetch=source.prefetch(concurrency),
                 )
                 parts.append(report)
                 if report.aborted is not None and not isinstance(report.aborted, NOTHING_SENT):

@@ -480,6 +480,12 @@ class PostgresStore:
 
     # -- claims and outcomes ---------------------------------------------------------------
 
+    @property
+    def claim_rows(self) -> int | None:
+        """None: PostgreSQL's claims and marks do not wait for one another (they lock
+        different rows), and each claim is a round trip: the more it reserves, the better."""
+        return None
+
     async def claim(
         self,
         campaign: int,

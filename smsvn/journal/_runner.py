@@ -268,6 +268,14 @@ class Source:
         cost a tenth of the rate or more."""
         return concurrency if self.window is not None else 0
 
+    def prefetch(self, concurrency: int) -> int:
+        """How many batches one claim reserves (``run_claims``'s ``prefetch``): as many as the
+        run has slots, within the store's ``claim_rows``; at least one."""
+        rows = self.runner.store.claim_rows
+        if rows is None:
+            return concurrency
+        return max(1, min(concurrency, rows // self.client.batch_size))
+
     def closed(self) -> bool:
         """Whether this runner is past ``claim_until`` or has lost its lease (the engine's
         ``BatchSource.closed``): a batch marked ahead is then handed back, not sent."""

@@ -374,6 +374,13 @@ class Store(Protocol):
         resends whose deadline has passed become unknown too."""
         ...
 
+    @property
+    def claim_rows(self) -> int | None:
+        """The most rows a runner should reserve in one claim (None: as many as its slots
+        take). A store with one writer at a time keeps claims short: a batch's mark in flight,
+        on its request's path, waits for the claim being written."""
+        ...
+
     async def claim(
         self,
         campaign: int,
