@@ -43,10 +43,12 @@ test: lint types unit
 demo: $(STAMP)
 	$(BIN)/smsvn demo
 
-# Throughput, CPU per request and memory against a bare aiohttp floor (3-4 minutes);
-# BENCH_ARGS=--quick for a smoke test.
+# Throughput, CPU per request and memory against a bare aiohttp floor (3-4 minutes), then what
+# a durable campaign costs (benchmarks/journal.py, 2-3 minutes; JOURNAL_ARGS="--postgres DSN"
+# measures PostgreSQL too). BENCH_ARGS=--quick JOURNAL_ARGS=--quick for a smoke test.
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/journal.py $(JOURNAL_ARGS)
 
 # The full-size soak: 100,000 recipients through each provider with random faults (~6 min).
 soak: $(STAMP)
