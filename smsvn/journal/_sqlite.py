@@ -1104,33 +1104,14 @@ def _insert(
     """Write the rows of ``runs`` after the id ``top``, in order, each pending row the unique
     index refuses right after its statement's rows as a duplicate: (pending rows, of which
     duplicates, the last id)."""
-    shared = "NULL" if content is None else str(int(content))
-    d = int(digest)
-    plain = _Pieces(
-        "INSERT OR IGNORE INTO smsvn_recipients "
-        "(campaign, seg, chain, state, phone, digest, content) VALUES ",
-        f"({c}, {seg}, ?, 0, ?, {d}, {shared})",
-        "",
-    )
-    # The rows of a piece that the unique index refused: those not among the ids after the
-    # last one before the piece.
-    again = _Pieces(
-        "INSERT INTO smsvn_recipients (campaign, seg, chain, state, phone, digest, content, "
-        f"reason) SELECT {c}, {seg}, column1, 6, column2, {d}, {shared}, '{_DUPLICATE_REASON}' "
-        "FROM (VALUES ",
-        "(?, ?)",
-        ") WHERE column1 NOT IN (SELECT chain FROM smsvn_recipients WHERE id > ?)",
-    )
-    other = (
-        "INSERT OR IGNORE INTO smsvn_recipients "
-        "(campaign, seg, chain, state, phone, digest, text, given, given_id, reason) "
-        f"VALUES ({c}, {seg}, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    other_again = (
-        "INSERT INTO smsvn_recipients "
-        "(campaign, seg, chain, state, phone, digest, text, given_id, reason) "
-        f"VALUES ({c}, {seg}, ?, 6, ?, ?, ?, ?, '{_DUPLICATE_REASON}')"
-    )
+    # The segment's constants are parameters, not text: each statement is prepared once per
+    # connection (the sqlite3 module caches 128), where text of their own made new statements
+    # every segment, kept in that cache at up to a few hundred KB each.
+    fixed = (c, seg, int(digest), content)
+    plain = _PLAIN
+    again = _PLAIN_AGAIN
+    other = _OTHER
+    other_again = _OTHER_AGAIN
     pending = duplicates = 0
     last = top
     changes = db.total_changes
@@ -1138,7 +1119,7 @@ def _insert(
         rows = run.rows
         if not run.plain:
             # Rows with their own text (``Message``s) or not numbers: one statement a row.
-            db.executemany(other, rows)
+            db.executemany(other, [(*fixed[:2], *row) for row in rows])
             took = db.total_changes - changes
             pending += sum(1 for row in rows if row[1] == State.PENDING)
             if took < len(rows):
@@ -1148,7 +1129,7 @@ def _insert(
                     for row in rows
                     if row[0] not in new and row[1] == State.PENDING
                 ]
-                db.executemany(other_again, refused)
+                db.executemany(other_again, [(*fixed[:2], *row) for row in refused])
                 duplicates += len(refused)
             changes = db.total_changes
             last = int(db.execute("SELECT MAX(id) FROM smsvn_recipients").fetchone()[0])
@@ -1158,7 +1139,7 @@ def _insert(
         while start < end:
             while start + size > end:
                 size >>= 1
-            values = list(itertools.chain.from_iterable(rows[start : start + size]))
+            values = [*fixed, *itertools.chain.from_iterable(rows[start : start + size])]
             cursor = db.execute(plain.statement(size), values)
             took = db.total_changes - changes
             if took < size:
@@ -1186,6 +1167,36 @@ class _Pieces:
         if made is None:
             made = self._made[n] = self._head + ", ".join([self._row] * n) + self._tail
         return made
+
+
+# An add's statements (see ``_insert``): the segment's campaign, segment, digest and shared
+# content first, then its rows.
+_PLAIN: Final = _Pieces(
+    "INSERT OR IGNORE INTO smsvn_recipients "
+    "(campaign, seg, chain, state, phone, digest, content) "
+    "SELECT ?1, ?2, column1, 0, column2, ?3, ?4 FROM (VALUES ",
+    "(?, ?)",
+    ")",
+)
+# The rows of a piece that the unique index refused: those not among the ids after the last one
+# before the piece.
+_PLAIN_AGAIN: Final = _Pieces(
+    "INSERT INTO smsvn_recipients (campaign, seg, chain, state, phone, digest, content, "
+    f"reason) SELECT ?1, ?2, column1, 6, column2, ?3, ?4, '{_DUPLICATE_REASON}' "
+    "FROM (VALUES ",
+    "(?, ?)",
+    ") WHERE column1 NOT IN (SELECT chain FROM smsvn_recipients WHERE id > ?)",
+)
+_OTHER: Final = (
+    "INSERT OR IGNORE INTO smsvn_recipients "
+    "(campaign, seg, chain, state, phone, digest, text, given, given_id, reason) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_OTHER_AGAIN: Final = (
+    "INSERT INTO smsvn_recipients "
+    "(campaign, seg, chain, state, phone, digest, text, given_id, reason) "
+    f"VALUES (?, ?, ?, 6, ?, ?, ?, ?, '{_DUPLICATE_REASON}')"
+)
 
 
 _GROUPED: Final = sqlite3.sqlite_version_info >= (3, 33)
