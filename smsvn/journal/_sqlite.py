@@ -79,9 +79,11 @@ __all__ = ["SqliteStore"]
 
 _T = TypeVar("_T")
 
-CACHE_KIB: Final = 32 * 1024
+CACHE_KIB: Final = 16 * 1024
 """The connection's page cache: an add of a million numbers touches the duplicate index at
-random, and a cache that holds it keeps the add fast (SQLite's default is 2 MiB)."""
+random, and a bigger cache keeps the add fast (SQLite's default is 2 MiB). It is most of an
+add's memory: 1,000,000 numbers took 7-9 s and 56 MB of extra peak memory with 16 MiB, 7.5-9 s
+and 75 MB with 32 MiB, 13-14 s with the default (benchmarks/README.md)."""
 PAGE_SIZE: Final = 8192
 """Bytes a page of a new journal file (an existing file keeps its own): an add of a million
 numbers spends less time in the duplicate index's B-tree and writes fewer, larger pages at
