@@ -274,11 +274,11 @@ ORDER BY id LIMIT :limit
 """
 
 CLAIM_ROWS: Final = 400
-"""The most numbers a runner reserves in one claim (``SqliteStore.claim_rows``): four SpeedSMS
-batches, 32 eSMS ones. The file has one writer: a batch's mark in flight waits for the claim
-being written, and short claims keep that wait off the requests' path. Measured with 100-number
-batches at 20 ms (benchmarks/README.md): claims of 3,200 numbers ran 0.87x a plain run, of 400
-0.95x."""
+"""The most numbers a runner reserves in one claim (``SqliteStore.claim_rows``; at least one
+batch): four SpeedSMS batches; single-number batches (eSMS, Fibo) one a slot, up to 400. The
+file has one writer: a batch's mark in flight waits for the claim being written, and short
+claims keep that wait off the requests' path. Measured with 100-number batches at 20 ms
+(benchmarks/README.md): claims of 3,200 numbers ran 0.87x a plain run, of 400 0.95x."""
 
 _NO_ID: Final = 2**63 - 1
 """Above every row id (SQLite's largest integer)."""
@@ -1215,6 +1215,8 @@ def _claim_new(
 
     A run of shared content is read as two strings SQLite concatenates (ids, numbers), cut into
     batches here: no Python object per row, the claim's main cost before (benchmarks/README)."""
+    if batch_size < 1 or batches < 1:
+        return []
     (cursor,) = db.execute(
         "SELECT claimed FROM smsvn_campaigns WHERE id = ?", (campaign,)
     ).fetchone()
@@ -1268,12 +1270,24 @@ def _fresh_run(
     if other:  # the window holds other rows too: the run ends at the first of them
         (args["before"],) = db.execute(_FRESH_BREAK, args).fetchone()
         count, lo, hi, low, other, ids, phones = db.execute(_FRESH_RUN, args).fetchone()
+    if not count:
+        return [], []
     ids_list: list[str] = ids.split(",")
-    if len(ids_list) != count or int(ids_list[0]) != lo or int(ids_list[-1]) != hi:
+    numbers: list[str] = phones.split(",")
+    # Both strings in id order, one entry a row: else a batch row's [lo, hi] would not be its
+    # rows (a claim of a few hundred numbers checks it in tens of microseconds).
+    order = [int(ident) for ident in ids_list]
+    if (
+        len(order) != count
+        or len(numbers) != count
+        or order[0] != lo
+        or order[-1] != hi
+        or order != sorted(order)  # ids are unique: sorted is increasing
+    ):
         return None
     if low >= _NINE_DIGITS:  # every number is 0 and nine digits: the text SQLite made
-        return ids_list, ["0" + number for number in phones.split(",")]
-    return ids_list, [phone_text(int(number)) for number in phones.split(",")]
+        return ids_list, ["0" + number for number in numbers]
+    return ids_list, [phone_text(int(number)) for number in numbers]
 
 
 def _fresh_rows(

@@ -235,3 +235,46 @@ async def test_a_stored_number_of_fewer_digits_keeps_its_canonical_text(
         (claim,) = await source.claim(1)
         assert claim.numbers == ["0000012345", number(1), number(2)]
         await runner.stop()
+
+
+_KEEP_ENDS = (
+    "CASE id WHEN MIN(id) OVER () THEN 0 WHEN MAX(id) OVER () THEN 2 ELSE 1 END, id % 7, id "
+    "LIMIT -1)"
+)
+"""An order that keeps a run's first and last rows where they are and shuffles the rest."""
+
+
+async def test_a_concatenation_out_of_id_order_is_read_row_by_row(
+    tmp_path: Path, sb: Sandbox, monkeypatch: Any
+) -> None:
+    """The claim checks that SQLite concatenated a run in id order (else a batch row's range
+    would not be its rows): a run read in another order, even one with its first and last rows
+    in place, is read again row by row, and the batches are the same."""
+    from smsvn.journal import _sqlite
+
+    shuffled = _sqlite._FRESH_RUN.replace(
+        "FROM (\n  SELECT id, phone, content", "FROM (SELECT * FROM (\n  SELECT id, phone, content"
+    ).replace("  ORDER BY id LIMIT :limit)", "  ORDER BY id LIMIT :limit) ORDER BY " + _KEEP_ENDS)
+    assert shuffled != _sqlite._FRESH_RUN
+    seen: list[bool] = []
+    fresh_run = _sqlite._fresh_run
+
+    def checked(*args: Any) -> Any:
+        run = fresh_run(*args)
+        seen.append(run is None)
+        return run
+
+    monkeypatch.setattr(_sqlite, "_FRESH_RUN", shuffled)
+    monkeypatch.setattr(_sqlite, "_fresh_run", checked)
+    async with smsvn.Journal(str(tmp_path / "j.db")) as journal, sb.client("speedsms") as client:
+        campaign, expected = await _mixed(journal)
+        runner, source = await _runner(journal, campaign, client)
+        # A claim of no batches, or of batches of no numbers, reserves nothing.
+        for size, count in ((100, 0), (0, 3)):
+            assert await journal._store.claim(
+                campaign._id, runner.id, batch_size=size, batches=count, first_token=10**6,
+                provider="speedsms", tier=0, fresh=True,
+            ) == []  # fmt: skip
+        assert await _claimed(source, 1) == expected
+        assert seen and all(seen)  # every run's concatenation was refused
+        await runner.stop()
