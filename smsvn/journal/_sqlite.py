@@ -1242,6 +1242,8 @@ def _claim_new(
         if run is None:  # SQLite did not keep the rows in id order: one row at a time
             run = _fresh_rows(db, campaign, cursor, content, left * batch_size)
         ids, numbers = run
+        if not ids:  # never (the head row is of the run): a guard against an IndexError
+            break
         for at in range(0, len(numbers), batch_size):
             part = numbers[at : at + batch_size]
             claimed.append(ClaimedBatch(token, part, text, None, False))
