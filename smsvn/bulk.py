@@ -1273,10 +1273,8 @@ async def run_claims(
     )
     if ahead < 0:
         raise ValidationError("ahead must be 0 or more", provider=provider)
-    if prefetch is None:
-        prefetch = concurrency
-    elif prefetch.__class__ is not int or prefetch < 1:
-        raise ValidationError("prefetch must be an int of 1 or more", provider=provider)
+    if prefetch is not None:
+        prefetch = checked_int(prefetch, "prefetch", low=1, provider=provider)
     plain = cast("BatchSource[Claim]", source)
     state = _Run(
         provider=provider,
@@ -1297,7 +1295,7 @@ async def run_claims(
         state.ahead = ahead
         state.places = asyncio.Semaphore(concurrency + ahead)
     try:
-        await state.consume_claims(plain, prefetch)
+        await state.consume_claims(plain, prefetch or concurrency)
         await state.drain()
     except BaseException as exc:
         await state.wind_down(exc)

@@ -224,10 +224,10 @@ ORDER BY r.id
 LIMIT :limit
 """
 
-# New rows after a campaign's claim cursor (see ``_claim_new``): the first; a run of rows with
-# their own text; a run of one shared content, concatenated (the ordered subquery feeds the
-# aggregate in id order, which ``_fresh_run`` checks), with how many rows of the window are not
-# of it; where such a run ends; the run row by row.
+# New rows after a campaign's claim cursor (see ``_claim_new``): the first; rows with their own
+# text; a run of one shared content, concatenated (the ordered subquery feeds the aggregate in
+# id order, which ``_fresh_run`` checks), with how many rows of the window are not of it; where
+# a run (of ``:content``, or of own texts with ``:content`` NULL) ends; a run row by row.
 _FRESH_HEAD: Final = """
 SELECT id, content FROM smsvn_recipients
 WHERE campaign = ? AND state = 0 AND owner IS NULL AND id > ? AND again IS NULL
@@ -236,19 +236,13 @@ ORDER BY id LIMIT 1
 
 _FRESH_OWN: Final = """
 SELECT id, phone, text, given_id FROM smsvn_recipients
-WHERE campaign = :campaign AND state = 0 AND owner IS NULL AND id > :after AND again IS NULL
-  AND id < COALESCE((
-    SELECT MIN(id) FROM (
-      SELECT id, content FROM smsvn_recipients
-      WHERE campaign = :campaign AND state = 0 AND owner IS NULL AND id > :after
-        AND again IS NULL
-      ORDER BY id LIMIT :limit)
-    WHERE content IS NOT NULL), 9223372036854775807)
+WHERE campaign = :campaign AND state = 0 AND owner IS NULL AND id > :after AND id < :before
+  AND again IS NULL
 ORDER BY id LIMIT :limit
 """
 
 _FRESH_RUN: Final = """
-SELECT COUNT(*), MIN(id), MAX(id), MIN(phone), TOTAL(content IS NOT :content),
+SELECT COUNT(*), MIN(phone), TOTAL(content IS NOT :content),
        group_concat(id), group_concat(phone)
 FROM (
   SELECT id, phone, content FROM smsvn_recipients
@@ -1110,10 +1104,6 @@ def _insert(
     # connection (the sqlite3 module caches 128), where text of their own made new statements
     # every segment, kept in that cache at up to a few hundred KB each.
     fixed = (c, seg, int(digest), content)
-    plain = _PLAIN
-    again = _PLAIN_AGAIN
-    other = _OTHER
-    other_again = _OTHER_AGAIN
     pending = duplicates = 0
     last = top
     changes = db.total_changes
@@ -1121,7 +1111,7 @@ def _insert(
         rows = run.rows
         if not run.plain:
             # Rows with their own text (``Message``s) or not numbers: one statement a row.
-            db.executemany(other, [(*fixed[:2], *row) for row in rows])
+            db.executemany(_OTHER, [(*fixed[:2], *row) for row in rows])
             took = db.total_changes - changes
             pending += sum(1 for row in rows if row[1] == State.PENDING)
             if took < len(rows):
@@ -1131,7 +1121,7 @@ def _insert(
                     for row in rows
                     if row[0] not in new and row[1] == State.PENDING
                 ]
-                db.executemany(other_again, [(*fixed[:2], *row) for row in refused])
+                db.executemany(_OTHER_AGAIN, [(*fixed[:2], *row) for row in refused])
                 duplicates += len(refused)
             changes = db.total_changes
             last = int(db.execute("SELECT MAX(id) FROM smsvn_recipients").fetchone()[0])
@@ -1142,11 +1132,11 @@ def _insert(
             while start + size > end:
                 size >>= 1
             values = [*fixed, *itertools.chain.from_iterable(rows[start : start + size])]
-            cursor = db.execute(plain.statement(size), values)
+            cursor = db.execute(_PLAIN.statement(size), values)
             took = db.total_changes - changes
             if took < size:
                 values.append(last)
-                cursor = db.execute(again.statement(size), values)
+                cursor = db.execute(_PLAIN_AGAIN.statement(size), values)
                 duplicates += db.total_changes - changes - took
             changes = db.total_changes
             last = int(cursor.lastrowid or last)
@@ -1229,9 +1219,9 @@ def _claim_new(
         left = batches - len(claimed)
         content = head[1]
         if content is None:  # rows with their own text: a batch each
-            for ident, phone, text, given_id in db.execute(
-                _FRESH_OWN, {"campaign": campaign, "after": cursor, "limit": left}
-            ):
+            args = _run_args(campaign, cursor, None, left)
+            _to_run_end(db, args)
+            for ident, phone, text, given_id in db.execute(_FRESH_OWN, args):
                 claimed.append(ClaimedBatch(token, [phone_text(phone)], text, given_id, False))
                 ranges.append((token, ident, ident, 1))
                 token += 1
@@ -1247,9 +1237,9 @@ def _claim_new(
         for at in range(0, len(numbers), batch_size):
             part = numbers[at : at + batch_size]
             claimed.append(ClaimedBatch(token, part, text, None, False))
-            ranges.append((token, int(ids[at]), int(ids[at + len(part) - 1]), len(part)))
+            ranges.append((token, ids[at], ids[at + len(part) - 1], len(part)))
             token += 1
-        cursor = int(ids[-1])
+        cursor = ids[-1]
     if not claimed:
         return []
     db.executemany(
@@ -1261,48 +1251,52 @@ def _claim_new(
     return claimed
 
 
+def _run_args(campaign: int, cursor: int, content: int | None, limit: int) -> dict[str, object]:
+    """The parameters of the ``_FRESH_*`` queries: a window of ``limit`` new rows after
+    ``cursor``, and a run of ``content`` (None: of rows with their own text)."""
+    return {"campaign": campaign, "after": cursor, "before": _NO_ID, "content": content,
+            "limit": limit}  # fmt: skip
+
+
+def _to_run_end(db: sqlite3.Connection, args: dict[str, object]) -> None:
+    """Bound ``args`` at the first row of the window that is not of the run, if any."""
+    (before,) = db.execute(_FRESH_BREAK, args).fetchone()
+    if before is not None:
+        args["before"] = before
+
+
 def _fresh_run(
     db: sqlite3.Connection, campaign: int, cursor: int, content: int, limit: int
-) -> tuple[list[str], list[str]] | None:
-    """The ids (as text) and numbers of the run of new rows of ``content`` after ``cursor``
-    (at most ``limit``), in id order; None if SQLite's concatenation did not keep that order."""
-    args = {"campaign": campaign, "after": cursor, "before": _NO_ID, "content": content,
-            "limit": limit}  # fmt: skip
-    count, lo, hi, low, other, ids, phones = db.execute(_FRESH_RUN, args).fetchone()
+) -> tuple[list[int], list[str]] | None:
+    """The ids and numbers of the run of new rows of ``content`` after ``cursor`` (at most
+    ``limit``), in id order; None if SQLite's concatenation did not keep that order."""
+    args = _run_args(campaign, cursor, content, limit)
+    count, low, other, ids, phones = db.execute(_FRESH_RUN, args).fetchone()
     if other:  # the window holds other rows too: the run ends at the first of them
-        (args["before"],) = db.execute(_FRESH_BREAK, args).fetchone()
-        count, lo, hi, low, other, ids, phones = db.execute(_FRESH_RUN, args).fetchone()
+        _to_run_end(db, args)
+        count, low, other, ids, phones = db.execute(_FRESH_RUN, args).fetchone()
     if not count:
         return [], []
-    ids_list: list[str] = ids.split(",")
+    order = [int(ident) for ident in ids.split(",")]
     numbers: list[str] = phones.split(",")
     # Both strings in id order, one entry a row: else a batch row's [lo, hi] would not be its
-    # rows (a claim of a few hundred numbers checks it in tens of microseconds).
-    order = [int(ident) for ident in ids_list]
-    if (
-        len(order) != count
-        or len(numbers) != count
-        or order[0] != lo
-        or order[-1] != hi
-        or order != sorted(order)  # ids are unique: sorted is increasing
-    ):
+    # rows (a claim of a few hundred numbers checks it in tens of microseconds). Ids are
+    # unique: sorted is increasing.
+    if len(order) != count or len(numbers) != count or order != sorted(order):
         return None
     if low >= _NINE_DIGITS:  # every number is 0 and nine digits: the text SQLite made
-        return ids_list, ["0" + number for number in numbers]
-    return ids_list, [phone_text(int(number)) for number in numbers]
+        return order, ["0" + number for number in numbers]
+    return order, [phone_text(int(number)) for number in numbers]
 
 
 def _fresh_rows(
     db: sqlite3.Connection, campaign: int, cursor: int, content: int, limit: int
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[int], list[str]]:
     """``_fresh_run`` read row by row."""
-    args = {"campaign": campaign, "after": cursor, "before": _NO_ID, "content": content,
-            "limit": limit}  # fmt: skip
-    (before,) = db.execute(_FRESH_BREAK, args).fetchone()
-    if before is not None:
-        args["before"] = before
+    args = _run_args(campaign, cursor, content, limit)
+    _to_run_end(db, args)
     rows = db.execute(_FRESH_RUN_ROWS, args).fetchall()
-    return [str(ident) for ident, _ in rows], [phone_text(phone) for _, phone in rows]
+    return [int(ident) for ident, _ in rows], [phone_text(phone) for _, phone in rows]
 
 
 _SPREAD: Final = """
