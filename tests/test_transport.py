@@ -121,3 +121,53 @@ async def test_user_agent_on_our_session_and_not_on_a_borrowed_one() -> None:
         await runner.cleanup()
     assert seen[0] is not None and seen[0].startswith("smsvn/")
     assert seen == [seen[0], seen[0], "caller/1.0"]
+
+
+@pytest.mark.parametrize(
+    ("max_body", "size", "read"),
+    [
+        (1000, 999, True),  # fewer digits than the cap: within it without parsing the length
+        (1000, 1000, True),  # as many digits: parsed, at the cap
+        (1000, 1001, False),
+        (999, 1000, False),  # more digits than the cap
+        (999, 999, True),
+        (0, 0, True),
+        (0, 1, False),
+    ],
+)
+async def test_a_declared_length_is_read_only_within_max_body(
+    max_body: int, size: int, read: bool
+) -> None:
+    """Guard for the cap's fast path (a ``Content-Length`` shorter than ``max_body`` in digits),
+    against a real server on 127.0.0.1: one byte over the cap is refused at every edge."""
+    from aiohttp import web
+
+    from smsvn.transport import Transport
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * size)
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    transport = Transport(provider="speedsms", max_body=max_body, retry=FAST_RETRY)
+    try:
+        call = transport.call(
+            "GET",
+            f"http://127.0.0.1:{port}/",
+            endpoint="x",
+            parse=lambda r: len(r.body),
+            idempotent=False,
+        )
+        if read:
+            assert await call == size
+        else:
+            with pytest.raises(errors.MalformedResponse, match=f"over {max_body} bytes"):
+                await call
+    finally:
+        await transport.aclose()
+        await runner.cleanup()

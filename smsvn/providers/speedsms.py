@@ -168,6 +168,8 @@ def _to_array(numbers: list[str]) -> msgspec.Raw:
     strings first (benchmarks/README.md). Exact for canonical numbers: each is ``0`` + 9 ASCII
     digits (nothing JSON escapes), so ``","0`` occurs only where an element starts.
     """
+    if len(numbers) == 1:  # an OTP: no join, no replace
+        return msgspec.Raw(('["84' + numbers[0][1:] + '"]').encode())
     if not numbers:
         return msgspec.Raw(b"[]")
     return msgspec.Raw(('["84' + '","'.join(numbers)[1:].replace('","0', '","84') + '"]').encode())
