@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aioresponses import aioresponses
@@ -89,6 +92,23 @@ def test_redact_value_skips_the_walk_only_when_the_body_proves_it_clean() -> Non
         assert "SENTINEL" not in redactor.value(decoded, body).note
 
 
+@contextlib.asynccontextmanager
+async def _listening(path: str, handler: Any) -> AsyncIterator[int]:
+    """An aiohttp server on 127.0.0.1 answering GET ``path`` with ``handler``; yields its port."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
 async def test_user_agent_on_our_session_and_not_on_a_borrowed_one() -> None:
     """smsvn names itself on its own session; a caller's session keeps the caller's headers."""
     import aiohttp
@@ -100,14 +120,7 @@ async def test_user_agent_on_our_session_and_not_on_a_borrowed_one() -> None:
         seen.append(request.headers.get("User-Agent"))
         return web.json_response({"status": "success", "code": "00", "data": {"balance": 5}})
 
-    app = web.Application()
-    app.router.add_get("/user/info", info)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
+    async with _listening("/user/info", info) as port:
         base = f"http://127.0.0.1:{port}"
         async with SpeedSMS(SENTINEL_TOKEN, base_url=base, rate_limit=None) as sms:
             await sms.balance()
@@ -117,8 +130,6 @@ async def test_user_agent_on_our_session_and_not_on_a_borrowed_one() -> None:
             SpeedSMS(SENTINEL_TOKEN, base_url=base, rate_limit=None, session=session) as sms,
         ):
             await sms.balance()
-    finally:
-        await runner.cleanup()
     assert seen[0] is not None and seen[0].startswith("smsvn/")
     assert seen == [seen[0], seen[0], "caller/1.0"]
 
@@ -147,27 +158,20 @@ async def test_a_declared_length_is_read_only_within_max_body(
     async def answer(request: web.Request) -> web.Response:
         return web.Response(body=b"x" * size)
 
-    app = web.Application()
-    app.router.add_get("/", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     transport = Transport(provider="speedsms", max_body=max_body, retry=FAST_RETRY)
-    try:
-        call = transport.call(
-            "GET",
-            f"http://127.0.0.1:{port}/",
-            endpoint="x",
-            parse=lambda r: len(r.body),
-            idempotent=False,
-        )
-        if read:
-            assert await call == size
-        else:
-            with pytest.raises(errors.MalformedResponse, match=f"over {max_body} bytes"):
-                await call
-    finally:
-        await transport.aclose()
-        await runner.cleanup()
+    async with _listening("/", answer) as port:
+        try:
+            call = transport.call(
+                "GET",
+                f"http://127.0.0.1:{port}/",
+                endpoint="x",
+                parse=lambda r: len(r.body),
+                idempotent=False,
+            )
+            if read:
+                assert await call == size
+            else:
+                with pytest.raises(errors.MalformedResponse, match=f"over {max_body} bytes"):
+                    await call
+        finally:
+            await transport.aclose()
