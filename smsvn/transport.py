@@ -101,8 +101,6 @@ _MERGED_HEADERS: Final = 16
 _CONTENT_ENCODING: Final = aiohttp.hdrs.CONTENT_ENCODING  # an istr: no case folding per lookup
 _CONTENT_LENGTH: Final = aiohttp.hdrs.CONTENT_LENGTH
 _DEBUG: Final = logging.DEBUG
-_READS: Final = ("GET", "HEAD")
-_NO_HEADERS: Final = object()
 _IN_PROCESS: Final = InProcessLimiter()
 
 T = TypeVar("T")
@@ -348,18 +346,8 @@ class _CleanHandler(ResponseHandler):
             return False
         if self in self._lent:
             return True
-        # Idle in the pool (aiohttp is about to lend it, or its cleanup is looking). Whether
-        # the socket has bytes (or an EOF, an error) the loop has not read: inline, as the
-        # ``_leaving`` below, since every pooled request passes here.
-        poller = self._poller
-        if poller is None:
-            unread = _readable(transport)
-        else:
-            try:
-                unread = bool(poller.poll(0))
-            except (OSError, ValueError):
-                unread = True
-        if unread or self.should_close:
+        # Idle in the pool (aiohttp is about to lend it, or its cleanup is looking).
+        if self.should_close or self._unread(transport):
             _log.info(
                 "%s: a pooled connection held unread bytes; closed it",
                 _peer(transport),
@@ -368,10 +356,18 @@ class _CleanHandler(ResponseHandler):
         # Lent to the running task's request, which leaves on it. (Asked by aiohttp's cleanup
         # instead, in the context of the task that released a connection, this may mark that
         # task's send as left: the safe side, never the other.)
-        mark = departure.get()
-        if mark is not None:
-            mark.left = True
+        _leaving()
         return True
+
+    def _unread(self, transport: asyncio.BaseTransport) -> bool:
+        """Whether the socket has bytes (or an EOF, an error) the loop has not read."""
+        poller = self._poller
+        if poller is None:
+            return _readable(transport)
+        try:
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
 
 
 def _leaving() -> None:
@@ -447,8 +443,6 @@ class Transport:
         """A ``Content-Length`` of fewer digits is within ``max_body`` without parsing it."""
         self._session = session
         self._owns_session = session is None
-        self._own_session: aiohttp.ClientSession | None = None
-        """The session this transport made, once made (None for a borrowed one)."""
         # The connect timeout (which covers waiting for a pooled connection too) must end before
         # the total one: a total timeout that fires first would report a request that never
         # left as ``OutcomeUnknown``. Half the total keeps it first even after aiohttp rounds
@@ -471,10 +465,6 @@ class Transport:
             **(headers or {}),
         }
         self._merged: dict[int, tuple[Mapping[str, str] | None, CIMultiDict[str] | None]] = {}
-        # The last call's header mapping and its aiohttp form (see ``call``): an object no
-        # caller holds, so the first call takes ``_all_headers``.
-        self._last_headers: object = _NO_HEADERS
-        self._last_all: CIMultiDict[str] | None = None
         self.redactor = Redactor(secrets)
         self._closed = False
 
@@ -486,7 +476,7 @@ class Transport:
             if self._closed:
                 raise ValidationError("the client is closed", provider=self.provider)
             connector = _CleanConnector(limit=self._max_connections, ttl_dns_cache=300)
-            self._session = self._own_session = aiohttp.ClientSession(
+            self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
                 auto_decompress=False,  # see _read_capped; each request says so too
@@ -500,7 +490,6 @@ class Transport:
         """Close the session if this transport created it; safe to call twice."""
         self._closed = True
         session, self._session = self._session, None
-        self._own_session = None
         if session is not None and self._owns_session:
             await session.close()
 
@@ -572,11 +561,10 @@ class Transport:
         """
         # aiohttp's own silent resend is off for every GET (a read too): retries are this loop's
         # alone, so ``max_retries`` bounds the requests and every attempt reaches the hooks.
-        middlewares = None if method == "POST" else _NO_RESEND if method in _READS else None
-        # The providers pass one header mapping per endpoint: the last one's aiohttp form is
-        # kept beside the cache of the others (one identity test on the usual path).
-        if headers is self._last_headers:
-            all_headers = self._last_all
+        middlewares = _NO_RESEND if method in ("GET", "HEAD") else None
+        cached = self._merged.get(id(headers))
+        if cached is not None and cached[0] is headers:
+            all_headers = cached[1]
         else:
             all_headers = self._all_headers(headers)
         limiter = self._limiter
@@ -656,12 +644,13 @@ class Transport:
                     mark.left = True
                 failure: SmsError | None = None
                 try:
-                    session = self._own_session
+                    session = self._session
                     if (
                         session is not None
                         and timeout is self._timeout
                         and params is None
                         and middlewares is None
+                        and self._owns_session
                     ):
                         # Our own session already has these timeouts, our headers and no
                         # decompression: each keyword aiohttp is given costs it 3-4k
@@ -866,7 +855,6 @@ class Transport:
             merged = CIMultiDict(headers) if headers else None
         if len(self._merged) < _MERGED_HEADERS:
             self._merged[id(headers)] = (headers, merged)  # the mapping kept: its id stays its own
-        self._last_headers, self._last_all = headers, merged
         return merged
 
     def _request(
