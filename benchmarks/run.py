@@ -12,8 +12,14 @@ client's CPU per request is its own. The machine may be shared and noisy, so: a 
 scenario's rate and CPU per request are medians over 20 slices of its run (slices another process
 slowed down drop out); each floor alternates ``--rounds`` times with what is compared to it
 (``floor`` with ``smsvn``; ``floor-single`` with ``single`` and ``single-uvloop``), each keeps its
-best rate and least CPU, and the CPU ratio is the median of its rounds against the floor round just
-before each. Every request scenario runs with glibc's malloc thresholds pinned (see ``MALLOC``).
+best rate and least CPU. The CPU ratio a target is judged on is the *quiet* one: the 5th
+percentile of every slice of every round of a scenario, against the same of its floor (another
+process on the machine only ever adds CPU to a slice, and adds the same microseconds to both sides
+of a ratio, pulling it towards 1x); the median of the rounds, each against the floor round just
+before it, is shown beside it. ``floor-single-again`` runs the floor against itself in the same
+rounds: where its quiet ratio strays from 1x by more than ``NOISE``, the machine is too noisy to
+judge a single send's CPU and the target says so instead of PASS or MISS (``--no-calibrate``
+skips it). Every request scenario runs with glibc's malloc thresholds pinned (see ``MALLOC``).
 See benchmarks/README.md for how to read the table.
 """
 
@@ -27,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -48,10 +55,15 @@ VS_VENDOR_AT_20MS = 50.0
 BULK_MB = 64.0
 DEDUPE_BYTES_PER_NUMBER = 60.0
 UTILISATION = 0.97
+QUIET = 0.05
+"""The percentile of a scenario's slices (every round's, pooled) taken as its CPU per request on a
+quiet machine: with 6 rounds of 20 slices, the 6th lowest of 120 (benchmarks/README.md)."""
+NOISE = 0.03
+"""How far the floor against itself may stray from 1x for a single send's CPU to be judged."""
 
 PAIRS: dict[str, tuple[str, ...]] = {
     "floor": ("smsvn",),
-    "floor-single": ("single", "single-uvloop"),
+    "floor-single": ("floor-single-again", "single", "single-uvloop"),
 }
 """Each floor and what is compared to it, round by round (same requests, same server)."""
 FLOOR_OF = {name: floor for floor, names in PAIRS.items() for name in (floor, *names)}
@@ -81,17 +93,19 @@ class Job:
     limited: bool = False
 
 
-def plan(latency: float, quick: bool) -> list[Job]:
+def plan(latency: float, quick: bool, calibrate: bool = True) -> list[Job]:
     """What runs at one latency. With 20 ms, 64 in flight cap a client at ~3,200 requests/s."""
     q = 5 if quick else 1
     slow = latency > 0
+    # One number a call; never fewer than 20 slices of 64 (a slice must hold whole waves).
+    singles = max((2_000 if slow else 6_000) // q, 1_280)
     return [
         Job("floor", (5_000 if slow else 10_000) // q),
         Job("smsvn", (5_000 if slow else 10_000) // q),
-        # One number a call; never fewer than 20 slices of 64 (a slice must hold whole waves).
-        Job("floor-single", max((2_000 if slow else 6_000) // q, 1_280)),
-        Job("single", max((2_000 if slow else 6_000) // q, 1_280)),
-        Job("single-uvloop", max((2_000 if slow else 6_000) // q, 1_280)),
+        Job("floor-single", singles),
+        *([Job("floor-single-again", singles)] if calibrate else []),
+        Job("single", singles),
+        Job("single-uvloop", singles),
         Job("httpx", (1_500 if slow else 2_000) // q),
         Job("vendor", (150 if slow else 1_000) // q),
         Job("bulk", 10_000 // q),  # 1,000,000 numbers (200,000 quick)
@@ -272,6 +286,57 @@ def _pair(
     out[name]["paired_cpu_ratio"] = statistics.median(
         s["cpu_us_per_request"] / f["cpu_us_per_request"] for f, s in pairs
     )
+    mine, floors = _quiet(tries.get(name, [])), _quiet(tries.get(floor, []))
+    if mine is not None and floors:
+        out[name]["quiet_cpu_us"] = mine
+        out[floor]["quiet_cpu_us"] = floors
+        out[name]["quiet_cpu_ratio"] = mine / floors
+
+
+def _quiet(results: list[dict[str, Any]]) -> float | None:
+    """A scenario's CPU per request on a quiet machine: the ``QUIET`` percentile of the slices of
+    all its rounds. Interference only ever adds CPU to a slice, so the low end of many short
+    slices is the machine left alone; one round is too few slices to find it."""
+    each = sorted(x for t in results if "error" not in t for x in t.get("cpu_us_each", ()))
+    if len(each) < 20:
+        return None
+    return float(each[int(QUIET * (len(each) - 1))])
+
+
+def _cpu_ratio(runs: dict[str, Any], lat: str, scenario: str) -> float | None:
+    """The CPU ratio a target is judged on: the quiet one, else the median of the pairs."""
+    quiet = _get(runs, lat, scenario, "quiet_cpu_ratio")
+    return quiet if quiet is not None else _get(runs, lat, scenario, "paired_cpu_ratio")
+
+
+def _cpu_shown(runs: dict[str, Any], lat: str, scenario: str) -> str:
+    cpu, paired = _cpu_ratio(runs, lat, scenario), _get(runs, lat, scenario, "paired_cpu_ratio")
+    if cpu is None or paired is None or cpu == paired:
+        return _fmt(cpu, "x")
+    return f"{cpu:.2f}x (median of pairs {paired:.2f}x)"
+
+
+def _single(
+    runs: dict[str, Any], lat: str, scenario: str, measure: str, ok: Callable[[float], bool]
+) -> tuple[float | None, bool | None, str]:
+    """A single-send scenario's ``measure`` ("rate" or "cpu") against floor-single, whether
+    ``ok`` holds, and how to show it. Not judged (None) when the floor against itself strayed
+    from 1x by more than ``NOISE`` in the same measure: the machine was too noisy to tell."""
+
+    def ratio(name: str) -> float | None:
+        if measure == "rate":
+            return _get(runs, lat, name, "best_rate_ratio")
+        return _cpu_ratio(runs, lat, name)
+
+    value, itself = ratio(scenario), ratio("floor-single-again")
+    shown = _fmt(value, "x") if measure == "rate" else _cpu_shown(runs, lat, scenario)
+    if value is None:
+        return None, None, shown
+    if itself is None:
+        return value, ok(value), shown
+    if abs(itself - 1) > NOISE:
+        return value, None, f"{shown}; not judged: the floor against itself {itself:.2f}x"
+    return value, ok(value), f"{shown}; the floor against itself {itself:.2f}x"
 
 
 def _say(text: str) -> None:
@@ -300,7 +365,7 @@ def verdicts(runs: dict[str, Any]) -> list[dict[str, Any]]:
 
     for lat in runs:
         rate = _get(runs, lat, "smsvn", "best_rate_ratio")
-        cpu = _get(runs, lat, "smsvn", "paired_cpu_ratio")
+        cpu = _cpu_ratio(runs, lat, "smsvn")
         check(
             f"[{lat}] smsvn req/s >= {RATE_VS_FLOOR:.2f}x floor",
             rate,
@@ -311,29 +376,19 @@ def verdicts(runs: dict[str, Any]) -> list[dict[str, Any]]:
             f"[{lat}] smsvn CPU/req <= {CPU_VS_FLOOR:.2f}x floor",
             cpu,
             None if cpu is None else cpu <= CPU_VS_FLOOR,
-            _fmt(cpu, "x"),
+            _cpu_shown(runs, lat, "smsvn"),
         )
-        rate = _get(runs, lat, "single", "best_rate_ratio")
-        cpu = _get(runs, lat, "single", "paired_cpu_ratio")
-        check(
-            f"[{lat}] single send req/s >= {SINGLE_RATE_VS_FLOOR:.2f}x floor",
-            rate,
-            None if rate is None else rate >= SINGLE_RATE_VS_FLOOR,
-            _fmt(rate, "x"),
-        )
-        check(
-            f"[{lat}] single send CPU/req <= {SINGLE_CPU_VS_FLOOR:.2f}x floor",
-            cpu,
-            None if cpu is None else cpu <= SINGLE_CPU_VS_FLOOR,
-            _fmt(cpu, "x"),
-        )
+        value, ok, shown = _single(runs, lat, "single", "rate", lambda r: r >= SINGLE_RATE_VS_FLOOR)
+        check(f"[{lat}] single send req/s >= {SINGLE_RATE_VS_FLOOR:.2f}x floor", value, ok, shown)
+        value, ok, shown = _single(runs, lat, "single", "cpu", lambda c: c <= SINGLE_CPU_VS_FLOOR)
+        check(f"[{lat}] single send CPU/req <= {SINGLE_CPU_VS_FLOOR:.2f}x floor", value, ok, shown)
         rate = _get(runs, lat, "single-uvloop", "best_rate_ratio")
-        cpu = _get(runs, lat, "single-uvloop", "paired_cpu_ratio")
+        value, ok, shown = _single(runs, lat, "single-uvloop", "cpu", lambda c: c < 1.0)
         check(
             f"[{lat}] single send on uvloop ahead of the floor (default loop): CPU/req < 1x",
-            cpu,
-            None if cpu is None else cpu < 1.0,
-            "-" if cpu is None or rate is None else f"CPU {cpu:.2f}x, rate {rate:.2f}x",
+            value,
+            ok,
+            "-" if value is None or rate is None else f"rate {rate:.2f}x, CPU {shown}",
         )
         if lat != "0 ms":
             vs = _ratio(_get(runs, lat, "smsvn", "rps"), _get(runs, lat, "vendor", "rps"))
@@ -394,14 +449,14 @@ def _fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
 def table(runs: dict[str, Any], checks: list[dict[str, Any]]) -> str:
     lats = list(runs)
     lines: list[str] = []
-    head = f"{'scenario':<15}" + "".join(
+    head = f"{'scenario':<18}" + "".join(
         f" | {lat:>6}: {'req/s':>8} {'CPU us/req':>10} {'rate':>6} {'CPU':>6}" for lat in lats
     )
     lines += [head, "-" * len(head)]
     names = ("floor", "smsvn", "httpx", "vendor", "bulk", "bulk-nodedupe")
-    for name in (*names, "floor-single", "single", "single-uvloop"):
+    for name in (*names, "floor-single", "floor-single-again", "single", "single-uvloop"):
         floor = FLOOR_OF.get(name, "floor")
-        row = f"{name:<15}"
+        row = f"{name:<18}"
         for lat in lats:
             r = runs[lat].get(name)
             if r is None:
@@ -411,7 +466,7 @@ def table(runs: dict[str, Any], checks: list[dict[str, Any]]) -> str:
                 row += f" | {'':>6}  {'ERROR':>8} {'':>10} {'':>6} {'':>6}"
                 continue
             rate = _ratio(r.get("rps"), _get(runs, lat, floor, "rps"))
-            cpu = r.get("paired_cpu_ratio") or _ratio(
+            cpu = _cpu_ratio(runs, lat, name) or _ratio(
                 r.get("cpu_us_per_request"), _get(runs, lat, floor, "cpu_us_per_request")
             )
             row += (
@@ -420,9 +475,10 @@ def table(runs: dict[str, Any], checks: list[dict[str, Any]]) -> str:
             )
         lines.append(row)
     lines.append(
-        "rate, CPU: against the floor's best round (smsvn's and single's CPU: the median of their "
-        "rounds, each against\nthe floor round just before it); floor-single, single and "
-        "single-uvloop: one 84... number a call, against floor-single"
+        "rate: against the floor's best round; CPU: the floor's least round, except smsvn's, "
+        "single's and single-uvloop's:\nthe quiet ratio (5th percentile of every round's "
+        "slices against the floor's); floor-single, single and single-uvloop:\none 84... "
+        "number a call, against floor-single (floor-single-again: the floor against itself)"
     )
     lines.append("")
     for lat in lats:
@@ -477,13 +533,25 @@ def main() -> None:
     )
     parser.add_argument("--latency", action="append", type=float, help="seconds (repeatable)")
     parser.add_argument("--no-save", action="store_true", help="do not write results/")
+    parser.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="skip the floor against itself (a single send's CPU is then judged however noisy)",
+    )
     args = parser.parse_args()
     cores = _cores()
     latencies = tuple(args.latency) if args.latency else LATENCIES
     started = time.time()
     runs: dict[str, Any] = {}
     for latency in latencies:
-        jobs = [j for j in plan(latency, args.quick) if not args.only or j.scenario in args.only]
+        jobs = [
+            j
+            for j in plan(latency, args.quick, args.calibrate)
+            if not args.only
+            or j.scenario in args.only
+            or (j.scenario == "floor-single-again" and "floor-single" in args.only)
+        ]
         runs[f"{latency * 1000:g} ms"] = run_latency(
             latency, jobs, args.rounds, cores, malloc=not args.malloc_default
         )
@@ -503,6 +571,7 @@ def main() -> None:
             "quick": args.quick,
             "only": args.only,
             "rounds": args.rounds,
+            "calibrate": args.calibrate,
             "malloc": {} if args.malloc_default else MALLOC,
         },
         "runs": runs,

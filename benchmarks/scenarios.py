@@ -99,7 +99,8 @@ async def _drive(
     let the workers fall out of step (httpx is 4x slower while all 64 start together), so what
     is timed is the steady state. The timed run is also measured in ``SLICES`` slices: the
     medians over them (``rps_slices``, ``cpu_us_slices``) leave out the slices another process
-    on a shared machine slowed down, which the whole-run figures cannot.
+    on a shared machine slowed down, which the whole-run figures cannot; each slice's CPU per
+    request (``cpu_us_each``) lets ``run.py`` find the quiet ones across rounds.
     """
     step = max(requests // SLICES, 1)
     marks: list[tuple[float, float]] = []
@@ -133,6 +134,7 @@ async def _drive(
     if slices:
         result["rps_slices"] = statistics.median(step / dt for dt, _ in slices)
         result["cpu_us_slices"] = statistics.median(dc / step * 1e6 for _, dc in slices)
+        result["cpu_us_each"] = [round(dc / step * 1e6, 3) for _, dc in slices]
     return result
 
 
@@ -543,6 +545,7 @@ SCENARIOS: dict[str, Callable[[dict[str, Any], int, int], Awaitable[dict[str, An
     "floor": floor,
     "smsvn": smsvn_send,
     "floor-single": floor_single,
+    "floor-single-again": floor_single,  # the floor against itself: ``run.py --calibrate``
     "single": smsvn_single,
     "single-uvloop": smsvn_single,  # the same, on uvloop (see main)
     "httpx": httpx_send,
