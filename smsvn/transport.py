@@ -40,6 +40,7 @@ import msgspec
 from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from smsvn._attempt_timer import AttemptTimer
 from smsvn._checks import checked_int, checked_seconds
 from smsvn._redact import Redactor
 from smsvn.errors import (
@@ -450,6 +451,7 @@ class Transport:
         self._timeout = aiohttp.ClientTimeout(
             total=timeout, connect=min(connect_timeout, timeout / 2)
         )
+        self._timer = AttemptTimer(timeout)
         self._max_connections = max_connections
         self.retry = retry or RetryPolicy()
         self.rate_limit = rate_limit
@@ -478,7 +480,9 @@ class Transport:
             connector = _CleanConnector(limit=self._max_connections, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=self._timeout,
+                # The connect timeout only: ``call`` bounds an attempt's whole time with the
+                # attempt timer, or passes ``_timeout`` where it does not (``_request``).
+                timeout=aiohttp.ClientTimeout(connect=self._timeout.connect),
                 auto_decompress=False,  # see _read_capped; each request says so too
                 # The transport's own headers once, not merged into every call's: aiohttp
                 # copies these at C speed and walks only a call's own in Python.
@@ -489,6 +493,7 @@ class Transport:
     async def aclose(self) -> None:
         """Close the session if this transport created it; safe to call twice."""
         self._closed = True
+        self._timer.close()
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
@@ -643,46 +648,70 @@ class Transport:
                     # connection (ours does, see ``_CleanConnector``): it may leave from here.
                     mark.left = True
                 failure: SmsError | None = None
+                task: asyncio.Task[Any] | None = None
                 try:
-                    session = self._session
+                    session = self._session or self.session()
                     if (
-                        session is not None
-                        and timeout is self._timeout
+                        timeout is self._timeout
                         and params is None
                         and middlewares is None
                         and self._owns_session
                     ):
-                        # Our own session already has these timeouts, our headers and no
-                        # decompression: each keyword aiohttp is given costs it 3-4k
-                        # instructions (benchmarks/README.md).
-                        request: AbstractAsyncContextManager[aiohttp.ClientResponse] = (
-                            session.request(
-                                method, url, data=data, headers=all_headers, allow_redirects=False
+                        task = self._timer.start()  # from here until ``stop``, nothing else
+                    try:
+                        if task is not None:
+                            # Our own session already has our headers and no decompression,
+                            # and the attempt timer bounds its time: each keyword aiohttp is
+                            # given costs it 3-4k instructions, its own timer ~400 bytecodes
+                            # (benchmarks/README.md).
+                            request: AbstractAsyncContextManager[aiohttp.ClientResponse] = (
+                                session.request(
+                                    method,
+                                    url,
+                                    data=data,
+                                    headers=all_headers,
+                                    allow_redirects=False,
+                                )
                             )
-                        )
-                    else:
-                        request = self._request(
-                            method, url, params, data, all_headers, middlewares, timeout
-                        )
-                    async with request as resp:
-                        answer_headers = resp.headers
-                        length = answer_headers.get(_CONTENT_LENGTH)
-                        if (
-                            length is not None
-                            and length.isdecimal()
-                            and (
-                                len(length) < self._max_body_digits or int(length) <= self._max_body
-                            )
-                            and _CONTENT_ENCODING not in answer_headers
-                        ):
-                            # A declared length within the cap, not compressed (every real
-                            # answer): aiohttp's parser stops at ``length`` bytes.
-                            body = await resp.read()
                         else:
-                            body = await self._read_capped(resp, endpoint, attempt)
-                        response = Response(resp.status, answer_headers, body, attempt, resent)
+                            request = self._request(
+                                session,
+                                method,
+                                url,
+                                params,
+                                data,
+                                all_headers,
+                                middlewares,
+                                timeout,
+                            )
+                        async with request as resp:
+                            answer_headers = resp.headers
+                            length = answer_headers.get(_CONTENT_LENGTH)
+                            if (
+                                length is not None
+                                and length.isdecimal()
+                                and (
+                                    len(length) < self._max_body_digits
+                                    or int(length) <= self._max_body
+                                )
+                                and _CONTENT_ENCODING not in answer_headers
+                            ):
+                                # A declared length within the cap, not compressed (every real
+                                # answer): aiohttp's parser stops at ``length`` bytes.
+                                body = await resp.read()
+                            else:
+                                body = await self._read_capped(resp, endpoint, attempt)
+                            response = Response(resp.status, answer_headers, body, attempt, resent)
+                    finally:
+                        if task is not None:
+                            self._timer.stop(task)
                 except _FAILURES as exc:
                     failure = self._failure(exc, endpoint, method, attempt, started)
+                except asyncio.CancelledError:
+                    if task is None or not self._timer.expired(task):
+                        raise
+                    # The attempt ran out of time (what aiohttp's own timer raises).
+                    failure = self._failure(TimeoutError(), endpoint, method, attempt, started)
                 if failure is not None:
                     # Raised here, outside the ``except``: aiohttp's exceptions carry the full
                     # URL (credentials in its query string), so none may be our error's
@@ -859,6 +888,7 @@ class Transport:
 
     def _request(
         self,
+        session: aiohttp.ClientSession,
         method: str,
         url: str,
         params: Mapping[str, str] | None,
@@ -867,15 +897,9 @@ class Transport:
         middlewares: tuple[Any, ...] | None,
         timeout: aiohttp.ClientTimeout,
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        """The request of one attempt, not yet sent (the session is made on first use): what
-        ``call`` does inline on its usual path, and every keyword where that does not apply."""
-        session = self._session
-        if session is None:
-            session = self.session()
-        if self._owns_session and timeout is self._timeout and params is None and not middlewares:
-            # Our own session already has these timeouts and no decompression: each keyword
-            # aiohttp is given costs it 3-4k instructions (benchmarks/README.md).
-            return session.request(method, url, data=data, headers=headers, allow_redirects=False)
+        """The request of one attempt, not yet sent, where ``call``'s usual path does not apply
+        (a borrowed session, a deadline's shorter timeout, a query, a GET): every keyword, and
+        aiohttp's own timer for ``timeout``."""
         return session.request(
             method,
             url,
