@@ -452,6 +452,10 @@ class Transport:
             total=timeout, connect=min(connect_timeout, timeout / 2)
         )
         self._timer = AttemptTimer(timeout)
+        self._session_timeout = aiohttp.ClientTimeout(connect=self._timeout.connect)
+        """Our own session's: the connect timeout only. ``call`` bounds an attempt's whole time
+        with the attempt timer, or passes ``_timeout`` where it does not (a deadline's shorter
+        one, outside a task)."""
         self._max_connections = max_connections
         self.retry = retry or RetryPolicy()
         self.rate_limit = rate_limit
@@ -480,9 +484,7 @@ class Transport:
             connector = _CleanConnector(limit=self._max_connections, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                # The connect timeout only: ``call`` bounds an attempt's whole time with the
-                # attempt timer, or passes ``_timeout`` where it does not (``_request``).
-                timeout=aiohttp.ClientTimeout(connect=self._timeout.connect),
+                timeout=self._session_timeout,
                 auto_decompress=False,  # see _read_capped; each request says so too
                 # The transport's own headers once, not merged into every call's: aiohttp
                 # copies these at C speed and walks only a call's own in Python.
@@ -651,17 +653,12 @@ class Transport:
                 task: asyncio.Task[Any] | None = None
                 try:
                     session = self._session or self.session()
-                    if (
-                        timeout is self._timeout
-                        and params is None
-                        and middlewares is None
-                        and self._owns_session
-                    ):
+                    if timeout is self._timeout and self._owns_session:
                         task = self._timer.start()  # from here until ``stop``, nothing else
                     try:
-                        if task is not None:
-                            # Our own session already has our headers and no decompression,
-                            # and the attempt timer bounds its time: each keyword aiohttp is
+                        if task is not None and params is None and middlewares is None:
+                            # Our own session already has our headers, no decompression and no
+                            # total timeout (the attempt timer's): each keyword aiohttp is
                             # given costs it 3-4k instructions, its own timer ~400 bytecodes
                             # (benchmarks/README.md).
                             request: AbstractAsyncContextManager[aiohttp.ClientResponse] = (
@@ -682,7 +679,7 @@ class Transport:
                                 data,
                                 all_headers,
                                 middlewares,
-                                timeout,
+                                timeout if task is None else self._session_timeout,
                             )
                         async with request as resp:
                             answer_headers = resp.headers
@@ -899,7 +896,7 @@ class Transport:
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         """The request of one attempt, not yet sent, where ``call``'s usual path does not apply
         (a borrowed session, a deadline's shorter timeout, a query, a GET): every keyword, and
-        aiohttp's own timer for ``timeout``."""
+        aiohttp's own timer where ``timeout`` has a total."""
         return session.request(
             method,
             url,

@@ -22,7 +22,7 @@ from smsvn import errors
 from smsvn._attempt_timer import AttemptTimer
 from smsvn.providers.speedsms import SpeedSMS
 from smsvn.sandbox import Sandbox
-from tests.conftest import FAST_RETRY, SENTINEL_TOKEN
+from tests.conftest import FAST_RETRY, SENTINEL_TOKEN, client_at
 
 NUMBER = "0912345678"
 
@@ -48,22 +48,22 @@ async def _silent_server() -> AsyncIterator[str]:
         await server.wait_closed()
 
 
-async def test_an_unanswered_send_ends_when_its_time_is_up() -> None:
-    async with (
-        _silent_server() as base,
-        SpeedSMS(
-            SENTINEL_TOKEN, base_url=base, rate_limit=None, retry=FAST_RETRY, timeout=0.4
-        ) as sms,
-    ):
-        for _ in range(2):  # the first request of a client, and a later one
-            started = time.monotonic()
-            with pytest.raises(errors.OutcomeUnknown) as caught:
-                await sms.send(NUMBER, "hi")
-            elapsed = time.monotonic() - started
-            assert 0.4 <= elapsed < 0.4 + 0.05 + 0.5, elapsed
-            assert caught.value.attempts == 1  # a send is never resent after it may have left
-        assert sms._transport.session().timeout.total is None  # the timer did it, not aiohttp
-        assert sms._transport._timer._due == {}
+@pytest.mark.parametrize("provider", ["speedsms", "fibo"])  # a POST, a GET
+async def test_an_unanswered_send_ends_when_its_time_is_up(provider: str) -> None:
+    async with Sandbox(speedsms_rate_limit=None) as sb, _silent_server() as base:
+        client = client_at(sb, provider, base, rate_limit=None, retry=FAST_RETRY, timeout=0.4)
+        async with client:
+            for _ in range(2):  # the first request of a client, and a later one
+                started = time.monotonic()
+                with pytest.raises(errors.OutcomeUnknown) as caught:
+                    await client.send(NUMBER, "hi")
+                elapsed = time.monotonic() - started
+                assert 0.4 <= elapsed < 0.4 + 0.05 + 0.5, elapsed
+                assert caught.value.attempts == 1  # never resent after it may have left
+            transport = client._transport
+            assert transport.session().timeout.total is None  # the timer did it, not aiohttp
+            assert transport._timer._due == {}
+        assert sb.requests == {}  # the sandbox itself was never asked
 
 
 async def test_a_callers_cancellation_is_not_taken_for_a_timeout() -> None:
@@ -96,10 +96,11 @@ async def test_a_send_costs_the_loop_no_timer_of_its_own() -> None:
             await asyncio.gather(*(sms.send(NUMBER, "hi") for _ in range(100)))  # the pool
             loop.call_at = counting  # type: ignore[method-assign]
             try:
-                results = await asyncio.gather(*(sms.send(NUMBER, "hi") for _ in range(100)))
+                sent = await asyncio.gather(*(sms.send(NUMBER, "hi") for _ in range(100)))
+                read = await asyncio.gather(*(sms.balance() for _ in range(50)))  # GETs
             finally:
                 del loop.call_at  # type: ignore[method-assign]
-        assert len(results) == 100
+        assert len(sent) == 100 and len(read) == 50
     assert timers["TimeoutHandle.__call__"] == 0, timers
     assert timers["AttemptTimer._sweep"] <= 3, timers
 
