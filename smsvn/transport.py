@@ -703,6 +703,8 @@ class Transport:
                         if task is not None:
                             self._timer.stop(task)
                 except _FAILURES as exc:
+                    if task is not None:
+                        self._timer.expired(task)  # a tick that fired as it failed: taken back
                     failure = self._failure(exc, endpoint, method, attempt, started)
                 except asyncio.CancelledError:
                     if task is None or not self._timer.expired(task):
