@@ -81,7 +81,8 @@ faults (5-8 us), or nothing. One process of a pair paid it and the other did not
 client always does (its TLS layer reads into one buffer per connection). ``--malloc-default``
 turns this off; the bulk, limiter and items scenarios never get it (it moves their RSS figures)."""
 PINNED_MALLOC = {
-    "floor", "smsvn", "httpx", "vendor", "floor-single", "single", "single-uvloop",
+    "floor", "smsvn", "httpx", "vendor", "floor-single", "floor-single-again", "single",
+    "single-uvloop",
 }  # fmt: skip
 
 
