@@ -545,7 +545,7 @@ SCENARIOS: dict[str, Callable[[dict[str, Any], int, int], Awaitable[dict[str, An
     "floor": floor,
     "smsvn": smsvn_send,
     "floor-single": floor_single,
-    "floor-single-again": floor_single,  # the floor against itself: ``run.py --calibrate``
+    "floor-single-again": floor_single,  # the floor against itself (run.py's calibration)
     "single": smsvn_single,
     "single-uvloop": smsvn_single,  # the same, on uvloop (see main)
     "httpx": httpx_send,

@@ -48,7 +48,7 @@ class AttemptTimer:
         self._due[task] = (loop.time() + self._timeout, task.cancelling())
         if self._handle is None or self._loop is not loop:
             self._loop = loop
-            self._handle = loop.call_later(self._tick, self._sweep)
+            self._handle = loop.call_later(self._tick, self._sweep, loop)
         return task
 
     def stop(self, task: asyncio.Task[Any]) -> None:
@@ -70,10 +70,7 @@ class AttemptTimer:
             self._handle.cancel()
             self._handle = None
 
-    def _sweep(self) -> None:
-        loop = self._loop
-        if loop is None:  # pragma: no cover - only ever scheduled with a loop
-            return
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
         due = self._due
         late = [(task, entry[1]) for task, entry in due.items() if entry[0] <= now]
@@ -83,4 +80,4 @@ class AttemptTimer:
                 continue
             self._fired[task] = cancelling
             task.cancel()
-        self._handle = loop.call_later(self._tick, self._sweep) if due else None
+        self._handle = loop.call_later(self._tick, self._sweep, loop) if due else None

@@ -139,7 +139,7 @@ async def test_a_cancellation_in_the_same_moment_as_the_tick_still_cancels() -> 
     await asyncio.sleep(0)  # registered, waiting
     timer.close()  # the tick comes by hand here, not from the loop
     timer._due[task] = (0.0, 0)  # its time is up
-    timer._sweep()
+    timer._sweep(asyncio.get_running_loop())
     task.cancel()  # the caller, in the same moment
     with pytest.raises(asyncio.CancelledError):
         await task
