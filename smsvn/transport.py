@@ -38,6 +38,7 @@ from typing import Any, Final, TypeVar, cast
 import aiohttp
 import msgspec
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.payload import BytesPayload
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from smsvn._attempt_timer import AttemptTimer
@@ -101,7 +102,9 @@ _MERGED_HEADERS: Final = 16
 """Distinct per-call header mappings whose aiohttp form (``_all_headers``) is kept."""
 _CONTENT_ENCODING: Final = aiohttp.hdrs.CONTENT_ENCODING  # an istr: no case folding per lookup
 _CONTENT_LENGTH: Final = aiohttp.hdrs.CONTENT_LENGTH
+_CONTENT_TYPE: Final = aiohttp.hdrs.CONTENT_TYPE
 _DEBUG: Final = logging.DEBUG
+_OCTET_STREAM: Final = "application/octet-stream"
 _IN_PROCESS: Final = InProcessLimiter()
 
 T = TypeVar("T")
@@ -471,6 +474,8 @@ class Transport:
             **(headers or {}),
         }
         self._merged: dict[int, tuple[Mapping[str, str] | None, CIMultiDict[str] | None]] = {}
+        self._no_headers = self._all_headers(None)
+        """What a call without headers of its own sends (None on our own session)."""
         self.redactor = Redactor(secrets)
         self._closed = False
 
@@ -556,12 +561,15 @@ class Transport:
         parse: Callable[[Response], T],
         params: Mapping[str, str] | None = None,
         data: bytes | None = None,
+        content_type: str = _OCTET_STREAM,
         headers: Mapping[str, str] | None = None,
         idempotent: bool,
         deduplicated: bool = False,
     ) -> T:
         """Send one request (and its safe retries) and return what ``parse`` makes of the answer.
 
+        ``data`` goes as the body, typed ``content_type`` (a ``Content-Type`` of its own, not in
+        ``headers``: aiohttp takes it from the body without walking another header mapping).
         ``idempotent``: a read; any failure may be retried. ``deduplicated``: a send the provider
         recognises when it comes again (eSMS ``RequestId``), so an unknown outcome may be retried.
         Anything else is sent at most once, except after a ``ConnectError`` or a 429.
@@ -569,11 +577,14 @@ class Transport:
         # aiohttp's own silent resend is off for every GET (a read too): retries are this loop's
         # alone, so ``max_retries`` bounds the requests and every attempt reaches the hooks.
         middlewares = _NO_RESEND if method in ("GET", "HEAD") else None
-        cached = self._merged.get(id(headers))
-        if cached is not None and cached[0] is headers:
+        if headers is None:
+            all_headers = self._no_headers
+        elif (cached := self._merged.get(id(headers))) is not None and cached[0] is headers:
             all_headers = cached[1]
         else:
             all_headers = self._all_headers(headers)
+        # Bytes are reusable: one payload serves every attempt of the call.
+        payload = None if data is None else BytesPayload(data, content_type=content_type)
         limiter = self._limiter
         if limiter is None and self.rate_limit is not None:
             limiter = self.limiter  # created on first use, in the running loop
@@ -665,7 +676,7 @@ class Transport:
                                 session.request(
                                     method,
                                     url,
-                                    data=data,
+                                    data=payload,
                                     headers=all_headers,
                                     allow_redirects=False,
                                 )
@@ -676,7 +687,7 @@ class Transport:
                                 method,
                                 url,
                                 params,
-                                data,
+                                payload,
                                 all_headers,
                                 middlewares,
                                 timeout if task is None else self._session_timeout,
@@ -891,14 +902,18 @@ class Transport:
         method: str,
         url: str,
         params: Mapping[str, str] | None,
-        data: bytes | None,
+        data: BytesPayload | None,
         headers: Mapping[str, str] | None,
         middlewares: tuple[Any, ...] | None,
         timeout: aiohttp.ClientTimeout,
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         """The request of one attempt, not yet sent, where ``call``'s usual path does not apply
         (a borrowed session, a deadline's shorter timeout, a query, a GET): every keyword, and
-        aiohttp's own timer where ``timeout`` has a total."""
+        aiohttp's own timer where ``timeout`` has a total. The body's ``Content-Type`` goes
+        among the headers too: a borrowed session's default one would otherwise win."""
+        if data is not None:
+            headers = CIMultiDict(headers or ())
+            headers[_CONTENT_TYPE] = data.content_type
         return session.request(
             method,
             url,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pytest
 from aiohttp import web
+from aiohttp.payload import BytesPayload
 from aioresponses import aioresponses
 
 from smsvn import providers
@@ -131,6 +132,27 @@ def free_port() -> int:
     port: int = sock.getsockname()[1]
     sock.close()
     return port
+
+
+def payload_bytes(data: object) -> bytes:
+    """The bytes of a request body as the transport hands it to aiohttp: a ``BytesPayload``
+    carrying its own ``Content-Type``, never bare bytes."""
+    assert isinstance(data, BytesPayload), type(data)
+    return data.decode("latin-1").encode("latin-1")  # latin-1: every byte as it is
+
+
+def sent_body(call: Any) -> bytes:
+    """The body of a request aioresponses recorded."""
+    return payload_bytes(call.kwargs["data"])
+
+
+def sent_type(call: Any) -> str:
+    """The ``Content-Type`` a recorded request's body goes with (none among its headers)."""
+    headers = call.kwargs.get("headers") or {}
+    assert "Content-Type" not in headers, headers
+    payload = call.kwargs["data"]
+    assert isinstance(payload, BytesPayload), type(payload)
+    return str(payload.headers["Content-Type"])
 
 
 def taken_count(report: BulkReport) -> int:

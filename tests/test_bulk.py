@@ -19,7 +19,7 @@ from smsvn.bulk import BulkOutcome, BulkProgress, BulkReport, Outcome
 from smsvn.models import Message, SendResult
 from smsvn.providers.speedsms import SpeedSMS
 from smsvn.transport import departure
-from tests.conftest import FAST_RETRY, SENTINEL_TOKEN, taken_count
+from tests.conftest import FAST_RETRY, SENTINEL_TOKEN, payload_bytes, sent_body, taken_count
 
 SEND = "https://api.speedsms.vn/index.php/sms/send"
 
@@ -312,7 +312,7 @@ def test_every_input_is_counted_exactly_once(
 
 
 def speedsms_answer(url: URL, **kwargs: Any) -> CallbackResult:
-    body = json.loads(kwargs["data"])
+    body = json.loads(payload_bytes(kwargs["data"]))
     data = {"tranId": random.randint(1, 10**9), "totalSMS": len(body["to"]), "totalPrice": 250}
     return CallbackResult(payload={"status": "success", "code": "00", "data": data})
 
@@ -324,7 +324,7 @@ async def test_speedsms_send_bulk_packs_100_numbers_a_request(mocked: aiorespons
             (number(i) for i in range(250)), "Khuyen mai", sms_type=3, sender="BRAND"
         )
     calls = mocked.requests[("POST", URL(SEND))]
-    bodies = [json.loads(c.kwargs["data"]) for c in calls]
+    bodies = [json.loads(sent_body(c)) for c in calls]
     assert sorted(len(b["to"]) for b in bodies) == [50, 100, 100]
     assert {b["sender"] for b in bodies} == {"BRAND"}
     assert all(n.startswith("84") for b in bodies for n in b["to"])

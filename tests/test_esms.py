@@ -26,7 +26,7 @@ from smsvn.models import (
     SendStatus,
 )
 from smsvn.providers.esms import DEFAULT_RATE_LIMIT, ESMS, MAX_REQUEST_ID_LENGTH
-from tests.conftest import FAST_RETRY, SENTINEL_KEY, SENTINEL_SECRET
+from tests.conftest import FAST_RETRY, SENTINEL_KEY, SENTINEL_SECRET, sent_body, sent_type
 
 BASE = "https://rest.esms.vn/MainService.svc/json"
 VOICE = "https://voiceapi.esms.vn/MainService.svc/json"
@@ -73,7 +73,7 @@ def sent(m: aioresponses, method: str, url: str) -> list[tuple[URL, Any]]:
 
 
 def body_of(call: Any) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(call.kwargs["data"])
+    data: dict[str, Any] = json.loads(sent_body(call))
     return data
 
 
@@ -103,7 +103,7 @@ async def test_send_post_fields_are_strings_in_a_json_body(mocked: aioresponses)
         "RequestId": "order-42",
         "Brandname": "BRAND",
     }
-    assert call.kwargs["headers"]["Content-Type"] == "application/json"
+    assert sent_type(call) == "application/json"
     assert not url.query
     assert "SENTINEL" not in str(url)
 

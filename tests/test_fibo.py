@@ -34,7 +34,7 @@ from smsvn.providers.fibo import (
     Fibo,
 )
 from smsvn.transport import Response, Transport
-from tests.conftest import FAST_RETRY, SENTINEL_PASS
+from tests.conftest import FAST_RETRY, SENTINEL_PASS, sent_body, sent_type
 
 BASE = "https://ha-api.fibosms.com"
 SEND_PATH = "/SendMT/service.asmx/SendMaskedSMS"
@@ -520,10 +520,9 @@ async def test_daily_totals_envelope_and_answer(mocked: aioresponses) -> None:
     assert (totals.provider, totals.success, totals.failed, totals.pending) == ("fibo", 56, 12, 0)
     assert totals.raw.result == "56|12|0"
     ((_, call),) = calls(mocked, "POST", TOTALS_PATH)
-    headers = call.kwargs["headers"]
-    assert headers["SOAPAction"] == '"http://tempuri.org/GetTotalMt"'
-    assert headers["Content-Type"] == "text/xml; charset=utf-8"
-    body: bytes = call.kwargs["data"]
+    assert call.kwargs["headers"]["SOAPAction"] == '"http://tempuri.org/GetTotalMt"'
+    assert sent_type(call) == "text/xml; charset=utf-8"
+    body = sent_body(call)
     assert body.startswith(b'<?xml version="1.0" encoding="utf-8"?>')
     root = etree.fromstring(body)
     assert root.tag == f"{{{SOAP_NS}}}Envelope"

@@ -19,7 +19,7 @@ from yarl import URL
 from smsvn.models import CallStatus
 from smsvn.providers.esms import ESMS
 from smsvn.sandbox import Sandbox
-from tests.conftest import FAST_RETRY, SENTINEL_KEY, SENTINEL_SECRET
+from tests.conftest import FAST_RETRY, SENTINEL_KEY, SENTINEL_SECRET, sent_body
 
 ESMS_BASE = "https://rest.esms.vn/MainService.svc/json"
 ESMS_SEND_POST = f"{ESMS_BASE}/SendMultipleMessage_V4_post_json/"
@@ -33,7 +33,7 @@ def _posted_json(m: aioresponses, url: str) -> list[dict[str, Any]]:
     for (method, key_url), calls in m.requests.items():
         if method == "POST" and key_url.with_query(None) == target:
             for call in calls:
-                body: dict[str, Any] = json.loads(call.kwargs["data"])
+                body: dict[str, Any] = json.loads(sent_body(call))
                 bodies.append(body)
     return bodies
 

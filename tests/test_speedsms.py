@@ -21,7 +21,7 @@ from smsvn._redact import WITHHELD
 from smsvn.limits import RateLimit
 from smsvn.providers.speedsms import MAX_RECIPIENTS, SpeedSMS
 from smsvn.sandbox import Sandbox
-from tests.conftest import FAST_RETRY, SENTINEL_TOKEN
+from tests.conftest import FAST_RETRY, SENTINEL_TOKEN, sent_body, sent_type
 
 BASE = "https://api.speedsms.vn/index.php"
 SEND = f"{BASE}/sms/send"
@@ -85,13 +85,13 @@ async def test_send_success_uses_84_form_and_json(mocked: aioresponses) -> None:
     assert res.segments == 2
     assert res.cost == 500.0
     call = requests_to(mocked, "POST", SEND)[0]
-    assert json.loads(call.kwargs["data"]) == {
+    assert json.loads(sent_body(call)) == {
         "to": ["84912345678", "84987654321"],
         "content": "Xin chao",
         "sms_type": 3,
         "sender": "BRAND",
     }
-    assert call.kwargs["headers"]["Content-Type"] == "application/json"
+    assert sent_type(call) == "application/json"
 
 
 async def test_send_reports_local_and_provider_invalid_numbers(mocked: aioresponses) -> None:
@@ -107,7 +107,7 @@ async def test_send_reports_local_and_provider_invalid_numbers(mocked: aiorespon
     assert list(res.invalid) == ["12345", "0987654321"]
     assert res.invalid[0].reason
     assert res.invalid[1].reason == "refused by SpeedSMS"
-    sent = json.loads(requests_to(mocked, "POST", SEND)[0].kwargs["data"])
+    sent = json.loads(sent_body(requests_to(mocked, "POST", SEND)[0]))
     assert sent["to"] == ["84912345678", "84987654321"]  # duplicate dropped, invalid not sent
 
 
@@ -213,7 +213,7 @@ async def test_sender_goes_only_with_the_types_that_use_it(
         await sms.send(["0912345678", "0987654321"], "hi")
         await sms.send_bulk(["0912345678"], "hi")
         await sms.send("0912345678", "hi", sms_type=2, sender="OTHER")
-    bodies = [json.loads(call.kwargs["data"]) for call in requests_to(mocked, "POST", SEND)]
+    bodies = [json.loads(sent_body(call)) for call in requests_to(mocked, "POST", SEND)]
     assert [b["sender"] for b in bodies] == [wire, wire, wire, ""]
     assert [b["sms_type"] for b in bodies] == [sms_type] * 3 + [2]
 
@@ -343,7 +343,7 @@ async def test_voice_otp(mocked: aioresponses) -> None:
     assert res.recipients == ("0912345678",)
     call = requests_to(mocked, "POST", VOICE)[0]
     # The voice document's "09x" form (its example: 0912345678), not the SMS send's 84 form.
-    assert json.loads(call.kwargs["data"]) == {"to": "0912345678", "content": "1234"}
+    assert json.loads(sent_body(call)) == {"to": "0912345678", "content": "1234"}
 
 
 @pytest.mark.parametrize("code", ["12a4", "", "１２３", "12 34", "-123"])
@@ -449,7 +449,7 @@ async def test_strip_diacritics_sends_the_plain_form(mocked: aioresponses) -> No
     async with client() as sms:
         await sms.send("0912345678", "Mã OTP của bạn là 123456", strip_diacritics=True)
         await sms.send_bulk(["0912345678"], "Chào bạn", strip_diacritics=True)
-    sent = [json.loads(c.kwargs["data"])["content"] for c in requests_to(mocked, "POST", SEND)]
+    sent = [json.loads(sent_body(c))["content"] for c in requests_to(mocked, "POST", SEND)]
     assert sent == ["Ma OTP cua ban la 123456", "Chao ban"]
 
 

@@ -18,7 +18,7 @@ from smsvn import ESMS, Fibo, SpeedSMS, text
 from smsvn.errors import ValidationError
 from smsvn.providers import esms, fibo, speedsms
 from smsvn.sandbox import Sandbox
-from tests.conftest import FAST_RETRY, SENTINEL_TOKEN
+from tests.conftest import FAST_RETRY, SENTINEL_TOKEN, sent_body
 from tests.test_cli_numbers import run
 
 SPEEDSMS_SEND = "https://api.speedsms.vn/index.php/sms/send"
@@ -30,7 +30,7 @@ def _speedsms_ok() -> dict[str, Any]:
 
 def _sent_contents(mocked: aioresponses) -> list[str]:
     calls = mocked.requests.get(("POST", URL(SPEEDSMS_SEND)), [])
-    return [json.loads(call.kwargs["data"])["content"] for call in calls]
+    return [json.loads(sent_body(call))["content"] for call in calls]
 
 
 # --- strip_diacritics=True on SpeedSMS ---------------------------------------------------------

@@ -15,7 +15,8 @@ from yarl import URL
 from smsvn import errors
 from smsvn._redact import Redactor
 from smsvn.providers.speedsms import SpeedSMS
-from tests.conftest import FAST_RETRY, SENTINEL_TOKEN
+from smsvn.sandbox import Sandbox
+from tests.conftest import FAST_RETRY, SENTINEL_TOKEN, client_at, http_server, per_provider
 
 INFO = "https://api.speedsms.vn/index.php/user/info"
 
@@ -175,3 +176,62 @@ async def test_a_declared_length_is_read_only_within_max_body(
                     await call
         finally:
             await transport.aclose()
+
+
+_BODY_CALLS = per_provider(
+    {
+        "speedsms": ("send", "application/json"),
+        "esms": ("send", "application/json"),
+        "fibo": ("daily_totals", "text/xml; charset=utf-8"),
+    }
+)
+"""Each provider's request with a body, and the ``Content-Type`` its document asks for."""
+
+
+@pytest.mark.parametrize("session_kind", ["own", "own, with a deadline", "borrowed"])
+async def test_a_body_goes_with_one_content_type_of_its_kind(
+    sb: Sandbox, provider: str, session_kind: str
+) -> None:
+    """On the wire, through each of the transport's two paths (our own session's usual one; a
+    deadline's or a borrowed session's): exactly one ``Content-Type``, the body's own, even where
+    a borrowed session's defaults carry another; and the simulator accepts the request."""
+    import aiohttp
+    from aiohttp import web
+
+    seen: list[tuple[list[str], bytes]] = []
+
+    async def recording(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append((request.headers.getall("Content-Type", []), body))
+        forwarded = {
+            k: v for k, v in request.headers.items() if k not in ("Host", "Content-Length")
+        }
+        async with (
+            aiohttp.ClientSession() as upstream,
+            upstream.request(
+                request.method, sb.url + request.path_qs, headers=forwarded, data=body
+            ) as answer,
+        ):
+            return web.Response(
+                status=answer.status,
+                body=await answer.read(),
+                content_type=answer.content_type,
+            )
+
+    method, expected = _BODY_CALLS[provider]
+    async with contextlib.AsyncExitStack() as stack:
+        root = await stack.enter_async_context(http_server(recording))
+        options: dict[str, Any] = {}
+        if session_kind == "borrowed":
+            options["session"] = await stack.enter_async_context(
+                aiohttp.ClientSession(headers={"Content-Type": "text/plain"})
+            )
+        elif session_kind == "own, with a deadline":
+            options["deadline"] = 30.0
+        client = await stack.enter_async_context(client_at(sb, provider, root, **options))
+        call = getattr(client, method)
+        result = await (call("0912345678", "Ma OTP 123456") if method == "send" else call())
+    assert result.provider == provider
+    [(types, body)] = seen
+    assert types == [expected]
+    assert body  # the body went, whole: the simulator answered it above

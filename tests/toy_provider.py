@@ -109,7 +109,7 @@ class Toy(BaseClient):
             endpoint="send",
             parse=parse,
             data=body,
-            headers={"Content-Type": "application/json"},
+            content_type="application/json",
             idempotent=False,
         )
 

@@ -112,7 +112,7 @@ _VN_TZ: Final = timezone(timedelta(hours=7), "ICT")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _WCF_DATE: Final = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
 _SEPARATORS: Final = re.compile(r"[\s.()-]+")
-_JSON: Final = {"Content-Type": "application/json"}
+_JSON: Final = "application/json"
 
 _EP_SEND_POST: Final = "SendMultipleMessage_V4_post_json"
 _EP_SEND_GET: Final = "SendMultipleMessage_V4_get"
@@ -597,7 +597,7 @@ class ESMS(BaseClient):
             endpoint=endpoint,
             parse=parse,
             data=_ENCODER.encode(fields),
-            headers=_JSON,
+            content_type=_JSON,
             idempotent=False,
             deduplicated=True,
         )
@@ -704,7 +704,7 @@ class ESMS(BaseClient):
             endpoint=_EP_SENT_DATA,
             parse=parse,
             data=body,
-            headers=_JSON,
+            content_type=_JSON,
             idempotent=True,
         )
 

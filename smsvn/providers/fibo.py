@@ -84,10 +84,8 @@ _GUID: Final = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_SMS_GUID_LENGTH}}}")
 
 _SOAP_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 _TEMPURI: Final = "http://tempuri.org/"
-_SOAP_HEADERS: Final = {
-    "Content-Type": "text/xml; charset=utf-8",
-    "SOAPAction": '"http://tempuri.org/GetTotalMt"',
-}
+_SOAP_XML: Final = "text/xml; charset=utf-8"
+_SOAP_ACTION: Final = {"SOAPAction": '"http://tempuri.org/GetTotalMt"'}
 
 _XML_DECLARATION: Final = b'<?xml version="1.0" encoding="utf-8"?>\n'
 _SUCCESS: Final = frozenset({200, 1})
@@ -382,7 +380,8 @@ class Fibo(BaseClient):
             endpoint=_EP_TOTALS,
             parse=parse,
             data=self._totals_body,
-            headers=_SOAP_HEADERS,
+            content_type=_SOAP_XML,
+            headers=_SOAP_ACTION,
             idempotent=True,
         )
 

@@ -366,7 +366,7 @@ class SpeedSMS(BaseClient):
             endpoint="sms/send",
             parse=parse,
             data=body,
-            headers=_JSON,
+            content_type=_JSON,
             idempotent=False,
         )
 
@@ -403,7 +403,7 @@ class SpeedSMS(BaseClient):
             endpoint="voice/otp",
             parse=parse,
             data=body,
-            headers=_JSON,
+            content_type=_JSON,
             idempotent=False,
         )
 
@@ -478,7 +478,7 @@ class SpeedSMS(BaseClient):
         )
 
 
-_JSON: Final = {"Content-Type": "application/json"}
+_JSON: Final = "application/json"
 
 
 def _check_type(sms_type: object, sender: str | None) -> None:
