@@ -15,6 +15,7 @@ or more up to the next whole second the same way). It ticks only while attempts 
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from typing import Any
 
@@ -22,6 +23,9 @@ __all__ = ["AttemptTimer"]
 
 _MAX_TICK = 1.0
 _MIN_TICK = 0.001
+_now = time.monotonic
+"""The deadlines' clock, read in C: ``loop.time()`` is a Python frame around the same clock (and
+the loop only schedules the tick; an attempt's end is measured here)."""
 
 
 class AttemptTimer:
@@ -45,7 +49,7 @@ class AttemptTimer:
         task = asyncio.current_task(loop)
         if task is None:
             return None
-        self._due[task] = (loop.time() + self._timeout, task.cancelling())
+        self._due[task] = (_now() + self._timeout, task.cancelling())
         if self._handle is None or self._loop is not loop:
             self._loop = loop
             self._handle = loop.call_later(self._tick, self._sweep, loop)
@@ -71,7 +75,7 @@ class AttemptTimer:
             self._handle = None
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
+        now = _now()
         due = self._due
         late = [(task, entry[1]) for task, entry in due.items() if entry[0] <= now]
         for task, cancelling in late:

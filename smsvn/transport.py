@@ -350,8 +350,15 @@ class _CleanHandler(ResponseHandler):
             return False
         if self in self._lent:
             return True
-        # Idle in the pool (aiohttp is about to lend it, or its cleanup is looking).
-        if self.should_close or self._unread(transport):
+        # Idle in the pool (aiohttp is about to lend it, or its cleanup is looking). Whether
+        # the socket has bytes (or an EOF, an error) the loop has not read: one poll, inline
+        # (every request on a pooled connection asks).
+        poller = self._poller
+        try:
+            unread = bool(poller.poll(0)) if poller is not None else _readable(transport)
+        except (OSError, ValueError):
+            unread = True
+        if unread or self.should_close:
             _log.info(
                 "%s: a pooled connection held unread bytes; closed it",
                 _peer(transport),
@@ -360,18 +367,10 @@ class _CleanHandler(ResponseHandler):
         # Lent to the running task's request, which leaves on it. (Asked by aiohttp's cleanup
         # instead, in the context of the task that released a connection, this may mark that
         # task's send as left: the safe side, never the other.)
-        _leaving()
+        mark = departure.get()
+        if mark is not None:
+            mark.left = True
         return True
-
-    def _unread(self, transport: asyncio.BaseTransport) -> bool:
-        """Whether the socket has bytes (or an EOF, an error) the loop has not read."""
-        poller = self._poller
-        if poller is None:
-            return _readable(transport)
-        try:
-            return bool(poller.poll(0))
-        except (OSError, ValueError):
-            return True
 
 
 def _leaving() -> None:
@@ -596,9 +595,7 @@ class Transport:
         elif (override := _bounds.get()) is not None:
             max_wait = _tighter(max_wait, override.max_wait)
             deadline = _tighter(deadline, override.deadline)
-        end: float | None = None
-        if deadline is not None:
-            end = asyncio.get_running_loop().time() + deadline
+        end = None if deadline is None else asyncio.get_running_loop().time() + deadline
         retries = 0
         attempt = 0
         limited = 0

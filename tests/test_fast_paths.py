@@ -171,7 +171,7 @@ def test_the_batch_check_refuses_str_subclasses_and_non_strings() -> None:
 
 
 @given(st.lists(_CANONICAL, max_size=100))
-@example(["0912345678"])  # one number (an OTP) has a path of its own
+@example(["0912345678"])  # a send of one number builds its list in ``_send`` instead
 @example([])
 def test_the_speedsms_array_is_the_international_forms(numbers: list[str]) -> None:
     assert msgspec.json.decode(speedsms._to_array(numbers)) == ["84" + n[1:] for n in numbers]

@@ -94,6 +94,20 @@ async def test_send_success_uses_84_form_and_json(mocked: aioresponses) -> None:
     assert sent_type(call) == "application/json"
 
 
+@pytest.mark.parametrize("to", ["84912345678", "0912345678", "+84 912 345 678", ["0912345678"]])
+async def test_one_number_goes_as_a_one_element_84_array(mocked: aioresponses, to: Any) -> None:
+    """One number, however written (and a list of one), goes as ``["84..."]``: the single
+    send's own path in ``_send`` and the batch path give the same body."""
+    mocked.post(SEND, payload=ok({"tranId": 1, "totalSMS": 1, "totalPrice": 250}), repeat=True)
+    async with client() as sms:
+        result = await sms.send(to, "Ma OTP 123456")
+        send_batch = sms.batch_sender(content="Ma OTP 123456")
+        await send_batch(["0912345678"], "Ma OTP 123456", None)
+    assert result.recipients == ("0912345678",)
+    bodies = [json.loads(sent_body(call)) for call in requests_to(mocked, "POST", SEND)]
+    assert [body["to"] for body in bodies] == [["84912345678"], ["84912345678"]]
+
+
 async def test_send_reports_local_and_provider_invalid_numbers(mocked: aioresponses) -> None:
     mocked.post(
         SEND,

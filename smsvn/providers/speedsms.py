@@ -114,8 +114,9 @@ class _Envelope(msgspec.Struct, Generic[D], frozen=True, kw_only=True):
 
 
 class _SendRequest(msgspec.Struct, frozen=True):
-    to: msgspec.Raw
-    """The JSON array of international numbers, ``["84912345678", ...]`` (see ``_to_array``)."""
+    to: msgspec.Raw | list[str]
+    """The international numbers, ``["84912345678", ...]``: one as a list, more as the JSON
+    array ``_to_array`` writes."""
     content: str
     sms_type: int
     sender: str
@@ -168,8 +169,6 @@ def _to_array(numbers: list[str]) -> msgspec.Raw:
     strings first (benchmarks/README.md). Exact for canonical numbers: each is ``0`` + 9 ASCII
     digits (nothing JSON escapes), so ``","0`` occurs only where an element starts.
     """
-    if len(numbers) == 1:  # an OTP: no join, no replace
-        return msgspec.Raw(('["84' + numbers[0][1:] + '"]').encode())
     if not numbers:
         return msgspec.Raw(b"[]")
     return msgspec.Raw(('["84' + '","'.join(numbers)[1:].replace('","0', '","84') + '"]').encode())
@@ -327,7 +326,8 @@ class SpeedSMS(BaseClient):
         pass every resumption through); nothing is sent until it is awaited."""
         body = _ENCODER.encode(
             _SendRequest(
-                to=_to_array(numbers),
+                # One number (an OTP): a list of its one string, no join or replace.
+                to=["84" + numbers[0][1:]] if len(numbers) == 1 else _to_array(numbers),
                 content=content,
                 sms_type=sms_type,
                 sender=sender,
@@ -446,9 +446,9 @@ class SpeedSMS(BaseClient):
         except DECODE_ERRORS as exc:
             raise self._transport.malformed(endpoint, response, why(exc)) from None
         if envelope.status == "success" and status == 200:
-            if envelope.data is None:
-                raise self._transport.malformed(endpoint, response, "success without data")
             data = envelope.data
+            if data is None:
+                raise self._transport.malformed(endpoint, response, "success without data")
             if (
                 isinstance(data, _SendData)
                 and data.tran_id.__class__ is not str
