@@ -352,10 +352,10 @@ class _CleanHandler(ResponseHandler):
             return True
         # Idle in the pool (aiohttp is about to lend it, or its cleanup is looking). Whether
         # the socket has bytes (or an EOF, an error) the loop has not read: one poll, inline
-        # (every request on a pooled connection asks).
+        # (every request on a pooled connection asks): a list of ready events, or a bool.
         poller = self._poller
         try:
-            unread = bool(poller.poll(0)) if poller is not None else _readable(transport)
+            unread: object = poller.poll(0) if poller is not None else _readable(transport)
         except (OSError, ValueError):
             unread = True
         if unread or self.should_close:

@@ -338,7 +338,7 @@ class SpeedSMS(BaseClient):
             data = self._parse(response, _SEND, "sms/send")
             if not data.invalid_phone:
                 accepted = tuple(numbers)
-                refused = tuple(invalid)
+                refused = tuple(invalid) if invalid else ()
             else:
                 bad = {_national(p) for p in data.invalid_phone}
                 accepted = tuple(n for n in numbers if n not in bad)
