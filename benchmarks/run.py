@@ -6,22 +6,21 @@ loopback and with 20 ms of simulated provider latency; a table on screen and JSO
     .venv/bin/python benchmarks/run.py --quick    # smaller counts, for a smoke test
     .venv/bin/python benchmarks/run.py --only smsvn --only floor
 
-The simulator (``benchmarks/server.py``) runs in its own process. Where the machine has two
-cores or more, the simulator is pinned to one core and every client scenario to another, so the
-client's CPU per request is its own. The machine may be shared and noisy, so: a request
-scenario's rate and CPU per request are medians over 20 slices of its run (slices another process
-slowed down drop out); each floor alternates ``--rounds`` times with what is compared to it
-(``floor`` with ``smsvn``; ``floor-single`` with ``single`` and ``single-uvloop``), each keeps its
-best rate and least CPU. The CPU ratio a target is judged on is the *quiet* one: the 5th
-percentile of every slice of every round of a scenario, against the same of its floor (another
-process on the machine only ever adds CPU to a slice, and adds the same microseconds to both sides
-of a ratio, pulling it towards 1x); the median of the rounds, each against the floor round just
-before it, is shown beside it. ``floor-single-again`` runs the floor against itself in the same
-rounds: where its quiet ratio strays from 1x by more than ``NOISE``, the machine is too noisy to
-judge a single send's CPU and the target says so instead of PASS or MISS (``--no-calibrate``
-skips it). Every request scenario runs with glibc's malloc thresholds pinned (see ``MALLOC``).
-See benchmarks/README.md for how to read the table.
-"""
+The simulator (``benchmarks/server.py``) runs in its own process. Where the machine has two cores or
+more, the simulator is pinned to one core and every client scenario to another, so the client's CPU
+per request is its own. The machine may be shared and noisy, so: a request scenario's rate and CPU
+per request are medians over 20 slices of its run (slices another process slowed down drop out);
+each floor alternates ``--rounds`` times with what is compared to it (``floor`` with ``smsvn``;
+``floor-single`` with ``single`` and ``single-uvloop``), each keeps its best rate and least CPU. The
+CPU ratio a target is judged on is the *quiet* one: the 5th percentile of the steady slices (all but
+the first and the last) of every round of a scenario, against the same of its floor (another process
+on the machine only ever adds CPU to a slice, and adds the same microseconds to both sides of a
+ratio, pulling it towards 1x); the median of the rounds, each against the floor round just before
+it, is shown beside it. ``floor-single-again`` runs the floor against itself in the same rounds:
+where its quiet ratio strays from 1x by more than ``NOISE``, the machine is too noisy to judge a
+single send's CPU and the target says so instead of PASS or MISS (``--no-calibrate`` skips it).
+Every request scenario runs with glibc's malloc thresholds pinned (see ``MALLOC``). See
+benchmarks/README.md for how to read the table."""
 
 from __future__ import annotations
 
@@ -56,8 +55,9 @@ BULK_MB = 64.0
 DEDUPE_BYTES_PER_NUMBER = 60.0
 UTILISATION = 0.97
 QUIET = 0.05
-"""The percentile of a scenario's slices (every round's, pooled) taken as its CPU per request on a
-quiet machine: with 6 rounds of 20 slices, the 6th lowest of 120 (benchmarks/README.md)."""
+"""The percentile of a scenario's steady slices (every round's but its first and last, pooled)
+taken as its CPU per request on a quiet machine: with 6 rounds of 18, the 6th lowest of 108
+(benchmarks/README.md)."""
 NOISE = 0.03
 """How far the floor against itself may stray from 1x for a single send's CPU to be judged."""
 
@@ -297,8 +297,13 @@ def _pair(
 def _quiet(results: list[dict[str, Any]]) -> float | None:
     """A scenario's CPU per request on a quiet machine: the ``QUIET`` percentile of the slices of
     all its rounds. Interference only ever adds CPU to a slice, so the low end of many short
-    slices is the machine left alone; one round is too few slices to find it."""
-    each = sorted(x for t in results if "error" not in t for x in t.get("cpu_us_each", ()))
+    slices is the machine left alone; one round is too few slices to find it.
+
+    A round's first slice fills the pipeline (64 sends before their answers) and its last drains
+    it (answers with no new sends): each is the dearest and the cheapest of its round whatever
+    the machine does, so neither is a steady slice. Counted, the drains alone were the 5th
+    percentile: one sample a round, of how many requests were in flight at the end."""
+    each = sorted(x for t in results if "error" not in t for x in t.get("cpu_us_each", ())[1:-1])
     if len(each) < 20:
         return None
     return float(each[int(QUIET * (len(each) - 1))])
@@ -478,7 +483,7 @@ def table(runs: dict[str, Any], checks: list[dict[str, Any]]) -> str:
     lines.append(
         "rate: against the floor's best round; CPU: the floor's least round, except smsvn's, "
         "single's and single-uvloop's:\nthe quiet ratio (5th percentile of every round's "
-        "slices against the floor's); floor-single, single and single-uvloop:\none 84... "
+        "steady slices against the floor's); floor-single, single and single-uvloop:\none 84... "
         "number a call, against floor-single (floor-single-again: the floor against itself)"
     )
     lines.append("")
