@@ -43,7 +43,7 @@ test: lint types unit
 demo: $(STAMP)
 	$(BIN)/smsvn demo
 
-# Throughput, CPU per request and memory against a bare aiohttp floor (3-4 minutes), then what
+# Throughput, CPU per request and memory against a bare aiohttp floor (5-6 minutes), then what
 # a durable campaign costs (benchmarks/journal.py, 2-3 minutes; JOURNAL_ARGS="--postgres DSN"
 # measures PostgreSQL too). BENCH_ARGS=--quick JOURNAL_ARGS=--quick for a smoke test.
 bench: $(BENCH_STAMP)
