@@ -235,3 +235,48 @@ async def test_a_body_goes_with_one_content_type_of_its_kind(
     [(types, body)] = seen
     assert types == [expected]
     assert body  # the body went, whole: the simulator answered it above
+
+
+async def test_every_attempt_of_a_call_carries_the_whole_body() -> None:
+    """One payload serves every attempt: after a 429 (the request went whole and was answered)
+    and after a connection dropped once the request was read (eSMS resends under its
+    RequestId), the next attempt sends the same bytes again, not an emptied body."""
+    from aiohttp import web
+
+    from smsvn.providers.esms import ESMS
+
+    bodies: list[bytes] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        bodies.append(await request.read())
+        if len(bodies) == 1 and "speedsms" in request.path:
+            return web.json_response(
+                {"status": "error", "code": "429", "message": "slow down"},
+                status=429,
+                headers={"X-Rate-Limit-Reset": "0"},
+            )
+        if len(bodies) == 1:
+            assert request.transport is not None
+            request.transport.abort()  # read, never answered: the outcome is unknown
+            return web.Response()
+        if "speedsms" in request.path:
+            return web.json_response(
+                {"status": "success", "code": "00", "data": {"tranId": 7, "totalSMS": 1}}
+            )
+        return web.json_response({"CodeResult": "100", "SMSID": "id-1"})
+
+    for make in (
+        lambda root: SpeedSMS(
+            SENTINEL_TOKEN, base_url=root + "/speedsms", rate_limit=None, retry=FAST_RETRY
+        ),
+        lambda root: ESMS(
+            "key", "secret", brandname="BRAND", base_url=root, rate_limit=None, retry=FAST_RETRY
+        ),
+    ):
+        bodies.clear()
+        async with http_server(answer) as root, make(root) as client:
+            result = await client.send("0912345678", "Ma OTP 123456")
+        assert result.recipients == ("0912345678",)
+        assert len(bodies) == 2
+        assert bodies[0] == bodies[1]
+        assert b"Ma OTP 123456" in bodies[0]
