@@ -907,8 +907,9 @@ class Transport:
         """The request of one attempt, not yet sent, where ``call``'s usual path does not apply
         (a borrowed session, a deadline's shorter timeout, a query, a GET): every keyword, and
         aiohttp's own timer where ``timeout`` has a total. The body's ``Content-Type`` goes
-        among the headers too: a borrowed session's default one would otherwise win."""
-        if data is not None:
+        among the headers too (unless the call's own headers name one): a borrowed session's
+        default one would otherwise win."""
+        if data is not None and (headers is None or _CONTENT_TYPE not in headers):
             headers = CIMultiDict(headers or ())
             headers[_CONTENT_TYPE] = data.content_type
         return session.request(

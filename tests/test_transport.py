@@ -280,3 +280,42 @@ async def test_every_attempt_of_a_call_carries_the_whole_body() -> None:
         assert len(bodies) == 2
         assert bodies[0] == bodies[1]
         assert b"Ma OTP 123456" in bodies[0]
+
+
+@pytest.mark.parametrize("session_kind", ["own", "own, with a deadline", "borrowed"])
+async def test_a_content_type_among_a_calls_headers_is_the_one_sent(session_kind: str) -> None:
+    """A provider written before ``content_type=`` (its type in ``headers``) sends that type,
+    once, through either path: the body's default type never replaces the call's own."""
+    import aiohttp
+    from aiohttp import web
+
+    from smsvn.transport import Transport
+
+    seen: list[list[str]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.getall("Content-Type", []))
+        return web.Response(text="ok")
+
+    async with contextlib.AsyncExitStack() as stack:
+        root = await stack.enter_async_context(http_server(answer))
+        options: dict[str, Any] = {}
+        if session_kind == "borrowed":
+            options["session"] = await stack.enter_async_context(
+                aiohttp.ClientSession(headers={"Content-Type": "text/plain"})
+            )
+        elif session_kind == "own, with a deadline":
+            options["deadline"] = 30.0
+        transport = Transport(provider="toy", **options)
+        stack.push_async_callback(transport.aclose)
+        status = await transport.call(
+            "POST",
+            root + "/send",
+            endpoint="send",
+            parse=lambda response: response.status,
+            data=b'{"to": "0912345678"}',
+            headers={"Content-Type": "application/json"},
+            idempotent=False,
+        )
+    assert status == 200
+    assert seen == [["application/json"]]
