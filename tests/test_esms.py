@@ -26,7 +26,14 @@ from smsvn.models import (
     SendStatus,
 )
 from smsvn.providers.esms import DEFAULT_RATE_LIMIT, ESMS, MAX_REQUEST_ID_LENGTH
-from tests.conftest import FAST_RETRY, SENTINEL_KEY, SENTINEL_SECRET, sent_body, sent_type
+from tests.conftest import (
+    FAST_RETRY,
+    SENTINEL_KEY,
+    SENTINEL_SECRET,
+    payload_bytes,
+    sent_body,
+    sent_type,
+)
 
 BASE = "https://rest.esms.vn/MainService.svc/json"
 VOICE = "https://voiceapi.esms.vn/MainService.svc/json"
@@ -1131,10 +1138,14 @@ async def test_keys_never_appear_in_errors_reprs_logs_or_raw(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="smsvn")
     seen: list[str] = []
+    bodies: list[str] = []
 
     def echo(url: URL, **kwargs: Any) -> CallbackResult:
         # A hostile proxy echoing the request (URL, query and body) back into its answer.
-        echoed = f"{url} {kwargs.get('params')} {kwargs.get('data')!r}"
+        data = kwargs.get("data")
+        body = payload_bytes(data).decode() if data is not None else ""
+        bodies.append(body)
+        echoed = f"{url} {kwargs.get('params')} {body}"
         return CallbackResult(status=500, body=echoed.encode())
 
     def echo_ok(url: URL, **kwargs: Any) -> CallbackResult:
@@ -1178,6 +1189,8 @@ async def test_keys_never_appear_in_errors_reprs_logs_or_raw(
         names = await sms.brandnames()
         seen.append(repr(names))
     assert sum("***" in text for text in seen) >= 5
+    # The POST's echo carried both keys back (the test is not vacuous): they came out masked.
+    assert any(SENTINEL_KEY in b and SENTINEL_SECRET in b for b in bodies), bodies
     async with client(base_url=f"http://127.0.0.1:{closed_port}") as sms:
         for lookup in (sms.balance(), sms.brandnames(), sms.status("1")):
             with pytest.raises(errors.ConnectError) as conn:

@@ -227,7 +227,7 @@ async def test_a_body_goes_with_one_content_type_of_its_kind(
                 aiohttp.ClientSession(headers={"Content-Type": "text/plain"})
             )
         elif session_kind == "own, with a deadline":
-            options["deadline"] = 30.0
+            options["deadline"] = 20.0  # nearer than the 30 s timeout: the slow path
         client = await stack.enter_async_context(client_at(sb, provider, root, **options))
         call = getattr(client, method)
         result = await (call("0912345678", "Ma OTP 123456") if method == "send" else call())
@@ -305,7 +305,7 @@ async def test_a_content_type_among_a_calls_headers_is_the_one_sent(session_kind
                 aiohttp.ClientSession(headers={"Content-Type": "text/plain"})
             )
         elif session_kind == "own, with a deadline":
-            options["deadline"] = 30.0
+            options["deadline"] = 20.0  # nearer than the 30 s timeout: the slow path
         transport = Transport(provider="toy", **options)
         stack.push_async_callback(transport.aclose)
         status = await transport.call(

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
+import socket
+import threading
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -155,6 +158,92 @@ async def test_an_unsolicited_answer_on_an_idle_connection_is_never_read(
         assert sb.requests[(provider, route)] == 2, "a send went out twice"
         assert proxy.forwarded == 2
         no_duplicates(sb)
+
+
+class ThreadedKeepAlive:
+    """A keep-alive HTTP server on a thread of its own, so that it can write while the client's
+    event loop is not running: answers every request (GETs, no body) with ``answer`` and keeps
+    each connection open for the next."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.connections: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    def __enter__(self) -> ThreadedKeepAlive:
+        self._threads[0].start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for conn in self.connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=2)
+        for conn in self.connections:
+            conn.close()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.connections.append(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        pending = b""
+        with contextlib.suppress(OSError):
+            while not self._stop.is_set():
+                while b"\r\n\r\n" not in pending:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    pending += chunk
+                _, _, pending = pending.partition(b"\r\n\r\n")
+                conn.sendall(self.answer)
+
+
+async def test_bytes_that_arrived_while_the_loop_was_busy_keep_a_connection_from_being_lent() -> (
+    None
+):
+    """An unsolicited answer can land on an idle pooled connection after the event loop last
+    looked (a busy loop, a blocking call): aiohttp has not read it, so ``should_close`` does not
+    know. The pool's check polls the socket itself: the connection is never lent, and the next
+    request goes on a new one and reads its own answer, not the stale 429."""
+    body = b'{"status":"success","code":"00","data":{"balance":1234,"currency":"VND"}}'
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    with ThreadedKeepAlive(answer) as server:
+        root = f"http://127.0.0.1:{server.port}/index.php"
+        retries: list[AttemptInfo] = []
+        hooks = Hooks(on_retry=retries.append)
+        async with SpeedSMS(SENTINEL_TOKEN, base_url=root, retry=FAST_RETRY, hooks=hooks) as sms:
+            assert (await sms.balance()).amount == 1234
+            connector = sms._transport.session().connector
+            assert connector is not None
+            [(idle, _)] = [held for queue in connector._conns.values() for held in queue]
+            # No await from here to the check: the loop does not run, nobody reads the socket.
+            server.connections[0].sendall(STALE_429)
+            sock = idle.transport.get_extra_info("socket")
+            assert select.select([sock.fileno()], [], [], 2.0)[0], "the stale 429 never came"
+            assert not idle.should_close  # aiohttp has not read it: only a poll can know
+            assert not idle.is_connected()
+            assert (await sms.balance()).amount == 1234
+        assert retries == [], "the stale 429 was read as the balance's answer"
+        assert len(server.connections) == 2
 
 
 async def test_failover_never_acts_on_a_stale_refusal() -> None:
