@@ -25,7 +25,8 @@ _MAX_TICK = 1.0
 _MIN_TICK = 0.001
 _now = time.monotonic
 """The deadlines' clock, read in C: ``loop.time()`` is a Python frame around the same clock (and
-the loop only schedules the tick; an attempt's end is measured here)."""
+the loop only schedules the tick; an attempt's end is measured here). So an event loop with a
+clock of its own (a test's virtual time) does not hasten a timeout: it comes in real seconds."""
 
 
 class AttemptTimer:
