@@ -188,7 +188,24 @@ _BODY_CALLS = per_provider(
 """Each provider's request with a body, and the ``Content-Type`` its document asks for."""
 
 
-@pytest.mark.parametrize("session_kind", ["own", "own, with a deadline", "borrowed"])
+SESSION_KINDS = ["own", "own, with a deadline", "borrowed"]
+"""The transport's two paths: its own session's usual one; a deadline's or a borrowed one's."""
+
+
+async def _path_options(stack: contextlib.AsyncExitStack, session_kind: str) -> dict[str, Any]:
+    """A client's options for ``session_kind``; a borrowed session's defaults carry another
+    ``Content-Type``, which the request's own must win over."""
+    import aiohttp
+
+    if session_kind == "borrowed":
+        session = aiohttp.ClientSession(headers={"Content-Type": "text/plain"})
+        return {"session": await stack.enter_async_context(session)}
+    if session_kind == "own, with a deadline":
+        return {"deadline": 20.0}  # nearer than the 30 s timeout: the slow path
+    return {}
+
+
+@pytest.mark.parametrize("session_kind", SESSION_KINDS)
 async def test_a_body_goes_with_one_content_type_of_its_kind(
     sb: Sandbox, provider: str, session_kind: str
 ) -> None:
@@ -221,13 +238,7 @@ async def test_a_body_goes_with_one_content_type_of_its_kind(
     method, expected = _BODY_CALLS[provider]
     async with contextlib.AsyncExitStack() as stack:
         root = await stack.enter_async_context(http_server(recording))
-        options: dict[str, Any] = {}
-        if session_kind == "borrowed":
-            options["session"] = await stack.enter_async_context(
-                aiohttp.ClientSession(headers={"Content-Type": "text/plain"})
-            )
-        elif session_kind == "own, with a deadline":
-            options["deadline"] = 20.0  # nearer than the 30 s timeout: the slow path
+        options = await _path_options(stack, session_kind)
         client = await stack.enter_async_context(client_at(sb, provider, root, **options))
         call = getattr(client, method)
         result = await (call("0912345678", "Ma OTP 123456") if method == "send" else call())
@@ -282,11 +293,10 @@ async def test_every_attempt_of_a_call_carries_the_whole_body() -> None:
         assert b"Ma OTP 123456" in bodies[0]
 
 
-@pytest.mark.parametrize("session_kind", ["own", "own, with a deadline", "borrowed"])
+@pytest.mark.parametrize("session_kind", SESSION_KINDS)
 async def test_a_content_type_among_a_calls_headers_is_the_one_sent(session_kind: str) -> None:
     """A provider written before ``content_type=`` (its type in ``headers``) sends that type,
     once, through either path: the body's default type never replaces the call's own."""
-    import aiohttp
     from aiohttp import web
 
     from smsvn.transport import Transport
@@ -299,13 +309,7 @@ async def test_a_content_type_among_a_calls_headers_is_the_one_sent(session_kind
 
     async with contextlib.AsyncExitStack() as stack:
         root = await stack.enter_async_context(http_server(answer))
-        options: dict[str, Any] = {}
-        if session_kind == "borrowed":
-            options["session"] = await stack.enter_async_context(
-                aiohttp.ClientSession(headers={"Content-Type": "text/plain"})
-            )
-        elif session_kind == "own, with a deadline":
-            options["deadline"] = 20.0  # nearer than the 30 s timeout: the slow path
+        options = await _path_options(stack, session_kind)
         transport = Transport(provider="toy", **options)
         stack.push_async_callback(transport.aclose)
         status = await transport.call(
