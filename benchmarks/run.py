@@ -315,22 +315,26 @@ def _cpu_ratio(runs: dict[str, Any], lat: str, scenario: str) -> float | None:
     return quiet if quiet is not None else _get(runs, lat, scenario, "paired_cpu_ratio")
 
 
+def _beside_pairs(judged: float | None, paired: float | None) -> str:
+    """The ratio a target is judged on, and the median of the round-by-round pairs beside it
+    where the two differ."""
+    if judged is None or paired is None or round(judged, 2) == round(paired, 2):
+        return _fmt(judged, "x")
+    return f"{judged:.2f}x (median of pairs {paired:.2f}x)"
+
+
 def _cpu_shown(runs: dict[str, Any], lat: str, scenario: str) -> str:
-    cpu, paired = _cpu_ratio(runs, lat, scenario), _get(runs, lat, scenario, "paired_cpu_ratio")
-    if cpu is None or paired is None or cpu == paired:
-        return _fmt(cpu, "x")
-    return f"{cpu:.2f}x (median of pairs {paired:.2f}x)"
+    return _beside_pairs(
+        _cpu_ratio(runs, lat, scenario), _get(runs, lat, scenario, "paired_cpu_ratio")
+    )
 
 
 def _rate_shown(runs: dict[str, Any], lat: str, scenario: str) -> str:
-    """The best-against-best rate ratio a target is judged on, and the median of the pairs
-    beside it. A single send behind 20 ms of latency scatters both ways by several percent
-    from round to round on an idle machine (2,450-2,970 req/s for the floor alone), so its best
-    round is an outlier up as often as a quiet one: the median of the pairs shows which."""
-    best, paired = (_get(runs, lat, scenario, k) for k in ("best_rate_ratio", "paired_rate_ratio"))
-    if best is None or paired is None or round(best, 2) == round(paired, 2):
-        return _fmt(best, "x")
-    return f"{best:.2f}x (median of pairs {paired:.2f}x)"
+    """Best against best, with the pairs beside it: a single send behind 20 ms of latency
+    scatters both ways by several percent from round to round on an idle machine (2,450-2,970
+    req/s for the floor alone), so its best round is an outlier up as often as a quiet one."""
+    best = _get(runs, lat, scenario, "best_rate_ratio")
+    return _beside_pairs(best, _get(runs, lat, scenario, "paired_rate_ratio"))
 
 
 def _single(
